@@ -1,0 +1,138 @@
+"""CLIP in Flax linen: a ViT image tower, a causal text tower and a learned logit scale.
+
+Parameter tree (stable: checkpoints and optimiser masks refer to these names):
+  visual/{conv1, class_embedding, positional_embedding, ln_pre, transformer/resblocks_{i}, ln_post, proj}
+  text/{token_embedding, positional_embedding, transformer/resblocks_{i}, ln_final, text_projection}
+  logit_scale  (log of the temperature's inverse; logits use exp(logit_scale))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from flyp_jax.models.transformer import LayerNorm, Transformer
+from flyp_jax.models.variants import CLIPConfig
+
+Array = jax.Array
+normal = nn.initializers.normal
+
+
+class VisionTransformer(nn.Module):
+  """Images [B, S, S, 3] (NHWC, CLIP-normalised) -> (features [B, embed_dim], aux).
+
+  aux: 'attention' (per-layer maps [B, H, T, T] with T = 1 + patches, or None unless requested),
+  'pooled' (the class token after ln_post, [B, width]), 'tokens' (last block's output, [B, T, width]).
+  """
+  config: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
+               return_attention: bool = False) -> tuple[Array, dict]:
+    c = self.config
+    if images.ndim != 4 or images.shape[1:] != (c.image_size, c.image_size, 3):
+      raise ValueError(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), "
+                       f"got {images.shape}")
+    scale = c.vision_width ** -0.5
+    x = nn.Conv(c.vision_width, (c.patch_size,) * 2, strides=(c.patch_size,) * 2, padding="VALID",
+                use_bias=False, dtype=self.dtype, param_dtype=jnp.float32, name="conv1")(images)
+    x = x.reshape(x.shape[0], -1, c.vision_width)
+    cls = self.param("class_embedding", normal(scale), (c.vision_width,), jnp.float32)
+    x = jnp.concatenate([jnp.broadcast_to(cls.astype(x.dtype), (x.shape[0], 1, c.vision_width)), x], axis=1)
+    x = x + self.param("positional_embedding", normal(scale), (c.num_patches + 1, c.vision_width),
+                       jnp.float32).astype(x.dtype)
+    x = LayerNorm(c.layer_norm_eps, name="ln_pre")(x)
+    x, maps = Transformer(c.vision_layers, c.vision_heads, c.mlp_ratio, c.activation, causal=False,
+                          eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(
+                              x, attention_maps, return_attention)
+    pooled = LayerNorm(c.layer_norm_eps, name="ln_post")(x[:, 0])
+    proj = self.param("proj", normal(scale), (c.vision_width, c.embed_dim), jnp.float32)
+    features = jnp.dot(pooled, proj.astype(pooled.dtype)).astype(jnp.float32)
+    return features, {"attention": maps, "pooled": pooled, "tokens": x}
+
+
+class TextTransformer(nn.Module):
+  """Token ids [B, L] (L <= context_length, zero padded) -> (features [B, embed_dim], aux).
+
+  The sequence is read at its end-of-text token, found as the highest id in each row: the tokenizer's
+  end-of-text id is the largest in the vocabulary, as in OpenAI's CLIP.
+  aux: 'pooled' ([B, width], after ln_final), 'tokens' ([B, L, width]).
+  """
+  config: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, tokens: Array) -> tuple[Array, dict]:
+    c = self.config
+    if tokens.ndim != 2 or tokens.shape[1] > c.context_length:
+      raise ValueError(f"expected token ids of shape [B, L] with L <= {c.context_length}, got {tokens.shape}")
+    x = nn.Embed(c.vocab_size, c.text_width, dtype=self.dtype, param_dtype=jnp.float32,
+                 embedding_init=normal(0.02), name="token_embedding")(tokens)
+    pos = self.param("positional_embedding", normal(0.01), (c.context_length, c.text_width), jnp.float32)
+    x = x + pos[: tokens.shape[1]].astype(x.dtype)
+    x, _ = Transformer(c.text_layers, c.text_heads, c.mlp_ratio, c.activation, causal=True,
+                       eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(x)
+    x = LayerNorm(c.layer_norm_eps, name="ln_final")(x)
+    pooled = jnp.take_along_axis(x, jnp.argmax(tokens, axis=-1)[:, None, None], axis=1)[:, 0]
+    proj = self.param("text_projection", normal(c.text_width ** -0.5), (c.text_width, c.embed_dim),
+                      jnp.float32)
+    features = jnp.dot(pooled, proj.astype(pooled.dtype)).astype(jnp.float32)
+    return features, {"pooled": pooled, "tokens": x}
+
+
+class CLIP(nn.Module):
+  """Both towers and the logit scale. Parameters are float32; `dtype` is the compute dtype.
+
+  `encode_image` / `encode_text` return unnormalised projected features (float32), like open_clip's
+  `encode_image(..., normalize=False)`; the towers' aux outputs are reachable through `image_tower`.
+  """
+  config: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  def setup(self):
+    self.visual = VisionTransformer(self.config, self.dtype, self.remat)
+    self.text = TextTransformer(self.config, self.dtype, self.remat)
+    self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), (), jnp.float32)
+
+  def image_tower(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
+                  return_attention: bool = False) -> tuple[Array, dict]:
+    return self.visual(images, attention_maps, return_attention)
+
+  def encode_image(self, images: Array) -> Array:
+    return self.visual(images)[0]
+
+  def encode_text(self, tokens: Array) -> Array:
+    return self.text(tokens)[0]
+
+  def __call__(self, images: Array, tokens: Array) -> tuple[Array, dict]:
+    """-> (logits_per_image [N_images, N_texts], aux with normalised features and exp(logit_scale))."""
+    image_features = normalize(self.encode_image(images))
+    text_features = normalize(self.encode_text(tokens))
+    scale = jnp.exp(self.logit_scale)
+    logits = scale * image_features @ text_features.T
+    return logits, {"image_features": image_features, "text_features": text_features, "logit_scale": scale}
+
+
+def normalize(x: Array, axis: int = -1) -> Array:
+  """x / ||x|| along `axis`, in float32 (features are compared by cosine similarity)."""
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), 1e-24))
+
+
+def dummy_inputs(config: CLIPConfig, batch: int = 1) -> tuple[Array, Array]:
+  """Zero images and tokens of the shapes the model expects (for init and shape inference)."""
+  return (jnp.zeros((batch, config.image_size, config.image_size, 3), jnp.float32),
+          jnp.zeros((batch, config.context_length), jnp.int32))
+
+
+def init_params(model: CLIP, rng: Array) -> dict:
+  """Random parameters for `model` (float32 pytree); wrap in jax.jit with out_shardings to shard at birth."""
+  return model.init(rng, *dummy_inputs(model.config))["params"]

@@ -1,0 +1,152 @@
+"""The pre-LN transformer shared by CLIP's two towers, with attention maps readable and replaceable.
+
+Shapes: B batch, T tokens, W width, H heads, D = W // H head width. Attention maps are post-softmax
+probabilities of shape [B, H, T_query, T_key], float32.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+normal = nn.initializers.normal
+
+
+def quick_gelu(x: Array) -> Array:
+  # The sigmoid approximation of GELU that OpenAI's CLIP checkpoints were trained with.
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATION_FNS = {"quick_gelu": quick_gelu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
+
+
+class LayerNorm(nn.Module):
+  """LayerNorm over the last axis, computed in float32 whatever the compute dtype (as OpenAI's fp16 CLIP
+  does), cast back to the input's dtype. Parameters `scale` and `bias`, [W] float32."""
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    width = x.shape[-1]
+    scale = self.param("scale", nn.initializers.ones, (width,), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (width,), jnp.float32)
+    xf = x.astype(jnp.float32)
+    mean = xf.mean(-1, keepdims=True)
+    var = jnp.square(xf - mean).mean(-1, keepdims=True)
+    return ((xf - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias).astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Multi-head self-attention.
+
+  `attention_map` ([B, H, T, T] probabilities) replaces the map computed from queries and keys: the
+  values are then mixed with the given map (attention copy). Query and key parameters exist either way,
+  so the parameter tree does not depend on the mode; with a given map XLA drops their dead computation
+  and they receive zero gradient.
+  """
+  heads: int
+  causal: bool = False
+  dtype: Any = jnp.float32
+  out_std: float = 0.02
+
+  @nn.compact
+  def __call__(self, x: Array, attention_map: Optional[Array] = None,
+               return_map: bool = False) -> tuple[Array, Optional[Array]]:
+    _, t, width = x.shape
+    head_dim = width // self.heads
+    proj = lambda name: nn.DenseGeneral((self.heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32,
+                                        kernel_init=normal(width ** -0.5), name=name)
+    v = proj("value")(x)  # [B, T, H, D]
+    weights = None
+    if attention_map is not None:
+      if attention_map.shape[-3:] != (self.heads, t, t):
+        raise ValueError(f"attention map of shape {attention_map.shape} does not fit {self.heads} heads "
+                         f"over {t} tokens; expected [B, {self.heads}, {t}, {t}]")
+      weights = attention_map.astype(jnp.float32)
+    q, k = proj("query")(x), proj("key")(x)
+    if attention_map is None and not return_map:
+      # No map needed outside: let JAX pick its fused attention implementation.
+      out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
+    else:
+      if weights is None:
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * head_dim ** -0.5
+        if self.causal:
+          logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, -jnp.inf)
+        weights = jax.nn.softmax(logits, axis=-1)
+      out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
+    out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
+                          kernel_init=normal(self.out_std), name="out")(out)
+    return out, (weights if return_map else None)
+
+
+class MLP(nn.Module):
+  hidden: int
+  activation: str
+  dtype: Any = jnp.float32
+  out_std: float = 0.02
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    width = x.shape[-1]
+    x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
+                 kernel_init=normal((2 * width) ** -0.5), name="c_fc")(x)
+    x = ACTIVATION_FNS[self.activation](x)
+    return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32,
+                    kernel_init=normal(self.out_std), name="c_proj")(x)
+
+
+class ResidualBlock(nn.Module):
+  heads: int
+  mlp_ratio: float
+  activation: str
+  causal: bool
+  eps: float
+  dtype: Any
+  out_std: float
+  return_map: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, attention_map: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
+    y, weights = Attention(self.heads, self.causal, self.dtype, self.out_std, name="attn")(
+        LayerNorm(self.eps, name="ln_1")(x), attention_map, self.return_map)
+    x = x + y
+    x = x + MLP(int(x.shape[-1] * self.mlp_ratio), self.activation, self.dtype, self.out_std, name="mlp")(
+        LayerNorm(self.eps, name="ln_2")(x))
+    return x, weights
+
+
+class Transformer(nn.Module):
+  """A stack of pre-LN residual blocks named `resblocks_{i}`.
+
+  `attention_maps`: None, or one entry per layer, each None (compute the layer's own map) or a
+  [B, H, T, T] map to use instead. With `return_attention`, the second output is the tuple of every
+  layer's map (the ones used, given or computed); otherwise it is None.
+  """
+  layers: int
+  heads: int
+  mlp_ratio: float = 4.0
+  activation: str = "quick_gelu"
+  causal: bool = False
+  eps: float = 1e-5
+  dtype: Any = jnp.float32
+  remat: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
+               return_attention: bool = False) -> tuple[Array, Optional[tuple[Array, ...]]]:
+    if attention_maps is not None and len(attention_maps) != self.layers:
+      raise ValueError(f"got {len(attention_maps)} attention maps for {self.layers} layers")
+    block = nn.remat(ResidualBlock) if self.remat else ResidualBlock
+    # Residual projections start small so that the stack's output variance does not grow with depth.
+    out_std = x.shape[-1] ** -0.5 * (2 * self.layers) ** -0.5
+    maps = []
+    for i in range(self.layers):
+      x, weights = block(self.heads, self.mlp_ratio, self.activation, self.causal, self.eps, self.dtype,
+                         out_std, return_attention, name=f"resblocks_{i}")(
+                             x, None if attention_maps is None else attention_maps[i])
+      maps.append(weights)
+    return x, (tuple(maps) if return_attention else None)

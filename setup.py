@@ -1,0 +1,34 @@
+"""flyp_jax: FLYP, its baselines and attention transfer for CLIP in JAX/Flax."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="flyp_jax",
+    version="0.1.0",
+    description="Finetune Like You Pretrain (FLYP), WiSE-FT, LP-FT and attention transfer for CLIP in JAX/Flax",
+    long_description=open("README.md").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["flyp_jax", "flyp_jax.*"]),
+    package_data={"flyp_jax": ["assets/*.gz"]},
+    install_requires=[
+        "jax>=0.7",
+        "flax>=0.10",
+        "optax",
+        "orbax-checkpoint",
+        "ml_collections",
+        "tensorflow-cpu",  # tf.data and TFDS preparation; JAX does the compute
+        "tensorflow-datasets",
+        "numpy",
+        "ml_dtypes",  # bfloat16 tensors in checkpoints
+        "ftfy",  # CLIP tokenizer text cleaning
+        "regex",  # CLIP tokenizer pre-tokenisation (\p{L}, \p{N})
+    ],
+    extras_require={
+        # The PyTorch references the parity tests compare against. torch is pinned: an unpinned torch pulls a
+        # CUDA build of several GB; 2.13.0 resolves to the CPU build on the development and CI machines.
+        # openai-clip brings OpenAI's model.py and tokenizer (loaded by file: its __init__ needs torchvision).
+        "test": ["pytest", "torch==2.13.0", "transformers>=4.40", "safetensors", "openai-clip"],
+        "tpu": ["jax[tpu]"],
+    },
+)
