@@ -19,6 +19,7 @@ setup(
         "ml_collections",
         "tensorflow-cpu",  # tf.data and TFDS preparation; JAX does the compute
         "tensorflow-datasets",
+        "importlib_resources",  # TFDS 4.9 needs it to prepare builders but does not require it on Python >= 3.9
         "numpy",
         "ml_dtypes",  # bfloat16 tensors in checkpoints
         "ftfy",  # CLIP tokenizer text cleaning

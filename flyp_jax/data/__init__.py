@@ -1,0 +1,1 @@
+"""Datasets: TFDS pipelines, preprocessing, evaluation suites, class names, templates and builders."""

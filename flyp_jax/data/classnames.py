@@ -1,0 +1,581 @@
+"""Class names for zero-shot heads, one per label id, in each dataset's label order.
+
+`get(name)` returns a fresh list whose entry i names label i of the dataset (after the projection of
+`flyp_jax.data.label_maps` for ImageNet-R/A and ObjectNet).
+
+Sources:
+  imagenet: OpenAI's curated 1000 names (openai/CLIP notebooks/Prompt_Engineering_for_ImageNet.ipynb),
+    exactly open_clip `zero_shot_metadata.IMAGENET_CLASSNAMES` (= WiSE-FT/FLYP `get_classnames('openai')`),
+    in ImageNet label order.
+  imagenet_r, imagenet_a: the imagenet names at `label_maps.subset_indices(name)` (WiSE-FT's
+    `ImageNetSubsample`: `[classnames[i] for i in class_sublist]`).
+  objectnet: the 113 ObjectNet labels that overlap ImageNet, lower-cased, in folder-name order
+    (WiSE-FT `ObjectNetBase`); they come from `label_maps.objectnet_classnames()`.
+  iwildcam: the 182 WILDS iWildCam classes, label y = 0..181, `english` column lower-cased, exactly as
+    FLYP's `IWildCam` dataset builds them from `iwildcam_metadata/labels.csv` (file in
+    mlfoundations/wise-ft `src/datasets/iwildcam_metadata/labels.csv`; rows with y = 99999 dropped).
+    Names repeat where WILDS has two category ids for one English name (e.g. 'unknown bird' 82/178).
+  fmow: the 62 WILDS FMoW categories in label order, verbatim as FLYP's `FMOW` dataset lists them
+    (locuslab/FLYP `src/datasets/fmow.py`, = p-lambda/wilds `fmow_dataset.py` `categories`). They keep
+    their underscores ('airport_hangar'), because FLYP feeds them unchanged to its templates (and
+    `templates.get('fmow')` relies on that for its article templates).
+  cifar10: openai/CLIP `data/prompts.md` "CIFAR10" (= torchvision's CIFAR-10 class order).
+  domain_shapes: `CLASSNAMES` of `flyp_jax.data.builders.domain_shapes`, imported on demand.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from flyp_jax.data import label_maps
+
+# OpenAI's curated ImageNet class names, in ImageNet label order (sorted wnids).
+IMAGENET_CLASSNAMES: tuple[str, ...] = (
+  # 0-9
+  "tench", "goldfish", "great white shark", "tiger shark", "hammerhead shark", "electric ray", "stingray",
+  "rooster", "hen", "ostrich",
+  # 10-19
+  "brambling", "goldfinch", "house finch", "junco", "indigo bunting", "American robin", "bulbul", "jay",
+  "magpie", "chickadee",
+  # 20-29
+  "American dipper", "kite (bird of prey)", "bald eagle", "vulture", "great grey owl", "fire salamander",
+  "smooth newt", "newt", "spotted salamander", "axolotl",
+  # 30-39
+  "American bullfrog", "tree frog", "tailed frog", "loggerhead sea turtle", "leatherback sea turtle",
+  "mud turtle", "terrapin", "box turtle", "banded gecko", "green iguana",
+  # 40-49
+  "Carolina anole", "desert grassland whiptail lizard", "agama", "frilled-necked lizard", "alligator lizard",
+  "Gila monster", "European green lizard", "chameleon", "Komodo dragon", "Nile crocodile",
+  # 50-59
+  "American alligator", "triceratops", "worm snake", "ring-necked snake", "eastern hog-nosed snake",
+  "smooth green snake", "kingsnake", "garter snake", "water snake", "vine snake",
+  # 60-69
+  "night snake", "boa constrictor", "African rock python", "Indian cobra", "green mamba", "sea snake",
+  "Saharan horned viper", "eastern diamondback rattlesnake", "sidewinder rattlesnake", "trilobite",
+  # 70-79
+  "harvestman", "scorpion", "yellow garden spider", "barn spider", "European garden spider",
+  "southern black widow", "tarantula", "wolf spider", "tick", "centipede",
+  # 80-89
+  "black grouse", "ptarmigan", "ruffed grouse", "prairie grouse", "peafowl", "quail", "partridge",
+  "african grey parrot", "macaw", "sulphur-crested cockatoo",
+  # 90-99
+  "lorikeet", "coucal", "bee eater", "hornbill", "hummingbird", "jacamar", "toucan", "duck",
+  "red-breasted merganser", "goose",
+  # 100-109
+  "black swan", "tusker", "echidna", "platypus", "wallaby", "koala", "wombat", "jellyfish", "sea anemone",
+  "brain coral",
+  # 110-119
+  "flatworm", "nematode", "conch", "snail", "slug", "sea slug", "chiton", "chambered nautilus",
+  "Dungeness crab", "rock crab",
+  # 120-129
+  "fiddler crab", "red king crab", "American lobster", "spiny lobster", "crayfish", "hermit crab", "isopod",
+  "white stork", "black stork", "spoonbill",
+  # 130-139
+  "flamingo", "little blue heron", "great egret", "bittern bird", "crane bird", "limpkin",
+  "common gallinule", "American coot", "bustard", "ruddy turnstone",
+  # 140-149
+  "dunlin", "common redshank", "dowitcher", "oystercatcher", "pelican", "king penguin", "albatross",
+  "grey whale", "killer whale", "dugong",
+  # 150-159
+  "sea lion", "Chihuahua", "Japanese Chin", "Maltese", "Pekingese", "Shih Tzu", "King Charles Spaniel",
+  "Papillon", "toy terrier", "Rhodesian Ridgeback",
+  # 160-169
+  "Afghan Hound", "Basset Hound", "Beagle", "Bloodhound", "Bluetick Coonhound", "Black and Tan Coonhound",
+  "Treeing Walker Coonhound", "English foxhound", "Redbone Coonhound", "borzoi",
+  # 170-179
+  "Irish Wolfhound", "Italian Greyhound", "Whippet", "Ibizan Hound", "Norwegian Elkhound", "Otterhound",
+  "Saluki", "Scottish Deerhound", "Weimaraner", "Staffordshire Bull Terrier",
+  # 180-189
+  "American Staffordshire Terrier", "Bedlington Terrier", "Border Terrier", "Kerry Blue Terrier",
+  "Irish Terrier", "Norfolk Terrier", "Norwich Terrier", "Yorkshire Terrier", "Wire Fox Terrier",
+  "Lakeland Terrier",
+  # 190-199
+  "Sealyham Terrier", "Airedale Terrier", "Cairn Terrier", "Australian Terrier", "Dandie Dinmont Terrier",
+  "Boston Terrier", "Miniature Schnauzer", "Giant Schnauzer", "Standard Schnauzer", "Scottish Terrier",
+  # 200-209
+  "Tibetan Terrier", "Australian Silky Terrier", "Soft-coated Wheaten Terrier",
+  "West Highland White Terrier", "Lhasa Apso", "Flat-Coated Retriever", "Curly-coated Retriever",
+  "Golden Retriever", "Labrador Retriever", "Chesapeake Bay Retriever",
+  # 210-219
+  "German Shorthaired Pointer", "Vizsla", "English Setter", "Irish Setter", "Gordon Setter", "Brittany dog",
+  "Clumber Spaniel", "English Springer Spaniel", "Welsh Springer Spaniel", "Cocker Spaniel",
+  # 220-229
+  "Sussex Spaniel", "Irish Water Spaniel", "Kuvasz", "Schipperke", "Groenendael dog", "Malinois", "Briard",
+  "Australian Kelpie", "Komondor", "Old English Sheepdog",
+  # 230-239
+  "Shetland Sheepdog", "collie", "Border Collie", "Bouvier des Flandres dog", "Rottweiler",
+  "German Shepherd Dog", "Dobermann", "Miniature Pinscher", "Greater Swiss Mountain Dog",
+  "Bernese Mountain Dog",
+  # 240-249
+  "Appenzeller Sennenhund", "Entlebucher Sennenhund", "Boxer", "Bullmastiff", "Tibetan Mastiff",
+  "French Bulldog", "Great Dane", "St. Bernard", "husky", "Alaskan Malamute",
+  # 250-259
+  "Siberian Husky", "Dalmatian", "Affenpinscher", "Basenji", "pug", "Leonberger", "Newfoundland dog",
+  "Great Pyrenees dog", "Samoyed", "Pomeranian",
+  # 260-269
+  "Chow Chow", "Keeshond", "brussels griffon", "Pembroke Welsh Corgi", "Cardigan Welsh Corgi", "Toy Poodle",
+  "Miniature Poodle", "Standard Poodle", "Mexican hairless dog (xoloitzcuintli)", "grey wolf",
+  # 270-279
+  "Alaskan tundra wolf", "red wolf or maned wolf", "coyote", "dingo", "dhole", "African wild dog", "hyena",
+  "red fox", "kit fox", "Arctic fox",
+  # 280-289
+  "grey fox", "tabby cat", "tiger cat", "Persian cat", "Siamese cat", "Egyptian Mau", "cougar", "lynx",
+  "leopard", "snow leopard",
+  # 290-299
+  "jaguar", "lion", "tiger", "cheetah", "brown bear", "American black bear", "polar bear", "sloth bear",
+  "mongoose", "meerkat",
+  # 300-309
+  "tiger beetle", "ladybug", "ground beetle", "longhorn beetle", "leaf beetle", "dung beetle",
+  "rhinoceros beetle", "weevil", "fly", "bee",
+  # 310-319
+  "ant", "grasshopper", "cricket insect", "stick insect", "cockroach", "praying mantis", "cicada",
+  "leafhopper", "lacewing", "dragonfly",
+  # 320-329
+  "damselfly", "red admiral butterfly", "ringlet butterfly", "monarch butterfly", "small white butterfly",
+  "sulphur butterfly", "gossamer-winged butterfly", "starfish", "sea urchin", "sea cucumber",
+  # 330-339
+  "cottontail rabbit", "hare", "Angora rabbit", "hamster", "porcupine", "fox squirrel", "marmot", "beaver",
+  "guinea pig", "common sorrel horse",
+  # 340-349
+  "zebra", "pig", "wild boar", "warthog", "hippopotamus", "ox", "water buffalo", "bison",
+  "ram (adult male sheep)", "bighorn sheep",
+  # 350-359
+  "Alpine ibex", "hartebeest", "impala (antelope)", "gazelle", "arabian camel", "llama", "weasel", "mink",
+  "European polecat", "black-footed ferret",
+  # 360-369
+  "otter", "skunk", "badger", "armadillo", "three-toed sloth", "orangutan", "gorilla", "chimpanzee",
+  "gibbon", "siamang",
+  # 370-379
+  "guenon", "patas monkey", "baboon", "macaque", "langur", "black-and-white colobus", "proboscis monkey",
+  "marmoset", "white-headed capuchin", "howler monkey",
+  # 380-389
+  "titi monkey", "Geoffroy's spider monkey", "common squirrel monkey", "ring-tailed lemur", "indri",
+  "Asian elephant", "African bush elephant", "red panda", "giant panda", "snoek fish",
+  # 390-399
+  "eel", "silver salmon", "rock beauty fish", "clownfish", "sturgeon", "gar fish", "lionfish", "pufferfish",
+  "abacus", "abaya",
+  # 400-409
+  "academic gown", "accordion", "acoustic guitar", "aircraft carrier", "airliner", "airship", "altar",
+  "ambulance", "amphibious vehicle", "analog clock",
+  # 410-419
+  "apiary", "apron", "trash can", "assault rifle", "backpack", "bakery", "balance beam", "balloon",
+  "ballpoint pen", "Band-Aid",
+  # 420-429
+  "banjo", "baluster / handrail", "barbell", "barber chair", "barbershop", "barn", "barometer", "barrel",
+  "wheelbarrow", "baseball",
+  # 430-439
+  "basketball", "bassinet", "bassoon", "swimming cap", "bath towel", "bathtub", "station wagon",
+  "lighthouse", "beaker", "military hat (bearskin or shako)",
+  # 440-449
+  "beer bottle", "beer glass", "bell tower", "baby bib", "tandem bicycle", "bikini", "ring binder",
+  "binoculars", "birdhouse", "boathouse",
+  # 450-459
+  "bobsleigh", "bolo tie", "poke bonnet", "bookcase", "bookstore", "bottle cap", "hunting bow", "bow tie",
+  "brass memorial plaque", "bra",
+  # 460-469
+  "breakwater", "breastplate", "broom", "bucket", "buckle", "bulletproof vest", "high-speed train",
+  "butcher shop", "taxicab", "cauldron",
+  # 470-479
+  "candle", "cannon", "canoe", "can opener", "cardigan", "car mirror", "carousel", "tool kit",
+  "cardboard box / carton", "car wheel",
+  # 480-489
+  "automated teller machine", "cassette", "cassette player", "castle", "catamaran", "CD player", "cello",
+  "mobile phone", "chain", "chain-link fence",
+  # 490-499
+  "chain mail", "chainsaw", "storage chest", "chiffonier", "bell or wind chime", "china cabinet",
+  "Christmas stocking", "church", "movie theater", "cleaver",
+  # 500-509
+  "cliff dwelling", "cloak", "clogs", "cocktail shaker", "coffee mug", "coffeemaker", "spiral or coil",
+  "combination lock", "computer keyboard", "candy store",
+  # 510-519
+  "container ship", "convertible", "corkscrew", "cornet", "cowboy boot", "cowboy hat", "cradle",
+  "construction crane", "crash helmet", "crate",
+  # 520-529
+  "infant bed", "Crock Pot", "croquet ball", "crutch", "cuirass", "dam", "desk", "desktop computer",
+  "rotary dial telephone", "diaper",
+  # 530-539
+  "digital clock", "digital watch", "dining table", "dishcloth", "dishwasher", "disc brake", "dock",
+  "dog sled", "dome", "doormat",
+  # 540-549
+  "drilling rig", "drum", "drumstick", "dumbbell", "Dutch oven", "electric fan", "electric guitar",
+  "electric locomotive", "entertainment center", "envelope",
+  # 550-559
+  "espresso machine", "face powder", "feather boa", "filing cabinet", "fireboat", "fire truck",
+  "fire screen", "flagpole", "flute", "folding chair",
+  # 560-569
+  "football helmet", "forklift", "fountain", "fountain pen", "four-poster bed", "freight car", "French horn",
+  "frying pan", "fur coat", "garbage truck",
+  # 570-579
+  "gas mask or respirator", "gas pump", "goblet", "go-kart", "golf ball", "golf cart", "gondola", "gong",
+  "gown", "grand piano",
+  # 580-589
+  "greenhouse", "radiator grille", "grocery store", "guillotine", "hair clip", "hair spray", "half-track",
+  "hammer", "hamper", "hair dryer",
+  # 590-599
+  "hand-held computer", "handkerchief", "hard disk drive", "harmonica", "harp", "combine harvester",
+  "hatchet", "holster", "home theater", "honeycomb",
+  # 600-609
+  "hook", "hoop skirt", "gymnastic horizontal bar", "horse-drawn vehicle", "hourglass", "iPod",
+  "clothes iron", "carved pumpkin", "jeans", "jeep",
+  # 610-619
+  "T-shirt", "jigsaw puzzle", "rickshaw", "joystick", "kimono", "knee pad", "knot", "lab coat", "ladle",
+  "lampshade",
+  # 620-629
+  "laptop computer", "lawn mower", "lens cap", "letter opener", "library", "lifeboat", "lighter",
+  "limousine", "ocean liner", "lipstick",
+  # 630-639
+  "slip-on shoe", "lotion", "music speaker", "loupe magnifying glass", "sawmill", "magnetic compass",
+  "messenger bag", "mailbox", "tights", "one-piece bathing suit",
+  # 640-649
+  "manhole cover", "maraca", "marimba", "mask", "matchstick", "maypole", "maze", "measuring cup",
+  "medicine cabinet", "megalith",
+  # 650-659
+  "microphone", "microwave oven", "military uniform", "milk can", "minibus", "miniskirt", "minivan",
+  "missile", "mitten", "mixing bowl",
+  # 660-669
+  "mobile home", "ford model t", "modem", "monastery", "monitor", "moped", "mortar and pestle",
+  "graduation cap", "mosque", "mosquito net",
+  # 670-679
+  "vespa", "mountain bike", "tent", "computer mouse", "mousetrap", "moving van", "muzzle", "metal nail",
+  "neck brace", "necklace",
+  # 680-689
+  "baby pacifier", "notebook computer", "obelisk", "oboe", "ocarina", "odometer", "oil filter", "pipe organ",
+  "oscilloscope", "overskirt",
+  # 690-699
+  "bullock cart", "oxygen mask", "product packet / packaging", "paddle", "paddle wheel", "padlock",
+  "paintbrush", "pajamas", "palace", "pan flute",
+  # 700-709
+  "paper towel", "parachute", "parallel bars", "park bench", "parking meter", "railroad car", "patio",
+  "payphone", "pedestal", "pencil case",
+  # 710-719
+  "pencil sharpener", "perfume", "Petri dish", "photocopier", "plectrum", "Pickelhaube", "picket fence",
+  "pickup truck", "pier", "piggy bank",
+  # 720-729
+  "pill bottle", "pillow", "ping-pong ball", "pinwheel", "pirate ship", "drink pitcher", "block plane",
+  "planetarium", "plastic bag", "plate rack",
+  # 730-739
+  "farm plow", "plunger", "Polaroid camera", "pole", "police van", "poncho", "pool table", "soda bottle",
+  "plant pot", "potter's wheel",
+  # 740-749
+  "power drill", "prayer rug", "printer", "prison", "missile", "projector", "hockey puck", "punching bag",
+  "purse", "quill",
+  # 750-759
+  "quilt", "race car", "racket", "radiator", "radio", "radio telescope", "rain barrel",
+  "recreational vehicle", "fishing casting reel", "reflex camera",
+  # 760-769
+  "refrigerator", "remote control", "restaurant", "revolver", "rifle", "rocking chair", "rotisserie",
+  "eraser", "rugby ball", "ruler measuring stick",
+  # 770-779
+  "sneaker", "safe", "safety pin", "salt shaker", "sandal", "sarong", "saxophone", "scabbard",
+  "weighing scale", "school bus",
+  # 780-789
+  "schooner", "scoreboard", "CRT monitor", "screw", "screwdriver", "seat belt", "sewing machine", "shield",
+  "shoe store", "shoji screen / room divider",
+  # 790-799
+  "shopping basket", "shopping cart", "shovel", "shower cap", "shower curtain", "ski", "balaclava ski mask",
+  "sleeping bag", "slide rule", "sliding door",
+  # 800-809
+  "slot machine", "snorkel", "snowmobile", "snowplow", "soap dispenser", "soccer ball", "sock",
+  "solar thermal collector", "sombrero", "soup bowl",
+  # 810-819
+  "keyboard space bar", "space heater", "space shuttle", "spatula", "motorboat", "spider web", "spindle",
+  "sports car", "spotlight", "stage",
+  # 820-829
+  "steam locomotive", "through arch bridge", "steel drum", "stethoscope", "scarf", "stone wall", "stopwatch",
+  "stove", "strainer", "tram",
+  # 830-839
+  "stretcher", "couch", "stupa", "submarine", "suit", "sundial", "sunglasses", "sunglasses", "sunscreen",
+  "suspension bridge",
+  # 840-849
+  "mop", "sweatshirt", "swim trunks / shorts", "swing", "electrical switch", "syringe", "table lamp", "tank",
+  "tape player", "teapot",
+  # 850-859
+  "teddy bear", "television", "tennis ball", "thatched roof", "front curtain", "thimble",
+  "threshing machine", "throne", "tile roof", "toaster",
+  # 860-869
+  "tobacco shop", "toilet seat", "torch", "totem pole", "tow truck", "toy store", "tractor",
+  "semi-trailer truck", "tray", "trench coat",
+  # 870-879
+  "tricycle", "trimaran", "tripod", "triumphal arch", "trolleybus", "trombone", "hot tub", "turnstile",
+  "typewriter keyboard", "umbrella",
+  # 880-889
+  "unicycle", "upright piano", "vacuum cleaner", "vase", "vaulted or arched ceiling", "velvet fabric",
+  "vending machine", "vestment", "viaduct", "violin",
+  # 890-899
+  "volleyball", "waffle iron", "wall clock", "wallet", "wardrobe", "military aircraft", "sink",
+  "washing machine", "water bottle", "water jug",
+  # 900-909
+  "water tower", "whiskey jug", "whistle", "hair wig", "window screen", "window shade", "Windsor tie",
+  "wine bottle", "airplane wing", "wok",
+  # 910-919
+  "wooden spoon", "wool", "split-rail fence", "shipwreck", "sailboat", "yurt", "website", "comic book",
+  "crossword", "traffic or street sign",
+  # 920-929
+  "traffic light", "dust jacket", "menu", "plate", "guacamole", "consomme", "hot pot", "trifle", "ice cream",
+  "popsicle",
+  # 930-939
+  "baguette", "bagel", "pretzel", "cheeseburger", "hot dog", "mashed potatoes", "cabbage", "broccoli",
+  "cauliflower", "zucchini",
+  # 940-949
+  "spaghetti squash", "acorn squash", "butternut squash", "cucumber", "artichoke", "bell pepper", "cardoon",
+  "mushroom", "Granny Smith apple", "strawberry",
+  # 950-959
+  "orange", "lemon", "fig", "pineapple", "banana", "jackfruit", "cherimoya (custard apple)", "pomegranate",
+  "hay", "carbonara",
+  # 960-969
+  "chocolate syrup", "dough", "meatloaf", "pizza", "pot pie", "burrito", "red wine", "espresso", "tea cup",
+  "eggnog",
+  # 970-979
+  "mountain", "bubble", "cliff", "coral reef", "geyser", "lakeshore", "promontory", "sandbar", "beach",
+  "valley",
+  # 980-989
+  "volcano", "baseball player", "bridegroom", "scuba diver", "rapeseed", "daisy", "yellow lady's slipper",
+  "corn", "acorn", "rose hip",
+  # 990-999
+  "horse chestnut seed", "coral fungus", "agaric", "gyromitra", "stinkhorn mushroom", "earth star fungus",
+  "hen of the woods mushroom", "bolete", "corn cob", "toilet paper",
+)
+
+# WILDS iWildCam label y -> FLYP's class name (labels.csv `english`, lower-cased).
+IWILDCAM_CLASSNAMES: tuple[str, ...] = (
+  "empty",  # 0
+  "white-lipped peccary",  # 1
+  "central american agouti",  # 2
+  "lowland paca",  # 3
+  "cougar",  # 4
+  "south american tapir",  # 5
+  "collared peccary",  # 6
+  "red brocket",  # 7
+  "ocelot",  # 8
+  "ruddy quail-dove",  # 9
+  "south american coati",  # 10
+  "nine-banded armadillo",  # 11
+  "tayra",  # 12
+  "common opossum",  # 13
+  "crab-eating raccoon",  # 14
+  "jaguar",  # 15
+  "giant anteater",  # 16
+  "great tinamou",  # 17
+  "tapeti",  # 18
+  "jaguarundi",  # 19
+  "margay",  # 20
+  "brown brocket",  # 21
+  "gray four-eyed opossum",  # 22
+  "wild goat",  # 23
+  "cattle cow bull",  # 24
+  "sheep",  # 25
+  "wolf",  # 26
+  "scrub hare",  # 27
+  "olive baboon",  # 28
+  "common genet",  # 29
+  "cape bushbuck",  # 30
+  "slender mongoose",  # 31
+  "african bush elephant",  # 32
+  "gambian pouched rat",  # 33
+  "steenbok",  # 34
+  "striped hyena",  # 35
+  "impala",  # 36
+  "spotted hyena",  # 37
+  "caracal",  # 38
+  "wild horse",  # 39
+  "lion",  # 40
+  "common eland",  # 41
+  "waterbuck",  # 42
+  "common warthog",  # 43
+  "leopard",  # 44
+  "white-tailed mongoose",  # 45
+  "black-backed jackal",  # 46
+  "african buffalo",  # 47
+  "plains zebra",  # 48
+  "giraffe",  # 49
+  "hartebeest",  # 50
+  "vervet monkey",  # 51
+  "günther's dik-dik",  # 52
+  "bushpig",  # 53
+  "grant's gazelle",  # 54
+  "thomson's gazelle",  # 55
+  "common ostrich",  # 56
+  "aardvark",  # 57
+  "cheetah",  # 58
+  "white-bellied bustard",  # 59
+  "wildcat",  # 60
+  "east african oryx",  # 61
+  "buff-crested bustard",  # 62
+  "kori bustard",  # 63
+  "black-bellied bustard",  # 64
+  "great argus",  # 65
+  "leopard cat",  # 66
+  "banded palm civet",  # 67
+  "indian muntjac",  # 68
+  "wild boar",  # 69
+  "sun bear",  # 70
+  "sambar deer",  # 71
+  "malayan porcupine",  # 72
+  "asian golden cat",  # 73
+  "tiger",  # 74
+  "three-striped ground squirrel",  # 75
+  "common emerald dove",  # 76
+  "cape genet",  # 77
+  "crested porcupine",  # 78
+  "african wild dog",  # 79
+  "rock hyrax",  # 80
+  "dog",  # 81
+  "unknown bird",  # 82
+  "unknown bat",  # 83
+  "amazonian motmot",  # 84
+  "black agouti",  # 85
+  "geotrygon",  # 86
+  "white-nosed coati",  # 87
+  "northern tamandua",  # 88
+  "opossum",  # 89
+  "crested guan",  # 90
+  "hummingbird",  # 91
+  "plain parakeet",  # 92
+  "dromedary",  # 93
+  "bat-eared fox",  # 94
+  "vulturine guineafowl",  # 95
+  "zebra",  # 96
+  "aardwolf",  # 97
+  "serval",  # 98
+  "greater kudu",  # 99
+  "hippopotamus",  # 100
+  "spotted thick-knee",  # 101
+  "masked palm civet",  # 102
+  "marbled cat",  # 103
+  "dhole",  # 104
+  "asian water monitor",  # 105
+  "yellow-throated marten",  # 106
+  "banded linsang",  # 107
+  "crested partridge",  # 108
+  "salvadori's pheasant",  # 109
+  "bronze-tailed peacock-pheasant",  # 110
+  "sunda pangolin",  # 111
+  "sumatran serow",  # 112
+  "macaque",  # 113
+  "handsome spurfowl",  # 114
+  "l'hoest's monkey",  # 115
+  "black-fronted duiker",  # 116
+  "african brush-tailed porcupine",  # 117
+  "chimpanzee",  # 118
+  "blue monkey",  # 119
+  "mountain squirrel",  # 120
+  "western yellow wagtail",  # 121
+  "yellow-whiskered greenbul",  # 122
+  "little greenbul",  # 123
+  "charming thicket rat",  # 124
+  "forest giant squirrel",  # 125
+  "boehm's bush squirrel",  # 126
+  "yellow-backed duiker",  # 127
+  "common rufous-nosed rat",  # 128
+  "moustached grass warbler",  # 129
+  "peters's striped mouse",  # 130
+  "african wading rat",  # 131
+  "stella wood mouse",  # 132
+  "servaline genet",  # 133
+  "side-striped jackal",  # 134
+  "african pygmy mouse",  # 135
+  "ross's turaco",  # 136
+  "tambourine dove",  # 137
+  "tullberg's soft-furred mouse",  # 138
+  "big-eared swamp rat",  # 139
+  "egyptian goose",  # 140
+  "link rat",  # 141
+  "grey-winged francolin",  # 142
+  "olive thrush",  # 143
+  "brocket deer",  # 144
+  "gray fox",  # 145
+  "ocellated turkey",  # 146
+  "great curassow",  # 147
+  "lowland paca",  # 148
+  "baird's tapir",  # 149
+  "raccoon",  # 150
+  "white-tailed deer",  # 151
+  "grey-headed dove",  # 152
+  "central american red brocket",  # 153
+  "striped hog-nosed skunk",  # 154
+  "yucatan brown brocket",  # 155
+  "plain chachalaca",  # 156
+  "thomas's langur",  # 157
+  "sunda clouded leopard",  # 158
+  "sumatran hog badger",  # 159
+  "mouse-deer",  # 160
+  "sumatran treepie",  # 161
+  "rufous-vented niltava",  # 162
+  "silver-eared mesia",  # 163
+  "red-billed partridge",  # 164
+  "gallopheasants",  # 165
+  "javan whistling thrush",  # 166
+  "crestless fireback",  # 167
+  "crested serpent eagle",  # 168
+  "blue whistling thrush",  # 169
+  "collared mongoose",  # 170
+  "crab-eating fox",  # 171
+  "motorcycle",  # 172
+  "deer mouse",  # 173
+  "jaguarundi",  # 174
+  "bare-throated tiger heron",  # 175
+  "blue ground dove",  # 176
+  "red squirrel",  # 177
+  "unknown bird",  # 178
+  "grey-cowled wood rail",  # 179
+  "unknown dove",  # 180
+  "central american red brocket",  # 181
+)
+
+# WILDS FMoW label y -> category, as in FLYP/WILDS.
+FMOW_CLASSNAMES: tuple[str, ...] = (
+  "airport", "airport_hangar", "airport_terminal", "amusement_park", "aquaculture", "archaeological_site",
+  "barn", "border_checkpoint", "burial_site", "car_dealership", "construction_site", "crop_field", "dam",
+  "debris_or_rubble", "educational_institution", "electric_substation", "factory_or_powerplant",
+  "fire_station", "flooded_road", "fountain", "gas_station", "golf_course", "ground_transportation_station",
+  "helipad", "hospital", "impoverished_settlement", "interchange", "lake_or_pond", "lighthouse",
+  "military_facility", "multi-unit_residential", "nuclear_powerplant", "office_building",
+  "oil_or_gas_facility", "park", "parking_lot_or_garage", "place_of_worship", "police_station", "port",
+  "prison", "race_track", "railway_bridge", "recreational_facility", "road_bridge", "runway", "shipyard",
+  "shopping_mall", "single-unit_residential", "smokestack", "solar_farm", "space_facility", "stadium",
+  "storage_tank", "surface_mine", "swimming_pool", "toll_booth", "tower", "tunnel_opening", "waste_disposal",
+  "water_treatment_facility", "wind_farm", "zoo",
+)
+
+CIFAR10_CLASSNAMES: tuple[str, ...] = (
+  "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+
+def _subset(name: str) -> tuple[str, ...]:
+  return tuple(IMAGENET_CLASSNAMES[i] for i in label_maps.subset_indices(name))
+
+
+def _domain_shapes() -> tuple[str, ...]:
+  # Imported here so this module loads while the builder (written separately) is absent or broken.
+  module = importlib.import_module("flyp_jax.data.builders.domain_shapes")
+  return tuple(module.CLASSNAMES)
+
+
+_REGISTRY: dict[str, Callable[[], tuple[str, ...]]] = {
+  "imagenet": lambda: IMAGENET_CLASSNAMES,
+  "imagenet_r": lambda: _subset("imagenet_r"),
+  "imagenet_a": lambda: _subset("imagenet_a"),
+  "objectnet": lambda: tuple(label_maps.objectnet_classnames()),
+  "iwildcam": lambda: IWILDCAM_CLASSNAMES,
+  "fmow": lambda: FMOW_CLASSNAMES,
+  "cifar10": lambda: CIFAR10_CLASSNAMES,
+  "domain_shapes": _domain_shapes,
+}
+
+
+def names() -> list[str]:
+  """The class-name lists `get` accepts, sorted."""
+  return sorted(_REGISTRY)
+
+
+def get(name: str) -> list[str]:
+  """A fresh list of the class names of `name`; entry i names label i.
+
+  Raises:
+    ValueError: `name` is unknown (the message lists the known names).
+  """
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown class-name list {name!r}; known: {names()}")
+  return list(_REGISTRY[name]())

@@ -1,0 +1,173 @@
+"""TFDS -> tf.data -> host numpy -> global jax.Array: loading, CLIP preprocessing, batching.
+
+Each process reads its own disjoint part of a split (`tfds.even_splits` over processes). Evaluation pads
+the last batch and marks padding with `mask = 0`, and every process runs the same number of batches, so
+each dataset compiles once and counts are exact. Training drops the remainder.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence
+
+import jax
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from flyp_jax import parallel
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # of CLIP's pretraining images, RGB in [0, 1]
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+# Builders that generate their data locally: prepared on first use instead of raising.
+OFFLINE_BUILDERS = ("domain_shapes",)
+
+class DatasetNotPreparedError(RuntimeError):
+  """A TFDS dataset is missing from data_dir; the message says how to prepare it."""
+
+
+def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
+  """The TFDS builder for `name` ("imagenet_v2/matched-frequency", "domain_shapes", ...)."""
+  import flyp_jax.data.builders  # noqa: F401  registers the project's builders with TFDS
+  try:
+    builder = tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise DatasetNotPreparedError(f"unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}") from None
+  base = name.split("/")[0].split(":")[0]
+  if base in OFFLINE_BUILDERS and not builder.is_prepared():
+    builder.download_and_prepare()
+  return builder
+
+
+def _as_dataset(builder: tfds.core.DatasetBuilder, split: str, **kwargs) -> tf.data.Dataset:
+  try:
+    return builder.as_dataset(split=split, **kwargs)
+  except (AssertionError, ValueError, KeyError, tf.errors.NotFoundError) as e:
+    raise DatasetNotPreparedError(
+        f"TFDS dataset {builder.name!r}, split {split!r}, is not available in {builder.data_dir_root} "
+        f"({str(e).splitlines()[0]}). {how_to_prepare(builder)}") from None
+
+
+def how_to_prepare(builder: tfds.core.DatasetBuilder) -> str:
+  """One paragraph: what to download (for manual datasets) and the command that prepares the dataset."""
+  from flyp_jax.data.builders import _manual
+  name, data_dir = builder.name, builder.data_dir_root
+  manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+  if manual:
+    return (f"It needs a manual download: {_manual.one_paragraph(manual)} Then prepare it with: "
+            f"{_manual.python_command(name, manual_dir='MANUAL_DIR', data_dir=data_dir)}")
+  return (f"On a machine with internet access, prepare it with "
+          f"{_manual.python_command(name, manual_dir=None, data_dir='DATA_DIR')} and copy DATA_DIR/{name} to "
+          f"{data_dir} (a local path or a gs:// bucket).")
+
+
+def process_split(split: str, index: Optional[int] = None, count: Optional[int] = None) -> str:
+  """This process's disjoint, near-equal part of `split` (the whole split on one process)."""
+  index = jax.process_index() if index is None else index
+  count = jax.process_count() if count is None else count
+  return split if count == 1 else tfds.even_splits(split, n=count, drop_remainder=False)[index]
+
+
+# ----------------------------------------------------------------------------------------- preprocessing
+def normalize_image(image: tf.Tensor) -> tf.Tensor:
+  """uint8 or [0, 255] float RGB -> float32 normalised with CLIP's mean and std."""
+  image = tf.cast(image, tf.float32) / 255.0
+  return (image - CLIP_MEAN) / CLIP_STD
+
+
+def _resize(image: tf.Tensor, size) -> tf.Tensor:
+  # Bicubic with antialiasing, as CLIP's PIL-based preprocessing; clip the bicubic overshoot back to [0, 255].
+  return tf.clip_by_value(tf.image.resize(tf.cast(image, tf.float32), size, method="bicubic", antialias=True),
+                          0.0, 255.0)
+
+
+def preprocess_eval(image: tf.Tensor, size: int) -> tf.Tensor:
+  """[H, W, 3] uint8 -> [size, size, 3] float32: resize the short side to `size` (bicubic), centre crop, normalise."""
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  scale = size / tf.minimum(h, w)
+  new_h = tf.maximum(size, tf.cast(tf.round(h * scale), tf.int32))
+  new_w = tf.maximum(size, tf.cast(tf.round(w * scale), tf.int32))
+  image = _resize(image, (new_h, new_w))
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  image = image[top:top + size, left:left + size]
+  return tf.ensure_shape(normalize_image(image), (size, size, 3))
+
+
+def preprocess_train(image: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3),
+                     flip: bool = False) -> tf.Tensor:
+  """Random resized crop (area fraction in `scale`, aspect ratio in `ratio`, as FLYP trains), optional flip.
+
+  `seed`: int32 [2], so that a given (example, epoch) always gets the same crop (stateless, resumable).
+  """
+  begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, area_range=scale,
+      aspect_ratio_range=ratio, min_object_covered=0.0, max_attempts=10, use_image_if_no_bounding_boxes=True)
+  image = _resize(tf.slice(image, begin, crop_size), (size, size))
+  if flip:
+    image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  return tf.ensure_shape(normalize_image(image), (size, size, 3))
+
+
+# ---------------------------------------------------------------------------------------------- batches
+def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
+                 data_dir: Optional[str] = None, group_feature: Optional[str] = None,
+                 label_feature: str = "label") -> Iterator[dict[str, jax.Array]]:
+  """Global batches {'image' [B, S, S, 3] f32, 'label' [B] i32, 'group' [B] i32, 'mask' [B] i32}.
+
+  All batches have the same shape (the last is padded, mask 0), and every process yields the same number of
+  batches, so one compiled step serves the whole dataset and sums over `mask` are exact.
+  """
+  local_bs = parallel.local_batch_size(global_batch_size, mesh)
+  ds = _as_dataset(get_builder(name, data_dir), process_split(split), read_config=tfds.ReadConfig(
+      try_autocache=False))
+
+  def convert(ex):
+    return {"image": preprocess_eval(ex["image"], image_size), "label": tf.cast(ex[label_feature], tf.int32),
+            "group": tf.cast(ex[group_feature], tf.int32) if group_feature else tf.constant(0, tf.int32)}
+
+  ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs).prefetch(tf.data.AUTOTUNE)
+  n_local = int(ds.cardinality())
+  if n_local < 0:  # unknown: count once
+    n_local = sum(1 for _ in ds)
+  n_batches = n_local
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    n_batches = int(np.max(multihost_utils.process_allgather(np.int32(n_local))))
+  blank = {"image": np.zeros((local_bs, image_size, image_size, 3), np.float32),
+           "label": np.zeros((local_bs,), np.int32), "group": np.zeros((local_bs,), np.int32),
+           "mask": np.zeros((local_bs,), np.int32)}
+  it = iter(tfds.as_numpy(ds))
+  for _ in range(n_batches):
+    batch = next(it, None)
+    yield parallel.global_batch(blank if batch is None else _pad(batch, local_bs), mesh)
+
+
+def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+  n = len(batch["label"])
+  out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
+  out["mask"] = (np.arange(size) < n).astype(np.int32)
+  return out
+
+
+def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
+                  data_dir: Optional[str] = None, seed: int = 0, features: Sequence[str] = ("label",),
+                  shuffle_buffer: int = 10_000, **augment) -> tf.data.Dataset:
+  """An endless, shuffled tf.data pipeline of this process's local batches (remainder dropped).
+
+  Yields numpy-able dicts {'image' [b, S, S, 3] f32, <feature> [b] ...} with b the local batch size; turn them
+  into global arrays with `parallel.global_batch`. `augment` goes to `preprocess_train` (scale, ratio, flip).
+  """
+  local_bs = parallel.local_batch_size(global_batch_size, mesh)
+  ds = _as_dataset(get_builder(name, data_dir), process_split(split), shuffle_files=True,
+                   read_config=tfds.ReadConfig(shuffle_seed=seed + jax.process_index(), try_autocache=False))
+
+  def convert(index, ex):
+    example_seed = tf.stack([tf.cast(seed, tf.int32), tf.cast(index % (2**31 - 1), tf.int32)])
+    out = {"image": preprocess_train(ex["image"], image_size, example_seed, **augment)}
+    out.update({f: ex[f] for f in features})
+    return out
+
+  ds = ds.repeat().shuffle(shuffle_buffer, seed=seed + jax.process_index()).enumerate()
+  return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs, drop_remainder=True).prefetch(
+      tf.data.AUTOTUNE)

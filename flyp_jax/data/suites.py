@@ -1,0 +1,93 @@
+"""Evaluation suites: named lists of datasets, in distribution (ID) and under distribution shift (OOD).
+
+Each dataset names its TFDS builder and split, the class names and templates its zero-shot head is built
+from, an optional projection of the head's logits onto the dataset's classes (ImageNet-R/A: 200 of the
+1000 ImageNet classes; ObjectNet: 113), and its metrics.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+METRICS = ("top1", "top5", "macro_f1", "worst_group_top1")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalDataset:
+  """One dataset of a suite.
+
+  name: the key results are reported under. tfds_name/split: where to read it. classnames/templates: keys
+  of `flyp_jax.data.classnames` / `templates` for the zero-shot head. projection: key of
+  `flyp_jax.data.label_maps` mapping head classes onto this dataset's labels (None: labels index the head).
+  group_feature/num_groups/excluded_groups: the feature holding a group id (FMoW's region) for
+  worst-group accuracy, how many groups there are, and which are left out of the worst case (WILDS excludes
+  FMoW's 'Other' region).
+  """
+  name: str
+  tfds_name: str
+  split: str
+  ood: bool
+  classnames: str
+  templates: str
+  metrics: tuple[str, ...] = ("top1", "top5")
+  projection: Optional[str] = None
+  group_feature: Optional[str] = None
+  num_groups: int = 1
+  excluded_groups: tuple[int, ...] = ()
+
+  def __post_init__(self):
+    unknown = set(self.metrics) - set(METRICS)
+    if unknown:
+      raise ValueError(f"{self.name}: unknown metrics {sorted(unknown)}; known: {METRICS}")
+    if "worst_group_top1" in self.metrics and not self.group_feature:
+      raise ValueError(f"{self.name}: worst_group_top1 needs a group_feature")
+
+
+def _imagenet(name, tfds_name, split, ood, projection=None):
+  return EvalDataset(name, tfds_name, split, ood, "imagenet", "imagenet", projection=projection)
+
+
+_DOMAIN_SHAPES_OOD = ("sketch", "cartoon", "painting", "clutter")
+
+SUITES: dict[str, tuple[EvalDataset, ...]] = {
+    # FLYP / WiSE-FT: ImageNet validation, and five shifts.
+    "imagenet": (
+        _imagenet("imagenet", "imagenet2012", "validation", False),
+        _imagenet("imagenet_v2", "imagenet_v2/matched-frequency", "test", True),
+        _imagenet("imagenet_r", "imagenet_r", "test", True, projection="imagenet_r"),
+        _imagenet("imagenet_sketch", "imagenet_sketch", "test", True),
+        _imagenet("imagenet_a", "imagenet_a", "test", True, projection="imagenet_a"),
+        _imagenet("objectnet", "objectnet", "test", True, projection="objectnet"),
+    ),
+    # WILDS: ID test and OOD test as WILDS defines them; FLYP reports macro-F1 for iWildCam and
+    # worst-region accuracy for FMoW.
+    "iwildcam": (
+        EvalDataset("iwildcam_id", "wilds_iwildcam", "id_test", False, "iwildcam", "iwildcam",
+                    metrics=("top1", "macro_f1")),
+        EvalDataset("iwildcam_ood", "wilds_iwildcam", "test", True, "iwildcam", "iwildcam",
+                    metrics=("top1", "macro_f1")),
+    ),
+    "fmow": tuple(
+        EvalDataset(f"fmow_{kind}", "wilds_fmow", split, kind == "ood", "fmow", "fmow",
+                    metrics=("top1", "worst_group_top1"), group_feature="region", num_groups=6,
+                    excluded_groups=(5,))
+        for kind, split in (("id", "id_test"), ("ood", "test"))),
+    "cifar10": (
+        EvalDataset("cifar10", "cifar10", "test", False, "cifar10", "cifar10"),
+        EvalDataset("cifar10_1", "cifar10_1/v6", "test", True, "cifar10", "cifar10"),
+    ),
+    # The offline benchmark: ID = photo renderings, OOD = the other visual domains.
+    "domain_shapes": (
+        EvalDataset("domain_shapes_photo", "domain_shapes", "test_photo", False, "domain_shapes", "domain_shapes"),
+        *(EvalDataset(f"domain_shapes_{d}", "domain_shapes", f"test_{d}", True, "domain_shapes", "domain_shapes")
+          for d in _DOMAIN_SHAPES_OOD),
+    ),
+}
+
+
+def get(name: str) -> tuple[EvalDataset, ...]:
+  """The datasets of suite `name`."""
+  if name not in SUITES:
+    raise KeyError(f"unknown evaluation suite {name!r}; known: {sorted(SUITES)}")
+  return SUITES[name]

@@ -1,0 +1,257 @@
+"""Zero-shot heads, the jit-compiled evaluator and its metrics.
+
+Evaluation keeps static shapes: batches are padded and masked (`data.pipeline.eval_batches`), so each
+dataset shape compiles once. The compiled step accumulates integer counts on the devices (correct top-1 /
+top-5, per-class true/predicted/true-positive counts, per-group counts), which are exact across hosts;
+metrics are computed from those counts once per dataset, on the host.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from flyp_jax import models, parallel
+from flyp_jax.data import classnames as classnames_lib
+from flyp_jax.data import label_maps, pipeline, suites
+from flyp_jax.data import templates as templates_lib
+from flyp_jax.tokenizer import tokenize
+
+Array = jax.Array
+
+
+# ------------------------------------------------------------------------------------------ zero-shot head
+def zeroshot_head(model: models.CLIP, params, classnames: Sequence[str], templates: Sequence[str],
+                  mesh: jax.sharding.Mesh, batch_size: int = 1024) -> Array:
+  """[embed_dim, n_classes] float32, replicated: per class, the normalised mean of the normalised text
+  embeddings of all templates, times exp(logit_scale). Logits are `normalize(image_features) @ head`.
+
+  Prompts are encoded in sharded batches of `batch_size` (rounded up to the data axis), one compilation.
+  """
+  prompts = [t.format(c) for c in classnames for t in templates]
+  tokens = tokenize(prompts, model.config.context_length)
+  n_data = mesh.shape[parallel.DATA]
+  batch_size = max(n_data, min(batch_size, -(-len(prompts) // n_data) * n_data) // n_data * n_data)
+  tokens = np.concatenate([tokens, np.zeros((-len(tokens) % batch_size, tokens.shape[1]), tokens.dtype)])
+  encode = _text_encoder(model, mesh)
+  sharding = parallel.data_sharding(mesh)
+  chunks = []
+  for start in range(0, len(tokens), batch_size):
+    chunk = tokens[start:start + batch_size]
+    chunks.append(encode(params, jax.make_array_from_callback(chunk.shape, sharding, lambda idx, c=chunk: c[idx])))
+  return _average_templates(jnp.concatenate(chunks), params["logit_scale"], len(classnames), len(templates))
+
+
+_TEXT_ENCODERS: dict = {}
+
+
+def _text_encoder(model: models.CLIP, mesh) -> Callable:
+  key = (model, mesh)
+  if key not in _TEXT_ENCODERS:
+    _TEXT_ENCODERS[key] = jax.jit(
+        lambda p, t: models.normalize(model.apply({"params": p}, t, method=model.encode_text)),
+        out_shardings=parallel.data_sharding(mesh))
+  return _TEXT_ENCODERS[key]
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3))
+def _average_templates(features: Array, logit_scale: Array, n_classes: int, n_templates: int) -> Array:
+  per_class = features[:n_classes * n_templates].reshape(n_classes, n_templates, -1)
+  return (models.normalize(per_class.mean(axis=1)) * jnp.exp(logit_scale)).T
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+def _zero_stats(n_classes: int, n_groups: int) -> dict[str, np.ndarray]:
+  z = lambda *s: np.zeros(s, np.int32)
+  return {"count": z(), "correct": z(), "correct5": z(), "invalid": z(), "class_true": z(n_classes),
+          "class_pred": z(n_classes), "class_tp": z(n_classes), "group_count": z(n_groups), "group_correct": z(n_groups)}
+
+
+def batch_stats(logits: Array, labels: Array, mask: Array, groups: Array, n_groups: int) -> dict[str, Array]:
+  """Integer counts of one batch: logits [B, C], labels/mask/groups [B] (mask 1 for real examples).
+
+  Labels or groups outside [0, C) / [0, n_groups) are not scored but counted as 'invalid', so that the
+  caller can refuse the result instead of reporting a wrong number.
+  """
+  n_classes = logits.shape[-1]
+  pred = jnp.argmax(logits, axis=-1)
+  in_range = (labels >= 0) & (labels < n_classes) & (groups >= 0) & (groups < n_groups)
+  invalid = (mask.astype(bool) & ~in_range).astype(jnp.int32)
+  valid = mask.astype(jnp.int32) * in_range.astype(jnp.int32)
+  hit = (pred == labels).astype(jnp.int32) * valid
+  k = min(5, n_classes)
+  hit5 = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1).astype(jnp.int32) * valid
+  per_class = lambda idx, w: jnp.zeros(n_classes, jnp.int32).at[idx].add(w)
+  per_group = lambda w: jnp.zeros(n_groups, jnp.int32).at[groups].add(w)
+  return {"count": valid.sum(), "correct": hit.sum(), "correct5": hit5.sum(), "invalid": invalid.sum(),
+          "class_true": per_class(labels, valid), "class_pred": per_class(pred, valid), "class_tp": per_class(labels, hit),
+          "group_count": per_group(valid), "group_correct": per_group(hit)}
+
+
+def metrics_from_stats(stats: dict[str, np.ndarray], metrics: Sequence[str],
+                       excluded_groups: Sequence[int] = ()) -> dict[str, float]:
+  """Metrics as WILDS and the CLIP papers define them, from summed `batch_stats`.
+
+  top1/top5: fraction correct. macro_f1: mean over the classes present in the labels of
+  2 TP / (n_true + n_pred) (sklearn's f1_score(average='macro', labels=unique(y_true)), as WILDS uses).
+  worst_group_top1: the lowest per-group accuracy over groups with examples, minus `excluded_groups`.
+  """
+  count = int(stats["count"])
+  if int(stats["invalid"]):
+    raise ValueError(f"{int(stats['invalid'])} examples have a label or group outside the classes or groups "
+                     f"being scored; the dataset does not match its suite definition")
+  if count == 0:
+    raise ValueError("no examples were evaluated (empty split?)")
+  out = {"count": count}
+  for m in metrics:
+    if m == "top1":
+      out[m] = int(stats["correct"]) / count
+    elif m == "top5":
+      out[m] = int(stats["correct5"]) / count
+    elif m == "macro_f1":
+      true, pred, tp = (np.asarray(stats[k], np.int64) for k in ("class_true", "class_pred", "class_tp"))
+      present = true > 0
+      out[m] = float(np.mean(2 * tp[present] / (true[present] + pred[present])))
+    elif m == "worst_group_top1":
+      counts, correct = np.asarray(stats["group_count"]), np.asarray(stats["group_correct"])
+      groups = [g for g in range(len(counts)) if counts[g] > 0 and g not in excluded_groups]
+      out[m] = min(correct[g] / counts[g] for g in groups) if groups else float("nan")
+      out.update({f"group{g}_top1": float(correct[g] / counts[g]) for g in range(len(counts)) if counts[g]})
+    else:
+      raise ValueError(f"unknown metric {m!r}")
+  return out
+
+
+def effective_robustness(id_acc: float, ood_acc: float, baseline: dict) -> float:
+  """OOD accuracy above the baseline fit's prediction from ID accuracy (Taori et al., 2020).
+
+  baseline: {'slope', 'intercept'} of a line fit between transformed accuracies, and 'transform' in
+  {'logit', 'probit', 'linear'} (default 'logit', as in the effective-robustness literature).
+  """
+  transform = baseline.get("transform", "logit")
+  if transform == "logit":
+    f, f_inv = (lambda p: math.log(p / (1 - p))), (lambda x: 1 / (1 + math.exp(-x)))
+  elif transform == "probit":
+    from statistics import NormalDist
+    f, f_inv = NormalDist().inv_cdf, NormalDist().cdf
+  elif transform == "linear":
+    f = f_inv = lambda p: p
+  else:
+    raise ValueError(f"unknown baseline transform {transform!r}; use logit, probit or linear")
+  eps = 1e-6
+  predicted = f_inv(baseline["slope"] * f(min(max(id_acc, eps), 1 - eps)) + baseline["intercept"])
+  return ood_acc - predicted
+
+
+# --------------------------------------------------------------------------------------------- evaluator
+def projection(dataset: suites.EvalDataset) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+  """(head indices per dataset class [C, K] int32 -1 padded, label table [n_labels] int32) or (None, None).
+
+  Logits over the head's classes are projected onto the dataset's with `label_maps.project_logits`.
+  TFDS labels ImageNet-R/A with their ImageNet ids, so their labels go through the table to the 200-class
+  index; ObjectNet's builder labels are already the 113 classes in `label_maps`' order.
+  """
+  if dataset.projection is None:
+    return None, None
+  if dataset.projection == "objectnet":
+    return label_maps.pad_indices(label_maps.objectnet_imagenet_indices()), None
+  return (label_maps.pad_indices(label_maps.subset_indices(dataset.projection)),
+          label_maps.imagenet_label_to_subset(dataset.projection))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "n_groups"), donate_argnames=("stats",))
+def _eval_step(params, head: Array, indices: Optional[Array], label_table: Optional[Array], stats: dict,
+               batch: dict, *, model: models.CLIP, n_groups: int) -> dict:
+  features = models.normalize(model.apply({"params": params}, batch["image"], method=model.encode_image))
+  logits = features @ head
+  labels = batch["label"]
+  if indices is not None:
+    logits = label_maps.project_logits(logits, indices, reduce=label_maps.OBJECTNET_REDUCE)
+  if label_table is not None:
+    known = (labels >= 0) & (labels < label_table.shape[0])
+    labels = jnp.where(known, label_table[jnp.clip(labels, 0, label_table.shape[0] - 1)], -1)
+  new = batch_stats(logits, labels, batch["mask"], batch["group"], n_groups)
+  return jax.tree_util.tree_map(jnp.add, stats, new)
+
+
+class Evaluator:
+  """Evaluates CLIP parameters on a suite: zero-shot heads from the text tower, or a given head.
+
+  `__call__(params, head=None)` returns {'<dataset>/<metric>': value, ..., 'avg_ood/top1': ...,
+  'effective_robustness': ...} and writes it as JSON when a workdir is given.
+  """
+
+  def __init__(self, model: models.CLIP, suite: str | Sequence[suites.EvalDataset], mesh: jax.sharding.Mesh, *,
+               batch_size: int = 256, data_dir: Optional[str] = None, image_size: Optional[int] = None,
+               baseline: Optional[dict] = None, head_batch_size: int = 1024):
+    self.model, self.mesh = model, mesh
+    self.datasets = tuple(suites.get(suite) if isinstance(suite, str) else suite)
+    self.batch_size, self.data_dir, self.baseline = batch_size, data_dir, baseline
+    self.image_size = image_size or model.config.image_size
+    self.head_batch_size = head_batch_size
+    self._heads: dict = {}  # (classnames, templates) -> (param leaves it was built from, head)
+
+  def head(self, params, dataset: suites.EvalDataset) -> Array:
+    """The zero-shot head for `dataset`, cached for as long as the text tower's parameters are the same."""
+    key = (dataset.classnames, dataset.templates)
+    leaves = jax.tree_util.tree_leaves((params["text"], params["logit_scale"]))
+    cached = self._heads.get(key)
+    if cached is None or len(cached[0]) != len(leaves) or any(a is not b for a, b in zip(cached[0], leaves)):
+      head = zeroshot_head(self.model, params, classnames_lib.get(dataset.classnames),
+                           templates_lib.get(dataset.templates), self.mesh, self.head_batch_size)
+      self._heads[key] = cached = (leaves, head)
+    return cached[1]
+
+  def evaluate_dataset(self, params, dataset: suites.EvalDataset, head: Optional[Array] = None) -> dict:
+    head = self.head(params, dataset) if head is None else head
+    indices, label_table = projection(dataset)
+    n_classes = head.shape[1] if indices is None else indices.shape[0]
+    rep = parallel.replicated(self.mesh)
+    stats, indices, label_table = jax.device_put((_zero_stats(n_classes, dataset.num_groups), indices, label_table), rep)
+    for batch in pipeline.eval_batches(dataset.tfds_name, dataset.split, image_size=self.image_size,
+                                       global_batch_size=self.batch_size, mesh=self.mesh, data_dir=self.data_dir,
+                                       group_feature=dataset.group_feature):
+      stats = _eval_step(params, head, indices, label_table, stats, batch, model=self.model,
+                         n_groups=dataset.num_groups)
+    return metrics_from_stats(jax.device_get(stats), dataset.metrics, dataset.excluded_groups)
+
+  def __call__(self, params, head: Optional[Array] = None, workdir: Optional[str] = None,
+               filename: str = "results.json") -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    per_dataset = {}
+    for ds in self.datasets:
+      start = time.time()
+      per_dataset[ds.name] = r = self.evaluate_dataset(params, ds, head)
+      results.update({f"{ds.name}/{k}": v for k, v in r.items()})
+      logging.info("%s: %s (%.1fs)", ds.name, ", ".join(f"{k}={v:.4f}" for k, v in r.items() if k != "count"),
+                   time.time() - start)
+    results.update(summarize(self.datasets, per_dataset, self.baseline))
+    if workdir and jax.process_index() == 0:
+      os.makedirs(workdir, exist_ok=True)
+      with open(os.path.join(workdir, filename), "w") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    return results
+
+
+def summarize(datasets: Sequence[suites.EvalDataset], per_dataset: dict[str, dict],
+              baseline: Optional[dict] = None) -> dict[str, float]:
+  """Average ID and OOD of each metric the datasets share, and effective robustness on top-1."""
+  out = {}
+  for split, chosen in (("id", [d for d in datasets if not d.ood]), ("ood", [d for d in datasets if d.ood])):
+    if not chosen:
+      continue
+    shared = set.intersection(*(set(d.metrics) for d in chosen))
+    for m in sorted(shared):
+      out[f"avg_{split}/{m}"] = float(np.mean([per_dataset[d.name][m] for d in chosen]))
+  if baseline and "avg_id/top1" in out and "avg_ood/top1" in out:
+    out["effective_robustness"] = effective_robustness(out["avg_id/top1"], out["avg_ood/top1"], baseline)
+  return out
