@@ -1,0 +1,106 @@
+"""Input pipeline: CLIP preprocessing (eager, in tf.data, against PIL), per-process splits, batching."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from flyp_jax import parallel
+from flyp_jax.data import pipeline
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  pipeline.get_builder("domain_shapes/small", data_dir)  # prepared offline on first use
+  return data_dir
+
+
+def pil_reference(image: np.ndarray, size: int) -> np.ndarray:
+  """CLIP's evaluation transform as its PyTorch code does it with PIL: bicubic resize of the short side,
+  centre crop, scale to [0, 1], normalise."""
+  h, w = image.shape[:2]
+  scale = size / min(h, w)
+  new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+  resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC), np.float32)
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  crop = resized[top:top + size, left:left + size] / 255.0
+  return (crop - np.array(pipeline.CLIP_MEAN)) / np.array(pipeline.CLIP_STD)
+
+
+def smooth_image(h, w, seed=0):
+  # Smooth content: resampling filters agree closely there, so a wrong crop or resize shows as a large error.
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:h, 0:w] / max(h, w)
+  channels = [np.sin(2 * np.pi * (rng.uniform(0.5, 2) * x + rng.uniform(0.5, 2) * y + rng.uniform())) for _ in range(3)]
+  return ((np.stack(channels, -1) + 1) * 127.5).astype(np.uint8)
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (200, 300), (224, 224), (100, 150)])
+def test_eval_preprocessing_matches_pil_reference(shape):
+  image = smooth_image(*shape)
+  ours = pipeline.preprocess_eval(tf.constant(image), 224).numpy()
+  ref = pil_reference(image, 224)
+  assert ours.shape == (224, 224, 3)
+  assert np.abs(ours - ref).mean() < 0.02 and np.abs(ours - ref).max() < 0.25
+
+
+def test_preprocessing_is_the_same_eagerly_and_inside_tf_data():
+  images = [smooth_image(120, 90, s) for s in range(3)]
+  eager = [pipeline.preprocess_eval(tf.constant(im), 64).numpy() for im in images]
+  ds = tf.data.Dataset.from_generator(lambda: iter(images), output_signature=tf.TensorSpec((None, None, 3), tf.uint8))
+  graph = [x.numpy() for x in ds.map(lambda im: pipeline.preprocess_eval(im, 64))]
+  for a, b in zip(eager, graph):
+    np.testing.assert_allclose(a, b, atol=1e-5)
+  seed = tf.constant([1, 2], tf.int32)
+  eager_train = pipeline.preprocess_train(tf.constant(images[0]), 32, seed).numpy()
+  graph_train = next(iter(tf.data.Dataset.from_tensors(images[0]).map(
+      lambda im: pipeline.preprocess_train(im, 32, seed)))).numpy()
+  np.testing.assert_allclose(eager_train, graph_train, atol=1e-5)
+
+
+def test_train_crop_keeps_most_of_the_image_and_depends_on_the_seed():
+  image = smooth_image(200, 200)
+  a = pipeline.preprocess_train(tf.constant(image), 64, tf.constant([0, 1])).numpy()
+  b = pipeline.preprocess_train(tf.constant(image), 64, tf.constant([0, 2])).numpy()
+  again = pipeline.preprocess_train(tf.constant(image), 64, tf.constant([0, 1])).numpy()
+  np.testing.assert_array_equal(a, again)
+  assert not np.allclose(a, b)
+  # scale (0.9, 1.0) of the area: close to the whole image resized.
+  whole = pipeline.normalize_image(tf.image.resize(image.astype(np.float32), (64, 64), "bicubic", antialias=True))
+  assert np.abs(a - whole.numpy()).mean() < 0.3
+
+
+def test_process_splits_are_disjoint_and_cover_the_split(shapes_dir):
+  builder = pipeline.get_builder("domain_shapes/small", shapes_dir)
+  read = lambda split: [ex["image"].tobytes() for ex in tfds.as_numpy(builder.as_dataset(split=split))]
+  whole = read("test_photo")
+  parts = [read(pipeline.process_split("test_photo", i, 3)) for i in range(3)]
+  assert sorted(sum(parts, [])) == sorted(whole)
+  assert all(len(set(parts[i]) & set(parts[j])) == 0 for i in range(3) for j in range(i + 1, 3))
+  assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_eval_batches_pad_and_mask_the_last_batch(shapes_dir):
+  mesh = parallel.make_mesh()
+  batches = list(pipeline.eval_batches("domain_shapes/small", "test_sketch", image_size=32, global_batch_size=24,
+                                       mesh=mesh, data_dir=shapes_dir))
+  assert len(batches) == 5  # 100 examples in batches of 24
+  assert all(b["image"].shape == (24, 32, 32, 3) and b["image"].sharding.spec[0] == "data" for b in batches)
+  masks = np.concatenate([np.asarray(b["mask"]) for b in batches])
+  assert masks.sum() == 100 and masks[:100].all() and not masks[100:].any()
+
+
+def test_train_dataset_batches_drop_the_remainder_and_repeat(shapes_dir):
+  mesh = parallel.make_mesh()
+  ds = pipeline.train_dataset("domain_shapes/small", "train", image_size=32, global_batch_size=16, mesh=mesh,
+                              data_dir=shapes_dir, features=("label", "caption"), flip=True)
+  batches = list(tfds.as_numpy(ds.take(8)))  # 128 examples from a 100-example split: it repeats
+  assert all(b["image"].shape == (16, 32, 32, 3) and b["label"].shape == (16,) for b in batches)
+  assert batches[0]["image"].dtype == np.float32 and batches[0]["caption"].dtype == object
+  g = parallel.global_batch({"image": batches[0]["image"]}, mesh)
+  assert g["image"].shape == (16, 32, 32, 3)
+  with pytest.raises(ValueError, match="not divisible by the 8 devices"):
+    pipeline.train_dataset("domain_shapes/small", "train", image_size=32, global_batch_size=12, mesh=mesh,
+                           data_dir=shapes_dir)
