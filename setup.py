@@ -24,12 +24,14 @@ setup(
         "ml_dtypes",  # bfloat16 tensors in checkpoints
         "ftfy",  # CLIP tokenizer text cleaning
         "regex",  # CLIP tokenizer pre-tokenisation (\p{L}, \p{N})
+        "matplotlib",  # WiSE-FT curves
+        "absl-py",
     ],
     extras_require={
         # The PyTorch references the parity tests compare against. torch is pinned: an unpinned torch pulls a
         # CUDA build of several GB; 2.13.0 resolves to the CPU build on the development and CI machines.
         # openai-clip brings OpenAI's model.py and tokenizer (loaded by file: its __init__ needs torchvision).
-        "test": ["pytest", "torch==2.13.0", "transformers>=4.40", "safetensors", "openai-clip", "pillow"],
+        "test": ["pytest", "torch==2.13.0", "transformers>=4.40", "safetensors", "openai-clip", "pillow", "scikit-learn"],
         "tpu": ["jax[tpu]"],
     },
 )

@@ -69,6 +69,14 @@ def _average_templates(features: Array, logit_scale: Array, n_classes: int, n_te
   return (models.normalize(per_class.mean(axis=1)) * jnp.exp(logit_scale)).T
 
 
+def apply_head(features: Array, head) -> Array:
+  """Logits [B, C] of normalised features [B, E] under a head: a kernel [E, C] (zero-shot heads) or a
+  {'kernel' [E, C], 'bias' [C]} linear head (fine-tuning, linear probes)."""
+  if isinstance(head, dict):
+    return features @ head["kernel"] + head["bias"]
+  return features @ head
+
+
 # ----------------------------------------------------------------------------------------------- metrics
 def _zero_stats(n_classes: int, n_groups: int) -> dict[str, np.ndarray]:
   z = lambda *s: np.zeros(s, np.int32)
@@ -172,7 +180,7 @@ def projection(dataset: suites.EvalDataset) -> tuple[Optional[np.ndarray], Optio
 def _eval_step(params, head: Array, indices: Optional[Array], label_table: Optional[Array], stats: dict,
                batch: dict, *, model: models.CLIP, n_groups: int) -> dict:
   features = models.normalize(model.apply({"params": params}, batch["image"], method=model.encode_image))
-  logits = features @ head
+  logits = apply_head(features, head)
   labels = batch["label"]
   if indices is not None:
     logits = label_maps.project_logits(logits, indices, reduce=label_maps.OBJECTNET_REDUCE)
@@ -214,7 +222,8 @@ class Evaluator:
   def evaluate_dataset(self, params, dataset: suites.EvalDataset, head: Optional[Array] = None) -> dict:
     head = self.head(params, dataset) if head is None else head
     indices, label_table = projection(dataset)
-    n_classes = head.shape[1] if indices is None else indices.shape[0]
+    kernel = head["kernel"] if isinstance(head, dict) else head
+    n_classes = kernel.shape[1] if indices is None else indices.shape[0]
     rep = parallel.replicated(self.mesh)
     stats, indices, label_table = jax.device_put((_zero_stats(n_classes, dataset.num_groups), indices, label_table), rep)
     for batch in pipeline.eval_batches(dataset.tfds_name, dataset.split, image_size=self.image_size,

@@ -54,3 +54,9 @@ def load_openai_clip_module(name: str) -> ModuleType:
   if name not in ("simple_tokenizer", "model"):
     raise ValueError(f"name must be 'simple_tokenizer' or 'model', got {name!r}")
   return _load_file("clip", f"{name}.py")
+
+
+@functools.lru_cache(maxsize=None)
+def load_open_clip_loss_module() -> ModuleType:
+  """open_clip's `loss.py` (ClipLoss, ...); it needs only torch (distributed/horovod are optional)."""
+  return _load_file("open_clip", "loss.py")

@@ -1,0 +1,60 @@
+"""The fields every method's config has, with their defaults. Method files override what they need."""
+
+import ml_collections
+
+
+def base(name: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = name  # default workdir: workdirs/<name>
+  c.method = ""
+  c.seed = 0
+  c.batch_size = 128  # global, over all devices and hosts
+  c.steps = 1000
+  c.log_every = 50
+  c.checkpoint_every = 500
+  c.model_axis = 1  # devices per model replica (parameter sharding); the rest is the data axis
+  # Where the CLIP comes from: "pretrained" (path: OpenAI/open_clip/HF checkpoint or convert output),
+  # "run" (path: the workdir of another run, made first with `config` if it has not finished), "random".
+  c.model = ml_collections.ConfigDict(dict(init="pretrained", path="", config="", variant="ViT-B/16",
+                                           overrides=ml_collections.ConfigDict(), activation="",
+                                           dtype="float32", remat=False))
+  c.data = ml_collections.ConfigDict(dict(dataset="imagenet2012", train_split="train", data_dir="",
+                                          image_size=0, classnames="imagenet", templates="imagenet",
+                                          crop_scale=(0.9, 1.0), flip=False))
+  c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0))
+  c.optimizer = ml_collections.ConfigDict(dict(lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9, b2=0.999,
+                                               eps=1e-8, grad_clip=0.0))
+  c.trainable = ".*"  # regex over parameter paths ('clip/visual/...', 'clip/text/...', 'head')
+  c.frozen = ""  # regex; wins over trainable
+  c.flyp = ml_collections.ConfigDict(dict(mask_same_class=False))
+  c.ft = ml_collections.ConfigDict(dict(head_init="zeroshot", lp_workdir="", label_smoothing=0.0))
+  return c
+
+
+def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The offline benchmark on CPU: the tiny CLIP pretrained by configs/pretrain.py:demo, domain_shapes."""
+  c.model.init = "run"
+  c.model.path = "../pretrain_demo"  # relative to the workdir: shared by the demo runs
+  c.model.config = "configs/pretrain.py:demo"
+  c.data.dataset = "domain_shapes"
+  c.data.classnames = c.data.templates = "domain_shapes"
+  c.eval.suite = "domain_shapes"
+  c.eval.batch_size = 256
+  c.batch_size = 128
+  c.log_every = 25
+  c.checkpoint_every = 100
+  return c
+
+
+IMAGENET_TRAIN = 1_281_167  # examples in imagenet2012's train split
+
+
+def imagenet_b16(c: ml_collections.ConfigDict, lr: float) -> ml_collections.ConfigDict:
+  """OpenAI's ViT-B/16 fine-tuned on ImageNet as FLYP and WiSE-FT do: batch 512, 10 epochs, 500 warmup steps,
+  weight decay 0.1, AdamW with cosine decay, evaluation on the ImageNet suite every epoch."""
+  c.model.update(path="ViT-B-16.pt", dtype="bfloat16")
+  c.batch_size = 512
+  c.steps = 10 * IMAGENET_TRAIN // 512
+  c.eval.every_steps = IMAGENET_TRAIN // 512
+  c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=0.1)
+  return c

@@ -1,0 +1,25 @@
+"""Standard fine-tuning (cross-entropy, image tower + linear head initialised from the zero-shot head).
+
+  python main.py --config=configs/ft.py                 # demo: offline benchmark on CPU
+  python main.py --config=configs/ft.py:imagenet_b16 --config.model.path=ViT-B-16.pt --config.data.data_dir=...
+
+The text tower is frozen (only the image tower and the head train), as in WiSE-FT's end-to-end fine-tuning.
+imagenet_b16: WiSE-FT's recipe (batch 512, lr 3e-5, weight decay 0.1, 10 epochs, 500 warmup steps).
+"""
+
+from configs import common
+
+
+def get_config(arg: str = "demo"):
+  c = common.base(f"ft_{arg}")
+  c.method = "ft"
+  c.trainable = r"^(clip/visual/|head)"
+  if arg == "demo":
+    common.demo(c)
+    c.steps = 300
+    c.optimizer.update(lr=1e-4, warmup_steps=30, weight_decay=0.1)
+  elif arg == "imagenet_b16":
+    common.imagenet_b16(c, lr=3e-5)
+  else:
+    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16")
+  return c

@@ -1,0 +1,22 @@
+"""WiSE-FT: interpolate zero-shot and fine-tuned weights over a grid of alphas, evaluate, pick on ID.
+
+  python main.py --config=configs/wiseft.py             # demo: the pretrained tiny CLIP and configs/ft.py:demo
+  python main.py --config=configs/wiseft.py:flyp        # the same curve for the FLYP run
+
+Writes wiseft.json, wiseft.md (table) and wiseft.png (ID vs average OOD accuracy, one point per alpha).
+"""
+
+from configs import common
+
+
+def get_config(arg: str = "demo"):
+  c = common.base(f"wiseft_{arg}")
+  c.method = "wiseft"
+  common.demo(c)
+  if arg not in ("demo", "flyp"):
+    raise ValueError(f"unknown preset {arg!r}; known: demo, flyp")
+  source = "ft" if arg == "demo" else "flyp"
+  c.wiseft = common.ml_collections.ConfigDict(dict(
+      finetuned=f"../{source}_demo", finetuned_config=f"configs/{source}.py:demo",
+      alphas=[i / 10 for i in range(11)]))
+  return c

@@ -1,0 +1,47 @@
+"""FLYP: fine-tune both towers with CLIP's contrastive loss, captions made from the class names.
+
+Each example is paired with its class name in a template drawn at random per example and step (FLYP's
+image x template rows). All prompts are tokenised once; the step gathers the rows it needs on device.
+The evaluator rebuilds the zero-shot head from the current text tower at each evaluation.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from flyp_jax import losses, parallel
+from flyp_jax.data import classnames as classnames_lib
+from flyp_jax.data import templates as templates_lib
+from flyp_jax.methods import common
+from flyp_jax.tokenizer import tokenize
+
+
+def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
+  return {}
+
+
+def batches(config, model, mesh, start_step: int):
+  return common.labelled_batches(config, model, mesh, start_step)
+
+
+def make_loss(config, model, mesh):
+  classnames = classnames_lib.get(config.data.classnames)
+  templates = templates_lib.get(config.data.templates)
+  prompts = tokenize([t.format(c) for c in classnames for t in templates], model.config.context_length)
+  prompts = jax.device_put(prompts, parallel.replicated(mesh))  # [classes * templates, L]
+  n_templates = len(templates)
+
+  def loss_fn(params, batch, rng):
+    clip = params["clip"]
+    labels = batch["label"]
+    template = jax.random.randint(rng, labels.shape, 0, n_templates)
+    tokens = prompts[labels * n_templates + template]
+    img = common.image_features(model, clip, batch["image"])
+    txt = common.text_features(model, clip, tokens)
+    scale = jnp.exp(clip["logit_scale"])
+    loss = losses.sharded_clip_loss(img, txt, scale, mesh, labels=labels,
+                                    mask_same_class=config.flyp.mask_same_class)
+    return loss, {"logit_scale": scale}
+
+  return loss_fn

@@ -1,0 +1,45 @@
+"""Standard fine-tuning: cross-entropy through the image tower and a linear head on normalised features.
+
+The head ({'kernel', 'bias'}) starts from the zero-shot head (class text embeddings times the logit scale,
+bias 0), as WiSE-FT does, or
+from a linear probe's head for LP-FT (`config.ft.head_init = 'lp'`, read from `config.ft.lp_workdir`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from flyp_jax import evaluate, losses
+from flyp_jax.data import classnames as classnames_lib
+from flyp_jax.data import templates as templates_lib
+from flyp_jax.methods import common
+
+
+def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
+  if config.ft.head_init == "zeroshot":
+    kernel = evaluate.zeroshot_head(model, clip_params, classnames_lib.get(config.data.classnames),
+                                    templates_lib.get(config.data.templates), mesh)
+    head = {"kernel": kernel, "bias": np.zeros(kernel.shape[1], np.float32)}
+  elif config.ft.head_init == "lp":
+    path = os.path.join(config.ft.lp_workdir, "lp_head.npz")
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"LP-FT needs a linear probe first: {path} is missing; run configs/lp.py with "
+                              f"--workdir={config.ft.lp_workdir}")
+    head = dict(np.load(path))
+  else:
+    raise ValueError(f"ft.head_init must be 'zeroshot' or 'lp', got {config.ft.head_init!r}")
+  return {"head": head}
+
+
+def batches(config, model, mesh, start_step: int):
+  return common.labelled_batches(config, model, mesh, start_step)
+
+
+def make_loss(config, model, mesh):
+  def loss_fn(params, batch, rng):
+    logits = evaluate.apply_head(common.image_features(model, params["clip"], batch["image"]), params["head"])
+    return losses.cross_entropy(logits, batch["label"], config.ft.label_smoothing), {}
+
+  return loss_fn

@@ -1,0 +1,150 @@
+"""Linear probe (CLIP, WiSE-FT): multinomial logistic regression on frozen image features.
+
+The caller extracts features with the frozen image tower, L2-normalised as WiSE-FT's head expects
+(`common.image_features`), and passes them here as host or device arrays. The fit is full batch: L-BFGS with a
+zoom line search (`optax.lbfgs`) inside one `jax.jit`, so a sweep over the regularisation strength reuses one
+compilation per feature shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import optax.tree_utils as otu
+
+
+def objective(kernel, bias, x, y, l2):
+  """Mean cross-entropy (nats) over the N examples + (l2 / 2) * ||kernel||_F^2; the bias is not penalised.
+
+  kernel [D, C], bias [C], x [N, D] float, y [N] int in [0, C), l2 >= 0 scalar.
+  """
+  logits = x @ kernel + bias
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+  return jnp.mean(ce) + 0.5 * l2 * jnp.sum(kernel ** 2)
+
+
+# num_classes fixes the parameter shapes, so it is static; l2, max_iter and tol are traced so that a sweep over
+# any of them runs the compiled fit again instead of compiling a new one.
+@functools.partial(jax.jit, static_argnames="num_classes")
+def _fit(x, y, l2, max_iter, tol, *, num_classes):
+  d = x.shape[1]
+  params = {"kernel": jnp.zeros((d, num_classes), jnp.float32), "bias": jnp.zeros((num_classes,), jnp.float32)}
+  fun = lambda p: objective(p["kernel"], p["bias"], x, y, l2)
+  opt = optax.lbfgs()  # default line search: scale_by_zoom_linesearch (strong Wolfe conditions)
+  # Reuses the value and gradient the line search already computed at the accepted point.
+  value_and_grad = optax.value_and_grad_from_state(fun)
+
+  def step(carry):
+    params, state = carry
+    value, grad = value_and_grad(params, state=state)
+    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=fun)
+    return optax.apply_updates(params, updates), state
+
+  def not_done(carry):
+    _, state = carry
+    count = otu.tree_get(state, "count")
+    grad_norm = otu.tree_norm(otu.tree_get(state, "grad"))
+    return (count == 0) | ((count < max_iter) & (grad_norm >= tol))
+
+  params, state = jax.lax.while_loop(not_done, step, (params, opt.init(params)))
+  info = {"iterations": otu.tree_get(state, "count"), "loss": otu.tree_get(state, "value"),
+          "grad_norm": otu.tree_norm(otu.tree_get(state, "grad"))}
+  return params["kernel"], params["bias"], info
+
+
+def fit_logistic_regression(train_x, train_y, num_classes: int, *, l2: float, max_iter: int = 1000,
+                            tol: float = 1e-6):
+  """Fits logits = x @ kernel + bias by minimising `objective` (mean cross-entropy + (l2 / 2) ||kernel||^2).
+
+  train_x [N, D] float (cast to float32), L2-normalised by the caller as WiSE-FT's head does (l2 values are then
+  comparable across models); train_y [N] int class ids in [0, num_classes). Starts from zero and stops after
+  `max_iter` L-BFGS iterations or when the gradient's global L2 norm drops below `tol`.
+  Returns (kernel [D, num_classes] float32, bias [num_classes] float32).
+  """
+  kernel, bias, info = _fit(jnp.asarray(train_x, jnp.float32), jnp.asarray(train_y, jnp.int32),
+                            jnp.float32(l2), jnp.int32(max_iter), jnp.float32(tol), num_classes=num_classes)
+  info = jax.device_get(info)
+  if info["iterations"] >= max_iter:
+    logging.info("Logistic regression (l2=%g) stopped at max_iter=%d with gradient norm %.2e > tol=%.0e.",
+                 l2, max_iter, info["grad_norm"], tol)
+  return kernel, bias
+
+
+def top1(kernel, bias, x, y) -> float:
+  """Fraction of the N examples x [N, D] whose argmax logit is the label y [N]."""
+  logits = jnp.asarray(x, jnp.float32) @ kernel + bias
+  return float(jnp.mean(jnp.argmax(logits, -1) == jnp.asarray(y)))
+
+
+def fit_with_validation(train_x, train_y, val_x, val_y, num_classes: int,
+                        l2_grid: Sequence[float] = tuple(np.logspace(-6, 2, 9)), **fit_kwargs) -> dict:
+  """Picks l2 from `l2_grid` by top-1 on held-out ID data (val_x [M, D], val_y [M]) and returns that fit.
+
+  Ties go to the larger l2 (the simpler model). As in WiSE-FT, the returned head is the fit on the training
+  split only; CLIP's paper instead refits on train + val with the chosen strength, which would change the
+  effective regularisation (the mean loss is over more examples) and leave nothing to check the choice on.
+  Features are expected L2-normalised, as for `fit_logistic_regression` (which gets `fit_kwargs`).
+  Returns {'kernel' [D, C] float32, 'bias' [C] float32, 'l2', 'val_top1', 'grid': [(l2, val_top1), ...]}.
+  """
+  grid, best = [], None
+  for l2 in sorted(float(v) for v in l2_grid):
+    kernel, bias = fit_logistic_regression(train_x, train_y, num_classes, l2=l2, **fit_kwargs)
+    acc = top1(kernel, bias, val_x, val_y)
+    logging.info("Linear probe l2=%.0e: val top-1 %.4f", l2, acc)
+    grid.append((l2, acc))
+    if best is None or acc >= best["val_top1"]:  # ascending l2, so >= keeps the larger l2 on ties
+      best = {"kernel": kernel, "bias": bias, "l2": l2, "val_top1": acc}
+  return {**best, "grid": grid}
+
+
+# ---------------------------------------------------------------------------------------- the LP command
+def extract_features(model, params, dataset: str, split: str, mesh, *, batch_size: int, data_dir=None,
+                     image_size=None) -> tuple[np.ndarray, np.ndarray]:
+  """(normalised image features [N, E] float32, labels [N] int32) of a split, without augmentation.
+
+  Runs the jitted image tower over the evaluation pipeline's padded batches; padding rows are dropped.
+  """
+  from flyp_jax.data import pipeline
+  from flyp_jax.methods import common
+  encode = jax.jit(functools.partial(common.image_features, model))
+  feats, labels = [], []
+  for batch in pipeline.eval_batches(dataset, split, image_size=image_size or model.config.image_size,
+                                     global_batch_size=batch_size, mesh=mesh, data_dir=data_dir):
+    keep = np.asarray(batch["mask"]) == 1
+    feats.append(np.asarray(encode(params, batch["image"]))[keep])
+    labels.append(np.asarray(batch["label"])[keep])
+  return np.concatenate(feats), np.concatenate(labels)
+
+
+def run(config, workdir: str) -> dict:
+  """Linear probe: features of `data.train_split` and `lp.val_split`, l2 picked on the latter, then the suite.
+
+  Writes lp_head.npz ({'kernel', 'bias'}, the head LP-FT starts from) and results.json to `workdir`.
+  """
+  import os
+  from flyp_jax import evaluate, parallel, train
+  os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh(config.get("model_axis", 1))
+  model, params = train.load_clip(config, workdir)
+  params = jax.device_put(params, parallel.replicated(mesh))
+  d = config.data
+  extract = lambda split: extract_features(model, params, d.dataset, split, mesh, batch_size=config.eval.batch_size,
+                                           data_dir=d.data_dir or None, image_size=d.image_size or None)
+  (train_x, train_y), (val_x, val_y) = extract(d.train_split), extract(config.lp.val_split)
+  from flyp_jax.data import classnames
+  fit = fit_with_validation(train_x, train_y, val_x, val_y, len(classnames.get(d.classnames)),
+                            l2_grid=np.asarray(config.lp.l2_grid))
+  logging.info("linear probe: l2 %.1e picked, validation top-1 %.4f", fit["l2"], fit["val_top1"])
+  head = {"kernel": np.asarray(fit["kernel"]), "bias": np.asarray(fit["bias"])}
+  np.savez(os.path.join(workdir, "lp_head.npz"), **head)
+  evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
+                                 data_dir=d.data_dir or None)
+  results = evaluator(params, head=jax.device_put(head, parallel.replicated(mesh)), workdir=workdir)
+  results.update(lp_l2=float(fit["l2"]), lp_val_top1=float(fit["val_top1"]))
+  return results

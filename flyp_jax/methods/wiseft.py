@@ -1,0 +1,220 @@
+"""WiSE-FT (Wortsman et al., 2022): interpolate zero-shot and fine-tuned weights, theta = (1 - a) z + a f.
+
+`sweep` evaluates the interpolation at several alphas, `pick` chooses alpha on ID accuracy (as WiSE-FT does,
+OOD data never informs the choice), and `write` leaves wiseft.json, wiseft.md and wiseft.png in a workdir.
+Results are dicts {'alpha': a, **evaluate_fn(params)} with the evaluator's keys ('avg_id/top1',
+'avg_ood/top1', fractions in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ID_KEY, OOD_KEY = "avg_id/top1", "avg_ood/top1"
+DEFAULT_ALPHAS = tuple(i / 10 for i in range(11))
+
+
+def _path_str(path) -> str:
+  """'visual/proj' from a key path of dict keys, sequence indices or attribute names."""
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path)
+
+
+def _dtype(x) -> np.dtype:
+  # The leaf's own dtype: jnp.result_type would turn a numpy float64 into float32 when x64 is off.
+  return np.dtype(x.dtype) if hasattr(x, "dtype") else np.result_type(x)
+
+
+def _mismatches(zeroshot, finetuned) -> list[str]:
+  """Human-readable differences in keys ('a/b' paths), shapes and dtypes between two params pytrees."""
+  z = {_path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(zeroshot)[0]}
+  f = {_path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(finetuned)[0]}
+  out = [f"{p}: missing from finetuned" for p in sorted(z.keys() - f.keys())]
+  out += [f"{p}: only in finetuned" for p in sorted(f.keys() - z.keys())]
+  for p in sorted(z.keys() & f.keys()):
+    if np.shape(z[p]) != np.shape(f[p]):
+      out.append(f"{p}: {np.shape(z[p])} vs {np.shape(f[p])}")
+    elif _dtype(z[p]) != _dtype(f[p]):
+      out.append(f"{p}: {_dtype(z[p])} vs {_dtype(f[p])}")
+  if not out and jax.tree_util.tree_structure(zeroshot) != jax.tree_util.tree_structure(finetuned):
+    out.append(f"containers differ: {jax.tree_util.tree_structure(zeroshot)} vs "
+               f"{jax.tree_util.tree_structure(finetuned)}")
+  return out
+
+
+def interpolate(zeroshot, finetuned, alpha):
+  """(1 - alpha) * zeroshot + alpha * finetuned, leaf by leaf; each leaf keeps its dtype.
+
+  zeroshot, finetuned: params pytrees with the same structure, shapes and dtypes (else ValueError naming the
+  paths, e.g. 'visual/proj: (768, 512) vs (768, 256)'); leaves numpy or jax arrays. alpha: scalar in [0, 1],
+  checked when concrete; a traced alpha (under `jax.jit`) is not checked. Numpy leaves stay numpy for a
+  concrete alpha, so host copies of big models are not moved to the device.
+  """
+  problems = _mismatches(zeroshot, finetuned)
+  if problems:
+    raise ValueError("zeroshot and finetuned params differ:\n  " + "\n  ".join(problems))
+  try:
+    a = float(alpha)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+    a = None  # traced
+  if a is not None and not 0.0 <= a <= 1.0:  # also rejects NaN
+    raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+
+  w = a if a is not None else alpha
+
+  def mix(z, f):
+    xp = np if a is not None and isinstance(z, np.ndarray) and isinstance(f, np.ndarray) else jnp
+    dtype = _dtype(z)
+    # Low-precision leaves (bfloat16) are mixed in float32 and rounded once, back to their own dtype.
+    compute = jnp.promote_types(dtype, jnp.float32) if jnp.issubdtype(dtype, jnp.floating) else jnp.float32
+    z, f = xp.asarray(z, compute), xp.asarray(f, compute)
+    # (1 - w) z + w f rather than z + w (f - z): exact endpoints, alpha = 1 returns f bit for bit.
+    return ((1 - w) * z + w * f).astype(dtype)
+
+  return jax.tree_util.tree_map(mix, zeroshot, finetuned)
+
+
+def sweep(evaluate_fn: Callable[[Any], dict], zeroshot, finetuned,
+          alphas: Sequence[float] = DEFAULT_ALPHAS) -> list[dict]:
+  """[{'alpha': a, **evaluate_fn(interpolate(zeroshot, finetuned, a))} for a in alphas], logging progress."""
+  results, start = [], time.time()
+  for i, alpha in enumerate(alphas):
+    metrics = evaluate_fn(interpolate(zeroshot, finetuned, alpha))
+    results.append({"alpha": float(alpha), **metrics})
+    elapsed = time.time() - start
+    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in (ID_KEY, OOD_KEY) if k in metrics)
+    logging.info("WiSE-FT alpha=%.2f (%d/%d): %s; %.0fs elapsed, ~%.0fs left", alpha, i + 1, len(alphas), shown,
+                 elapsed, elapsed / (i + 1) * (len(alphas) - i - 1))
+  return results
+
+
+def pick(results: Sequence[dict], key: str = ID_KEY) -> dict:
+  """The result with the highest `key` (ID accuracy by default, as WiSE-FT chooses); ties -> smaller alpha."""
+  if not results:
+    raise ValueError("no results to pick from")
+  missing = [r["alpha"] for r in results if key not in r]
+  if missing:
+    raise KeyError(f"{key!r} missing from the results at alpha {missing}; keys: {sorted(results[0])}")
+  return max(results, key=lambda r: (r[key], -r["alpha"]))
+
+
+def table(results: Sequence[dict], keys: Sequence[str] = (ID_KEY, OOD_KEY), pick_key: Optional[str] = ID_KEY) -> str:
+  """A markdown table, one row per alpha, values as in the results (fractions); the picked alpha in bold."""
+  best = pick(results, pick_key)["alpha"] if pick_key and all(pick_key in r for r in results) else None
+  lines = ["| alpha | " + " | ".join(keys) + " |", "|---:|" + "---:|" * len(keys)]
+  for r in results:
+    alpha = f"**{r['alpha']:.2f}**" if r["alpha"] == best else f"{r['alpha']:.2f}"
+    cells = [f"{r[k]:.4f}" if isinstance(r.get(k), (int, float, np.number)) else str(r.get(k, "")) for k in keys]
+    lines.append(f"| {alpha} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def plot(results: Sequence[dict], path: str, title: str = "WiSE-FT", extra: Optional[dict] = None,
+         pick_key: str = ID_KEY) -> str:
+  """Writes a PNG of average OOD vs ID top-1 (in %), one point per alpha along the interpolation path.
+
+  Zero-shot (alpha = 0) and fine-tuned (alpha = 1) are highlighted when swept, the picked alpha is circled, and
+  `extra` {'label': (id_top1, ood_top1)} (fractions, like the results) adds labelled reference points.
+  Returns `path`.
+  """
+  import matplotlib
+  matplotlib.use("Agg")  # files only; no display on TPU hosts or in CI
+  import matplotlib.pyplot as plt
+
+  alphas = [r["alpha"] for r in results]
+  x = [100 * r[ID_KEY] for r in results]
+  y = [100 * r[OOD_KEY] for r in results]
+  fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=150)
+  ax.plot(x, y, "-o", color="tab:blue", markersize=4, zorder=2, label="WiSE-FT (1 - α) zero-shot + α fine-tuned")
+  for a, xi, yi in zip(alphas, x, y):
+    ax.annotate(f"{a:g}", (xi, yi), textcoords="offset points", xytext=(4, -10), fontsize=7, color="tab:blue")
+  for a, marker, color, label in ((0.0, "s", "tab:green", "zero-shot (α=0)"),
+                                  (1.0, "D", "tab:red", "fine-tuned (α=1)")):
+    if a in alphas:
+      i = alphas.index(a)
+      ax.scatter([x[i]], [y[i]], marker=marker, s=70, color=color, zorder=3, label=label)
+  best = pick(results, pick_key)
+  ax.scatter([100 * best[ID_KEY]], [100 * best[OOD_KEY]], s=220, facecolors="none", edgecolors="black",
+             linewidths=1.5, zorder=4, label=f"picked α={best['alpha']:g} (best {pick_key})")
+  styles = itertools.cycle(zip("*P^vX", ("tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive")))
+  for (label, (xi, yi)), (marker, color) in zip((extra or {}).items(), styles):
+    ax.scatter([100 * xi], [100 * yi], marker=marker, s=140, color=color, zorder=3, label=label)
+    ax.annotate(label, (100 * xi, 100 * yi), textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
+  ax.margins(0.08)  # room for the alpha labels and markers at the ends of the path
+  ax.set_xlabel("ID top-1 accuracy (%)")
+  ax.set_ylabel("average OOD top-1 accuracy (%)")
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, loc="best")
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
+def _json_default(v):
+  if isinstance(v, (np.generic, jax.Array)):
+    return np.asarray(v).tolist()
+  raise TypeError(f"{type(v).__name__} is not JSON serialisable")
+
+
+def write(results: Sequence[dict], workdir: str, title: str = "WiSE-FT", extra: Optional[dict] = None) -> dict:
+  """Writes wiseft.json (results and picked alpha), wiseft.md (table) and wiseft.png (plot) into workdir."""
+  os.makedirs(workdir, exist_ok=True)
+  best = pick(results)
+  with open(os.path.join(workdir, "wiseft.json"), "w") as f:
+    json.dump({"results": list(results), "picked_alpha": best["alpha"]}, f, indent=2, default=_json_default)
+  with open(os.path.join(workdir, "wiseft.md"), "w") as f:
+    f.write(f"# {title}\n\nalpha picked on {ID_KEY}: {best['alpha']:g}\n\n" + table(results))
+  plot(results, os.path.join(workdir, "wiseft.png"), title=title, extra=extra)
+  return best
+
+
+# ----------------------------------------------------------------------------------- the WiSE-FT command
+def run(config, workdir: str) -> dict:
+  """Interpolate the zero-shot model (`config.model`) with a fine-tuned run (`config.wiseft.finetuned`, a
+  workdir, made first with `config.wiseft.finetuned_config` if unfinished), evaluate every alpha on the
+  suite, pick alpha on ID accuracy, and write wiseft.json / .md / .png to `workdir`.
+
+  A fine-tuned run with a linear head (FT, LP-FT) is interpolated head included, the zero-shot side using
+  the zero-shot head (bias 0), as WiSE-FT does; a FLYP run has no head and is scored zero-shot throughout.
+  """
+  from flyp_jax import configs_lib, evaluate, models, parallel, train
+  from flyp_jax.data import classnames, templates
+  os.makedirs(workdir, exist_ok=True)
+  mesh = parallel.make_mesh(config.get("model_axis", 1))
+  model, zeroshot = train.load_clip(config, workdir)
+  ft_dir = config.wiseft.finetuned if os.path.isabs(config.wiseft.finetuned) else os.path.join(
+      workdir, config.wiseft.finetuned)
+  if not os.path.exists(os.path.join(ft_dir, "final")):
+    if not config.wiseft.finetuned_config:
+      raise FileNotFoundError(f"{ft_dir} holds no finished fine-tuning run (final/)")
+    train.run(configs_lib.load(config.wiseft.finetuned_config), ft_dir)
+  _, finetuned = models.load_pretrained(os.path.join(ft_dir, "final"), dtype=config.model.dtype)
+  zeroshot, finetuned = {"clip": zeroshot}, {"clip": finetuned}
+  head_path = os.path.join(ft_dir, "final", "head.npz")
+  if os.path.exists(head_path):
+    finetuned["head"] = dict(np.load(head_path))
+    kernel = np.asarray(evaluate.zeroshot_head(model, jax.device_put(zeroshot["clip"], parallel.replicated(mesh)),
+                                               classnames.get(config.data.classnames),
+                                               templates.get(config.data.templates), mesh))
+    zeroshot["head"] = {"kernel": kernel, "bias": np.zeros(kernel.shape[1], np.float32)}
+  evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
+                                 data_dir=config.data.data_dir or None)
+
+  def evaluate_fn(params):
+    params = jax.device_put(params, parallel.replicated(mesh))
+    return evaluator(params["clip"], head=params.get("head"))
+
+  results = sweep(evaluate_fn, zeroshot, finetuned, alphas=tuple(config.wiseft.alphas))
+  picked = write(results, workdir, title=f"WiSE-FT: {config.name}")
+  return {"picked_alpha": picked["alpha"], **{k: v for k, v in picked.items() if k != "alpha"}}

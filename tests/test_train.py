@@ -1,0 +1,101 @@
+"""The training loop end to end on 8 simulated devices: FLYP, FT and pretraining steps, checkpoints, resume."""
+
+import dataclasses
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from flyp_jax import configs_lib, models, train
+from flyp_jax.data import pipeline, suites
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  pipeline.get_builder("domain_shapes/small", path)
+  return path
+
+
+@pytest.fixture(autouse=True)
+def small_suite(monkeypatch):
+  small = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small") for d in suites.SUITES["domain_shapes"])
+  monkeypatch.setitem(suites.SUITES, "domain_shapes", small)
+
+
+def tiny_config(spec, data_dir, **updates):
+  config = configs_lib.load(spec)
+  config.unlock()
+  config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
+  config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
+  config.update(batch_size=16, steps=4, log_every=2, checkpoint_every=2)
+  config.eval.batch_size = 64
+  config.update(updates)
+  config.lock()
+  return config
+
+
+def test_flyp_trains_evaluates_and_saves(tmp_path, data_dir):
+  results = train.run(tiny_config("configs/flyp.py:demo", data_dir), str(tmp_path))
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines] == [2, 4] and all(np.isfinite(l["loss"]) for l in lines)
+  assert 0 <= results["avg_ood/top1"] <= 1 and (tmp_path / "results.json").exists()
+  model, params = models.load_pretrained(tmp_path / "final")
+  assert model.config.context_length == 16 and float(params["logit_scale"]) <= np.log(100) + 1e-6
+
+
+def test_resume_continues_from_the_last_checkpoint(tmp_path, data_dir, capsys):
+  train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=2), str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+  import shutil
+  shutil.rmtree(tmp_path / "final")
+  capsys.readouterr()
+  train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=4), str(tmp_path))
+  out = capsys.readouterr().out
+  assert "step 4/4" in out and "step 2/4" not in out  # steps 1-2 were not run again
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+
+
+def test_ft_trains_head_and_image_tower_only(tmp_path, data_dir):
+  config = tiny_config("configs/ft.py:demo", data_dir)
+  model, init = train.load_clip(config, str(tmp_path))
+  train.run(config, str(tmp_path))
+  _, final = models.load_pretrained(tmp_path / "final")
+  head = np.load(tmp_path / "final" / "head.npz")
+  assert head["kernel"].shape == (64, 10) and head["bias"].shape == (10,)
+  same = lambda a, b: jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, a, b))
+  assert same(final["text"], jax.device_get(init["text"]))
+  assert not same(final["visual"], jax.device_get(init["visual"]))
+
+
+def test_pretrain_step_on_captions(tmp_path, data_dir):
+  config = tiny_config("configs/pretrain.py:demo", data_dir, steps=2)
+  results = train.run(config, str(tmp_path))
+  assert "domain_shapes_photo/top1" in results
+
+
+def test_no_trainable_parameter_is_an_error(tmp_path, data_dir):
+  with pytest.raises(ValueError, match="no parameter matches"):
+    train.run(tiny_config("configs/flyp.py:demo", data_dir, trainable="^nothing"), str(tmp_path))
+
+
+def test_lp_then_lpft_then_wiseft(tmp_path, data_dir):
+  from flyp_jax.methods import lp, wiseft
+  lp_dir, ft_dir = tmp_path / "lp", tmp_path / "lpft"
+  lp_results = lp.run(tiny_config("configs/lp.py:demo", data_dir), str(lp_dir))
+  assert (lp_dir / "lp_head.npz").exists() and 0 <= lp_results["avg_id/top1"] <= 1
+  probe = np.load(lp_dir / "lp_head.npz")
+  config = tiny_config("configs/lpft.py:demo", data_dir, steps=2)
+  config.unlock()
+  config.ft.lp_workdir = str(lp_dir)
+  train.run(config, str(ft_dir))
+  config = tiny_config("configs/wiseft.py:demo", data_dir)
+  config.unlock()
+  config.wiseft.update(finetuned=str(ft_dir), finetuned_config="", alphas=[0.0, 0.5, 1.0])
+  picked = wiseft.run(config, str(tmp_path / "wiseft"))
+  rows = json.loads((tmp_path / "wiseft" / "wiseft.json").read_text())
+  assert picked["picked_alpha"] in (0.0, 0.5, 1.0) and (tmp_path / "wiseft" / "wiseft.png").stat().st_size > 0
+  assert [r["alpha"] for r in rows["results"]] == [0.0, 0.5, 1.0]
+  assert np.load(ft_dir / "final" / "head.npz")["kernel"].shape == probe["kernel"].shape
