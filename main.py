@@ -1,5 +1,7 @@
 """Train and evaluate a method: python main.py --config=configs/flyp.py[:preset] [--workdir=DIR] [--config.x=y]."""
 
+import sys
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -16,4 +18,8 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("config")
+  from flyp_jax import configs_lib
+  problem = configs_lib.unknown_override(sys.argv[1:])  # ml_collections' own message names neither key nor fix
+  if problem:
+    sys.exit(f"error: {problem}")
   app.run(main)

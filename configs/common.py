@@ -58,3 +58,19 @@ def imagenet_b16(c: ml_collections.ConfigDict, lr: float) -> ml_collections.Conf
   c.eval.every_steps = IMAGENET_TRAIN // 512
   c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=0.1)
   return c
+
+
+WILDS_TRAIN = {"iwildcam": 129_809, "fmow": 76_863}  # examples in WILDS' train splits
+
+
+def wilds_b16(c: ml_collections.ConfigDict, dataset: str, lr: float) -> ml_collections.ConfigDict:
+  """OpenAI's ViT-B/16 on a WILDS dataset with FLYP's settings: batch 256, 20 epochs, weight decay 0.2, AdamW
+  with cosine decay and 500 warmup steps; WILDS' ID and OOD test splits evaluated every epoch."""
+  c.model.update(path="ViT-B-16.pt", dtype="bfloat16")
+  c.data.update(dataset=f"wilds_{dataset}", classnames=dataset, templates=dataset)
+  c.eval.suite = dataset
+  c.batch_size = 256
+  c.steps = 20 * WILDS_TRAIN[dataset] // 256
+  c.eval.every_steps = WILDS_TRAIN[dataset] // 256
+  c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=0.2)
+  return c

@@ -20,6 +20,8 @@ def get_config(arg: str = "demo"):
     c.optimizer.update(lr=1e-4, warmup_steps=30, weight_decay=0.1)
   elif arg == "imagenet_b16":
     common.imagenet_b16(c, lr=3e-5)
+  elif arg in ("iwildcam_b16", "fmow_b16"):
+    common.wilds_b16(c, arg.split("_")[0], lr=3e-5)
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16")
+    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
   return c

@@ -18,6 +18,9 @@ def get_config(arg: str = "demo"):
     c.model.update(path="ViT-B-16.pt", dtype="bfloat16")
     c.data.train_split = "train[:98%]"
     c.lp.val_split = "train[98%:]"
+  elif arg in ("iwildcam_b16", "fmow_b16"):
+    common.wilds_b16(c, arg.split("_")[0], lr=0.0)
+    c.lp.val_split = "id_val"  # WILDS' held-out ID split
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16")
+    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
   return c

@@ -26,3 +26,23 @@ def load(spec: str) -> ml_collections.ConfigDict:
   config = module.get_config(arg) if arg else module.get_config()
   config.lock()
   return config
+
+
+def unknown_override(argv) -> str:
+  """A message naming the first `--config.a.b=...` override that is not a field of the --config file, with
+  the fields valid at that level; '' when all are known (or there is no --config to check)."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if spec is None:
+    return ""
+  config = load(spec)
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    node, seen = config, []
+    for key in arg[len("--config."):].split("=", 1)[0].split("."):
+      if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+        where = ".".join(["config"] + seen)
+        valid = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        return f"unknown config key {arg.split('=', 1)[0][2:]!r}: {where} has no field {key!r}; valid: {valid}"
+      node, seen = node[key], seen + [key]
+  return ""

@@ -261,6 +261,8 @@ def summarize(datasets: Sequence[suites.EvalDataset], per_dataset: dict[str, dic
     shared = set.intersection(*(set(d.metrics) for d in chosen))
     for m in sorted(shared):
       out[f"avg_{split}/{m}"] = float(np.mean([per_dataset[d.name][m] for d in chosen]))
+  if "avg_ood/top1" in out:
+    out["avg_ood"] = out["avg_ood/top1"]  # the headline number: average OOD top-1
   if baseline and "avg_id/top1" in out and "avg_ood/top1" in out:
     out["effective_robustness"] = effective_robustness(out["avg_id/top1"], out["avg_ood/top1"], baseline)
   return out

@@ -25,6 +25,7 @@ import orbax.checkpoint as ocp
 from flyp_jax import configs_lib, evaluate, losses, models, parallel
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain")
+OTHER_METHODS = ("lp", "wiseft", "compare")
 
 
 def path_names(tree) -> Any:
@@ -76,15 +77,19 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
 def main(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> dict:
   """The command line's entry: run `config` in `workdir` (default workdirs/<config.name>), print the results."""
   workdir = workdir or os.path.join("workdirs", config.name)
-  if config.method in TRAINING_METHODS:
-    results = run(config, workdir)
-  elif config.method in ("lp", "wiseft"):
-    results = importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
-  else:
-    raise ValueError(f"unknown method {config.method!r}; known: {TRAINING_METHODS + ('lp', 'wiseft')}")
+  results = dispatch(config, workdir)
   print(json.dumps({k: v for k, v in results.items() if not k.endswith("/count")}, indent=1, sort_keys=True))
   print(f"results in {os.path.abspath(workdir)}")
   return results
+
+
+def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Run `config.method` in `workdir`: the training loop, or the LP / WiSE-FT / comparison commands."""
+  if config.method in TRAINING_METHODS:
+    return run(config, workdir)
+  if config.method in OTHER_METHODS:
+    return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
+  raise ValueError(f"unknown method {config.method!r}; known: {TRAINING_METHODS + OTHER_METHODS}")
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
@@ -127,46 +132,57 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
   step_fn = jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
   batches = method.batches(config, model, mesh, start_step=start)
-  history, results = [], {}
+  results, metrics = {}, None
   log_path = os.path.join(workdir, "metrics.jsonl")
-  t0, timed_steps, t_start = None, 0, time.time()
+  t0, timed_steps, t_start = time.time(), 0, time.time()
   for step in range(start, total):
     batch = next(batches)
     state, metrics = step_fn(state, batch)
-    if step == start:  # exclude compilation from throughput
+    if step == start:  # throughput counts from here: compilation excluded
       jax.block_until_ready(metrics)
-      t0, timed_steps = time.time(), 0
-      continue
-    timed_steps += 1
+      t0 = time.time()
+    else:
+      timed_steps += 1
     done = step + 1
     if done % config.log_every == 0 or done == total:
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      _check_finite(metrics, done, ckpt.latest_step())
       elapsed = time.time() - t0
       rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
       metrics.update(step=done, examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
       eta = (total - done) * elapsed / max(timed_steps, 1)
       logging.info("step %d/%d loss %.4f, %.1f examples/s, %.0fs left", done, total, metrics["loss"], rate, eta)
       print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
-      history.append(metrics)
       if jax.process_index() == 0:
         with open(log_path, "a") as f:
           f.write(json.dumps(metrics) + "\n")
     if config.checkpoint_every and done % config.checkpoint_every == 0:
+      _check_finite(metrics, done, ckpt.latest_step())  # never save a diverged state
       ckpt.save(done, args=ocp.args.StandardSave(state))
     if evaluator and config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-      _evaluate(evaluator, method, state["params"], workdir, f"eval_{done}.json")
+      _evaluate(evaluator, state["params"], workdir, f"eval_{done}.json")
+  if metrics is not None:
+    _check_finite(metrics, total, ckpt.latest_step())
   if ckpt.latest_step() != total:
     ckpt.save(total, args=ocp.args.StandardSave(state), force=True)
   ckpt.wait_until_finished()
   final = jax.device_get(state["params"])
   _save_final(workdir, model, final["clip"], final.get("head"))
   if evaluator:
-    results = _evaluate(evaluator, method, state["params"], workdir, "results.json")
+    results = _evaluate(evaluator, state["params"], workdir, "results.json")
   results["train_seconds"] = time.time() - t_start
   return results
 
 
-def _evaluate(evaluator, method, params, workdir, filename) -> dict:
+def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:
+  loss = float(jax.device_get(metrics["loss"]))
+  if not np.isfinite(loss):
+    raise FloatingPointError(
+        f"the training loss is {loss} at step {step}: training stopped. The last good checkpoint is step "
+        f"{last_checkpoint} (re-running the command resumes from it); lower the learning rate or check the data.")
+
+
+def _evaluate(evaluator, params, workdir, filename) -> dict:
   start = time.time()
   results = evaluator(params["clip"], head=params.get("head"), workdir=workdir, filename=filename)
   summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.startswith("avg_") or k.endswith("/top1"))

@@ -99,3 +99,31 @@ def test_lp_then_lpft_then_wiseft(tmp_path, data_dir):
   assert picked["picked_alpha"] in (0.0, 0.5, 1.0) and (tmp_path / "wiseft" / "wiseft.png").stat().st_size > 0
   assert [r["alpha"] for r in rows["results"]] == [0.0, 0.5, 1.0]
   assert np.load(ft_dir / "final" / "head.npz")["kernel"].shape == probe["kernel"].shape
+
+
+def test_config_typo_is_a_clear_error(tmp_path):
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  run = subprocess.run([sys.executable, "main.py", "--config=configs/flyp.py", "--config.optimizer.learning_rate=1",
+                        f"--workdir={tmp_path}"], capture_output=True, text=True, cwd=root)
+  assert run.returncode != 0
+  assert "learning_rate" in run.stderr and "lr" in run.stderr  # names the typo and the valid keys
+
+
+def test_rerunning_a_finished_run_only_evaluates(tmp_path, data_dir, capsys):
+  config = tiny_config("configs/flyp.py:demo", data_dir, steps=2)
+  first = train.run(config, str(tmp_path))
+  capsys.readouterr()
+  again = train.run(config, str(tmp_path))
+  assert "step " not in capsys.readouterr().out
+  assert again["avg_ood/top1"] == first["avg_ood/top1"]
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path, data_dir):
+  config = tiny_config("configs/ft.py:demo", data_dir)
+  config.unlock()
+  config.optimizer.lr = float("inf")
+  with pytest.raises(FloatingPointError, match="last good checkpoint"):
+    train.run(config, str(tmp_path))
+  assert not (tmp_path / "checkpoints" / "4").exists() and not (tmp_path / "final").exists()

@@ -187,7 +187,7 @@ FMOW_TEMPLATES: tuple[str, ...] = (
 
 
 def _domain_shapes() -> tuple[str, ...]:
-  # Imported here so this module loads while the builder (written separately) is absent or broken.
+  # Imported lazily: the builder module pulls in TensorFlow and TFDS, which plain name look-ups do not need.
   module = importlib.import_module("flyp_jax.data.builders.domain_shapes")
   return tuple(module.TEMPLATES)
 
