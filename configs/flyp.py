@@ -1,7 +1,7 @@
 """FLYP: fine-tune CLIP with its contrastive loss, class names turned into prompts.
 
   python main.py --config=configs/flyp.py                       # demo: offline benchmark on CPU, minutes
-  python main.py --config=configs/flyp.py:imagenet_b16 --workdir=gs://BUCKET/flyp_in --config.data.data_dir=gs://BUCKET/tfds \\
+  python main.py --config=configs/flyp.py:imagenet_b16 --workdir=workdirs/flyp_in --config.data.data_dir=gs://BUCKET/tfds \\
       --config.model.path=ViT-B-16.pt
 
 demo: pretrains a tiny CLIP on domain_shapes (configs/pretrain.py:demo, reused once done), then fine-tunes it
