@@ -11,7 +11,6 @@ import importlib
 import json
 import logging
 import os
-import re
 import time
 from typing import Any, Optional
 
@@ -22,36 +21,10 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, losses, models, parallel
+from flyp_jax import configs_lib, evaluate, losses, models, optim, parallel
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain")
 OTHER_METHODS = ("lp", "wiseft", "compare")
-
-
-def path_names(tree) -> Any:
-  """A pytree of the '/'-joined key paths of `tree`'s leaves ('clip/visual/proj', 'head/kernel', ...)."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), tree)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, params, total_steps: int) -> optax.GradientTransformation:
-  """AdamW with linear warmup and cosine decay on the parameters whose path matches `config.trainable`.
-
-  `config.frozen` (regex) wins over `trainable`; frozen parameters get no update and no optimiser state use.
-  Weight decay skips biases, norms, embeddings' positional tables and the logit scale, as CLIP trains.
-  """
-  opt = config.optimizer
-  schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, min(opt.warmup_steps, max(total_steps - 1, 1)),
-                                                max(total_steps, 1), end_value=0.0)
-  names = path_names(params)
-  trainable = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
-  if not any(trainable(n) for n in jax.tree_util.tree_leaves(names)):
-    raise ValueError(f"no parameter matches trainable={config.trainable!r} (frozen={config.frozen!r})")
-  decays = lambda n: not re.search(r"(bias|scale|positional_embedding|class_embedding|logit_scale)$", n)
-  adamw = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                      mask=jax.tree_util.tree_map(decays, names))
-  chain = optax.chain(optax.clip_by_global_norm(opt.grad_clip), adamw) if opt.grad_clip else adamw
-  labels = jax.tree_util.tree_map(lambda n: "train" if trainable(n) else "freeze", names)
-  return optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()}, labels)
 
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str):
@@ -105,7 +78,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                  data_dir=config.data.data_dir or None) if config.eval.suite else None
   params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
   total = config.steps
-  tx = make_optimizer(config, params, total)
+  tx = optim.make_optimizer(config, params, total)
   # Replicated over the mesh (parameter sharding over the `model` axis is not used yet).
   state = jax.device_put({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
                          parallel.replicated(mesh))
