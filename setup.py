@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["flyp_jax", "flyp_jax.*"]),
-    package_data={"flyp_jax": ["assets/*.gz"]},
+    package_data={"flyp_jax": ["assets/*.gz", "assets/*.npz"]},
     install_requires=[
         "jax>=0.7",
         "flax>=0.10",
@@ -25,6 +25,7 @@ setup(
         "ftfy",  # CLIP tokenizer text cleaning
         "regex",  # CLIP tokenizer pre-tokenisation (\p{L}, \p{N})
         "matplotlib",  # WiSE-FT curves
+        "tensorboard",  # tf.summary needs it to write event files
         "absl-py",
     ],
     extras_require={

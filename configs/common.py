@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from flyp_jax import demo_model
+
 
 def base(name: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -12,6 +14,8 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.steps = 1000
   c.log_every = 50
   c.checkpoint_every = 500
+  c.keep_checkpoints = 2  # the last N; the best on ID validation is kept apart in WORKDIR/best
+  c.grad_accum_steps = 1  # micro-batches per optimiser step (batch_size is the whole step's batch)
   c.model_axis = 1  # devices per model replica (parameter sharding); the rest is the data axis
   # Where the CLIP comes from: "pretrained" (path: OpenAI/open_clip/HF checkpoint or convert output),
   # "run" (path: the workdir of another run, made first with `config` if it has not finished), "random".
@@ -21,7 +25,7 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(dataset="imagenet2012", train_split="train", data_dir="",
                                           image_size=0, classnames="imagenet", templates="imagenet",
                                           crop_scale=(0.9, 1.0), flip=False))
-  c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0))
+  c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False))
   c.optimizer = ml_collections.ConfigDict(dict(lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9, b2=0.999,
                                                eps=1e-8, grad_clip=0.0))
   c.trainable = ".*"  # regex over parameter paths ('clip/visual/...', 'clip/text/...', 'head')
@@ -33,13 +37,15 @@ def base(name: str) -> ml_collections.ConfigDict:
 
 def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The offline benchmark on CPU: the tiny CLIP pretrained by configs/pretrain.py:demo, domain_shapes."""
-  c.model.init = "run"
-  c.model.path = "../pretrain_demo"  # relative to the workdir: shared by the demo runs
-  c.model.config = "configs/pretrain.py:demo"
+  # Shipped with the package (flyp_jax/demo_model.py says how it was made). To use your own pretraining:
+  # --config.model.init=run --config.model.path=../pretrain_demo --config.model.config=configs/pretrain.py:demo
+  c.model.init = "pretrained"
+  c.model.path = demo_model.PATH
   c.data.dataset = "domain_shapes"
   c.data.classnames = c.data.templates = "domain_shapes"
   c.eval.suite = "domain_shapes"
   c.eval.batch_size = 256
+  c.eval.at_start = True  # step 0 is the zero-shot model: the table at the end compares it with the result
   c.batch_size = 128
   c.log_every = 25
   c.checkpoint_every = 100

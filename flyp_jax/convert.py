@@ -290,8 +290,9 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
   dtype: the model's compute dtype ("bfloat16" on TPU). Put params on devices with `jax.device_put`.
   """
   path = os.fspath(path)
-  if os.path.isdir(path) and os.path.exists(os.path.join(path, CONVERTED_MARKER)):
-    config, params = load_converted(path)
+  converted = os.path.isdir(path) and os.path.exists(os.path.join(path, CONVERTED_MARKER))
+  if converted or (path.endswith(".npz") and os.path.isfile(path)):
+    config, params = load_converted(path) if converted else load_npz(path)
     if activation and activation != config.activation:
       raise ValueError(f"{path} was converted with activation {config.activation!r}, not {activation!r}")
   else:
@@ -327,6 +328,43 @@ def load_converted(path: str) -> tuple[CLIPConfig, dict]:
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(path, "params"), abstract)
   return config, jax.tree_util.tree_map(np.asarray, params)
+
+
+NPZ_CONFIG_KEY = "__flyp_clip_config__"
+
+
+def save_npz(path: str, config: CLIPConfig, params: dict) -> None:
+  """One compressed `.npz` file: every parameter under its '/'-joined path, the architecture as JSON.
+
+  For small models (the demo's); read back with `load_npz` (or `load_pretrained`), without pickle.
+  """
+  flat = {"/".join(str(getattr(k, "key", k)) for k in p): np.asarray(v)
+          for p, v in jax.tree_util.tree_leaves_with_path(params)}
+  flat[NPZ_CONFIG_KEY] = np.array(json.dumps(config.to_dict()))
+  with open(path, "wb") as f:  # a file object: np.savez would append '.npz' to a name without it
+    np.savez_compressed(f, **flat)
+
+
+def load_npz(path: str) -> tuple[CLIPConfig, dict]:
+  """(config, params) from a file written by `save_npz`; a shape or name mismatch names the parameters."""
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      flat = {k: z[k] for k in z.files}
+  except (ValueError, OSError, zipfile.BadZipFile) as e:
+    raise CheckpointError(f"{path}: not a readable .npz file ({e})") from None
+  if NPZ_CONFIG_KEY not in flat:
+    raise CheckpointError(f"{path}: an .npz file without {NPZ_CONFIG_KEY!r}; only files written by "
+                          "flyp_jax.convert.save_npz are read")
+  config = CLIPConfig.from_dict(json.loads(str(flat.pop(NPZ_CONFIG_KEY))))
+  params: dict = {}
+  for name, value in flat.items():
+    *parents, leaf = name.split("/")
+    node = params
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  check_params(params, config)
+  return config, params
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, losses, models, optim, parallel
+from flyp_jax import configs_lib, evaluate, losses, metric_writer, models, optim, parallel
+from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain")
 OTHER_METHODS = ("lp", "wiseft", "compare")
@@ -72,10 +73,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   os.makedirs(workdir, exist_ok=True)
   method = importlib.import_module(f"flyp_jax.methods.{config.method}")
   mesh = parallel.make_mesh(config.get("model_axis", 1))
+  accum = config.grad_accum_steps
   parallel.local_batch_size(config.batch_size, mesh)  # fail early on an indivisible batch
+  if accum < 1 or config.batch_size % (accum * mesh.shape[parallel.DATA]):
+    raise ValueError(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
+                     f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
   model, clip_params = load_clip(config, workdir)
+  data_dir = config.data.data_dir or None
   evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
-                                 data_dir=config.data.data_dir or None) if config.eval.suite else None
+                                 data_dir=data_dir) if config.eval.suite else None
+  validator = make_validator(config, model, mesh)
   params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
   total = config.steps
   tx = optim.make_optimizer(config, params, total)
@@ -84,33 +91,34 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          parallel.replicated(mesh))
 
   ckpt = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+                               options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
+                                                                    create=True))
+  # The best parameters on ID validation, apart from the last checkpoints that resuming uses.
+  best = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
+      max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max")) if validator else None
   if ckpt.latest_step() is not None:
     state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
     logging.info("Resumed from step %d.", int(state["step"]))
   start = int(state["step"])
 
-  loss_fn = method.make_loss(config, model, mesh)
-  rng = jax.random.PRNGKey(config.seed)
-
-  def train_step(state, batch):
-    step_rng = jax.random.fold_in(rng, state["step"])
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, step_rng)
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    new_params = optax.apply_updates(state["params"], updates)
-    new_params["clip"]["logit_scale"] = losses.clamp_logit_scale(new_params["clip"]["logit_scale"])
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
-    return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
-
-  state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
-  step_fn = jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
+  step_fn = make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
   batches = method.batches(config, model, mesh, start_step=start)
+  writer = metric_writer.MetricWriter(workdir)
+
+  def evaluate_at(step: int, filename: str) -> dict:
+    results = _evaluate(evaluator, state["params"], workdir, filename) if evaluator else {}
+    if validator:
+      results.update(validator(state["params"]["clip"], state["params"].get("head")))
+      best.save(step, args=ocp.args.StandardSave(state["params"]), metrics={BEST_KEY: results[BEST_KEY]})
+    writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
+    return results
+
+  if config.eval.at_start and start == 0:
+    evaluate_at(0, "eval_0.json")
   results, metrics = {}, None
-  log_path = os.path.join(workdir, "metrics.jsonl")
   t0, timed_steps, t_start = time.time(), 0, time.time()
   for step in range(start, total):
-    batch = next(batches)
-    state, metrics = step_fn(state, batch)
+    state, metrics = step_fn(state, next(batches))
     if step == start:  # throughput counts from here: compilation excluded
       jax.block_until_ready(metrics)
       t0 = time.time()
@@ -122,18 +130,16 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       _check_finite(metrics, done, ckpt.latest_step())
       elapsed = time.time() - t0
       rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
-      metrics.update(step=done, examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
+      metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
       eta = (total - done) * elapsed / max(timed_steps, 1)
       logging.info("step %d/%d loss %.4f, %.1f examples/s, %.0fs left", done, total, metrics["loss"], rate, eta)
       print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
-      if jax.process_index() == 0:
-        with open(log_path, "a") as f:
-          f.write(json.dumps(metrics) + "\n")
+      writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
     if config.checkpoint_every and done % config.checkpoint_every == 0:
       _check_finite(metrics, done, ckpt.latest_step())  # never save a diverged state
       ckpt.save(done, args=ocp.args.StandardSave(state))
-    if evaluator and config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-      _evaluate(evaluator, state["params"], workdir, f"eval_{done}.json")
+    if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
+      evaluate_at(done, f"eval_{done}.json")
   if metrics is not None:
     _check_finite(metrics, total, ckpt.latest_step())
   if ckpt.latest_step() != total:
@@ -141,10 +147,106 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.wait_until_finished()
   final = jax.device_get(state["params"])
   _save_final(workdir, model, final["clip"], final.get("head"))
-  if evaluator:
-    results = _evaluate(evaluator, state["params"], workdir, "results.json")
+  if evaluator or validator:
+    results = evaluate_at(total, "results.json")
+    if best:
+      best.wait_until_finished()
+      results["best_step"] = best.best_step()
+    start_results = _read_json(os.path.join(workdir, "eval_0.json"))
+    if start_results:
+      print(comparison_table(start_results, results, _start_label(config), f"{config.method} (step {total})"))
+  writer.close()
   results["train_seconds"] = time.time() - t_start
   return results
+
+
+BEST_KEY = "id_val/top1"  # the ID validation accuracy the best checkpoint is chosen on
+
+
+def make_validator(config, model, mesh):
+  """`fn(clip_params, head=None) -> {'id_val/top1': ...}` on the suite's ID validation set, or None if it has none.
+
+  The set is `flyp_jax.data.suites.VALIDATION[config.eval.suite]`; it chooses the best checkpoint and WiSE-FT's
+  mixing coefficient.
+  """
+  dataset = suites.VALIDATION.get(config.eval.suite) if config.eval.suite else None
+  if dataset is None:
+    return None
+  evaluator = evaluate.Evaluator(model, (dataset,), mesh, batch_size=config.eval.batch_size,
+                                 data_dir=config.data.data_dir or None)
+
+  def validate(clip_params, head=None) -> dict:
+    start = time.time()
+    results = evaluator(clip_params, head=head)
+    results = {k: v for k, v in results.items() if k.startswith(f"{dataset.name}/")}  # not its avg_id
+    print(f"validation ({time.time() - start:.0f}s): {BEST_KEY} {results[BEST_KEY]:.4f}", flush=True)
+    return results
+
+  return validate
+
+
+def make_train_step(config, loss_fn, tx, mesh, state):
+  """The jitted step (state, global batch) -> (state, metrics), donating the state.
+
+  With `config.grad_accum_steps` = k > 1, the batch is cut into k micro-batches (each still sharded over the
+  data axis) whose gradients are averaged before one optimiser update. A contrastive loss then sees
+  batch_size / k examples per row's negatives, as in PyTorch implementations that accumulate gradients.
+  """
+  rng = jax.random.PRNGKey(config.seed)
+  accum = config.grad_accum_steps
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  def gradients(params, batch, step_rng):
+    if accum == 1:
+      return grad_fn(params, batch, step_rng)
+    # Row j * k + i goes to micro-batch i: each device keeps its own rows, so no data moves between devices.
+    micro = jax.tree_util.tree_map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1),
+                                   batch)
+
+    def body(total, i):
+      mb = jax.tree_util.tree_map(
+          lambda x: jax.lax.with_sharding_constraint(x[i], parallel.data_sharding(mesh)), micro)
+      out = grad_fn(params, mb, jax.random.fold_in(step_rng, i))
+      return jax.tree_util.tree_map(lambda a, b: a + b / accum, total, out), None
+
+    zeros = jax.tree_util.tree_map(
+        lambda s: jnp.zeros(s.shape, s.dtype),
+        jax.eval_shape(grad_fn, params, jax.tree_util.tree_map(lambda x: x[0], micro), step_rng))
+    return jax.lax.scan(body, zeros, jnp.arange(accum))[0]
+
+  def train_step(state, batch):
+    step_rng = jax.random.fold_in(rng, state["step"])
+    (loss, metrics), grads = gradients(state["params"], batch, step_rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    new_params = optax.apply_updates(state["params"], updates)
+    new_params["clip"]["logit_scale"] = losses.clamp_logit_scale(new_params["clip"]["logit_scale"])
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
+    return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+  state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
+  return jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
+
+
+def _start_label(config) -> str:
+  """What step 0 evaluates: the zero-shot model, unless the method starts from another head (LP-FT)."""
+  zero_shot = config.method == "flyp" or (config.method == "ft" and config.ft.head_init == "zeroshot")
+  return "zero-shot (step 0)" if zero_shot else "step 0"
+
+
+def comparison_table(before: dict, after: dict, before_label: str, after_label: str) -> str:
+  """Markdown table of top-1 accuracy (%) per split and the ID / OOD averages, before and after training."""
+  keys = [k for k in after if k.endswith("/top1") and k in before]
+  keys = [k for k in keys if not k.startswith("avg_")] + [k for k in keys if k.startswith("avg_")]
+  lines = [f"| top-1 (%) | {before_label} | {after_label} |", "|---|---:|---:|"]
+  lines += [f"| {k[:-len('/top1')]} | {100 * before[k]:.2f} | {100 * after[k]:.2f} |" for k in keys]
+  return "\n".join(lines)
+
+
+def _read_json(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
 
 
 def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:

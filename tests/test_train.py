@@ -23,6 +23,8 @@ def data_dir(tmp_path_factory):
 def small_suite(monkeypatch):
   small = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small") for d in suites.SUITES["domain_shapes"])
   monkeypatch.setitem(suites.SUITES, "domain_shapes", small)
+  monkeypatch.setitem(suites.VALIDATION, "domain_shapes",
+                      dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))
 
 
 def tiny_config(spec, data_dir, **updates):
@@ -31,7 +33,7 @@ def tiny_config(spec, data_dir, **updates):
   config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
   config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
   config.update(batch_size=16, steps=4, log_every=2, checkpoint_every=2)
-  config.eval.batch_size = 64
+  config.eval.update(batch_size=64, at_start=False)
   config.update(updates)
   config.lock()
   return config
@@ -40,8 +42,10 @@ def tiny_config(spec, data_dir, **updates):
 def test_flyp_trains_evaluates_and_saves(tmp_path, data_dir):
   results = train.run(tiny_config("configs/flyp.py:demo", data_dir), str(tmp_path))
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [l["step"] for l in lines] == [2, 4] and all(np.isfinite(l["loss"]) for l in lines)
+  train_lines = [l for l in lines if "train/loss" in l]
+  assert [l["step"] for l in train_lines] == [2, 4] and all(np.isfinite(l["train/loss"]) for l in train_lines)
   assert 0 <= results["avg_ood/top1"] <= 1 and (tmp_path / "results.json").exists()
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
   model, params = models.load_pretrained(tmp_path / "final")
   assert model.config.context_length == 16 and float(params["logit_scale"]) <= np.log(100) + 1e-6
 
@@ -127,3 +131,19 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, data_dir):
   with pytest.raises(FloatingPointError, match="last good checkpoint"):
     train.run(config, str(tmp_path))
   assert not (tmp_path / "checkpoints" / "4").exists() and not (tmp_path / "final").exists()
+
+
+def test_start_evaluation_best_checkpoint_and_comparison_table(tmp_path, data_dir, capsys):
+  config = tiny_config("configs/flyp.py:demo", data_dir)
+  config.unlock()
+  config.eval.update(at_start=True, every_steps=2)
+  results = train.run(config, str(tmp_path))
+  out = capsys.readouterr().out
+  start = json.loads((tmp_path / "eval_0.json").read_text())
+  assert "| zero-shot (step 0) | flyp (step 4) |" in out
+  assert f"| avg_ood | {100 * start['avg_ood/top1']:.2f} | {100 * results['avg_ood/top1']:.2f} |" in out
+  # The best of the validation accuracies at steps 0, 2 and 4 is kept apart from the last checkpoints.
+  scores = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "eval/id_val/top1" in l]
+  assert [s["step"] for s in scores] == [0, 2, 4]
+  best = max(scores, key=lambda s: (s["eval/id_val/top1"], -s["step"]))
+  assert results["best_step"] == best["step"] and os.listdir(tmp_path / "best") == [str(best["step"])]

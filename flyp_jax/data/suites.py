@@ -85,6 +85,18 @@ SUITES: dict[str, tuple[EvalDataset, ...]] = {
     ),
 }
 
+# The held-out ID validation set of a suite: it picks the best checkpoint and WiSE-FT's mixing coefficient,
+# so that nothing is chosen on a test split. ImageNet has none here: FLYP and WiSE-FT report on its
+# validation split, which is this suite's ID test.
+VALIDATION: dict[str, EvalDataset] = {
+    "domain_shapes": EvalDataset("id_val", "domain_shapes", "validation", False, "domain_shapes", "domain_shapes"),
+    "iwildcam": EvalDataset("id_val", "wilds_iwildcam", "id_val", False, "iwildcam", "iwildcam",
+                            metrics=("top1", "macro_f1")),
+    "fmow": EvalDataset("id_val", "wilds_fmow", "id_val", False, "fmow", "fmow",
+                        metrics=("top1", "worst_group_top1"), group_feature="region", num_groups=6,
+                        excluded_groups=(5,)),
+}
+
 
 def get(name: str) -> tuple[EvalDataset, ...]:
   """The datasets of suite `name`."""

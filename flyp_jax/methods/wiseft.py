@@ -1,7 +1,7 @@
 """WiSE-FT (Wortsman et al., 2022): interpolate zero-shot and fine-tuned weights, theta = (1 - a) z + a f.
 
-`sweep` evaluates the interpolation at several alphas, `pick` chooses alpha on ID accuracy (as WiSE-FT does,
-OOD data never informs the choice), and `write` leaves wiseft.json, wiseft.md and wiseft.png in a workdir.
+`sweep` evaluates the interpolation at several alphas, `pick` chooses alpha on ID data (the suite's held-out ID
+validation set where it has one, else ID accuracy as WiSE-FT does; OOD data never informs the choice), and `write` leaves wiseft.json, wiseft.md and wiseft.png in a workdir.
 Results are dicts {'alpha': a, **evaluate_fn(params)} with the evaluator's keys ('avg_id/top1',
 'avg_ood/top1', fractions in [0, 1]).
 """
@@ -167,15 +167,18 @@ def _json_default(v):
   raise TypeError(f"{type(v).__name__} is not JSON serialisable")
 
 
-def write(results: Sequence[dict], workdir: str, title: str = "WiSE-FT", extra: Optional[dict] = None) -> dict:
+def write(results: Sequence[dict], workdir: str, title: str = "WiSE-FT", extra: Optional[dict] = None,
+          pick_key: str = ID_KEY) -> dict:
   """Writes wiseft.json (results and picked alpha), wiseft.md (table) and wiseft.png (plot) into workdir."""
   os.makedirs(workdir, exist_ok=True)
-  best = pick(results)
+  best = pick(results, pick_key)
   with open(os.path.join(workdir, "wiseft.json"), "w") as f:
-    json.dump({"results": list(results), "picked_alpha": best["alpha"]}, f, indent=2, default=_json_default)
+    json.dump({"results": list(results), "picked_alpha": best["alpha"], "picked_on": pick_key}, f, indent=2,
+              default=_json_default)
+  keys = tuple(dict.fromkeys((pick_key, ID_KEY, OOD_KEY)))
   with open(os.path.join(workdir, "wiseft.md"), "w") as f:
-    f.write(f"# {title}\n\nalpha picked on {ID_KEY}: {best['alpha']:g}\n\n" + table(results))
-  plot(results, os.path.join(workdir, "wiseft.png"), title=title, extra=extra)
+    f.write(f"# {title}\n\nalpha picked on {pick_key}: {best['alpha']:g}\n\n" + table(results, keys, pick_key))
+  plot(results, os.path.join(workdir, "wiseft.png"), title=title, extra=extra, pick_key=pick_key)
   return best
 
 
@@ -210,11 +213,16 @@ def run(config, workdir: str) -> dict:
     zeroshot["head"] = {"kernel": kernel, "bias": np.zeros(kernel.shape[1], np.float32)}
   evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
                                  data_dir=config.data.data_dir or None)
+  validator = train.make_validator(config, model, mesh)
 
   def evaluate_fn(params):
     params = jax.device_put(params, parallel.replicated(mesh))
-    return evaluator(params["clip"], head=params.get("head"))
+    results = evaluator(params["clip"], head=params.get("head"))
+    return {**results, **(validator(params["clip"], params.get("head")) if validator else {})}
 
   results = sweep(evaluate_fn, zeroshot, finetuned, alphas=tuple(config.wiseft.alphas))
-  picked = write(results, workdir, title=f"WiSE-FT: {config.name}")
-  return {"picked_alpha": picked["alpha"], **{k: v for k, v in picked.items() if k != "alpha"}}
+  # On the held-out ID validation set where the suite has one, else (ImageNet) on ID accuracy as WiSE-FT does.
+  pick_key = train.BEST_KEY if validator else ID_KEY
+  picked = write(results, workdir, title=f"WiSE-FT: {config.name}", pick_key=pick_key)
+  return {"picked_alpha": picked["alpha"], "picked_on": pick_key,
+          **{k: v for k, v in picked.items() if k != "alpha"}}
