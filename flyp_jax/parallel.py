@@ -34,6 +34,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def param_sharding(x, mesh: Mesh) -> NamedSharding:
+  """Where a parameter (or an optimiser moment of its shape) lives: split over the `model` axis.
+
+  The largest dimension that the model axis divides is split (ZeRO-3 / FSDP style: each device stores
+  1/model of the array, XLA gathers it where a layer needs it); arrays with no such dimension, scalars
+  and a model axis of size 1 stay replicated.
+  """
+  n, shape = mesh.shape[MODEL], np.shape(x)
+  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+    if n > 1 and shape[dim] % n == 0:
+      return NamedSharding(mesh, P(*(MODEL if d == dim else None for d in range(len(shape)))))
+  return replicated(mesh)
+
+
+def shard_state(tree, mesh: Mesh):
+  """`tree` (parameters, optimiser state, step) put on the mesh with `param_sharding` for every leaf."""
+  return jax.device_put(tree, jax.tree_util.tree_map(lambda x: param_sharding(x, mesh), tree))
+
+
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """This process's share of a global batch; the batch must split evenly over the data axis."""
   n_data = mesh.shape[DATA]

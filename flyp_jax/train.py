@@ -86,9 +86,9 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
   total = config.steps
   tx = optim.make_optimizer(config, params, total)
-  # Replicated over the mesh (parameter sharding over the `model` axis is not used yet).
-  state = jax.device_put({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
-                         parallel.replicated(mesh))
+  # Replicated over the data axis, split over the model axis when it has more than one device.
+  state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
+                               mesh)
 
   ckpt = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,

@@ -51,12 +51,13 @@ def test_flyp_trains_evaluates_and_saves(tmp_path, data_dir):
 
 
 def test_resume_continues_from_the_last_checkpoint(tmp_path, data_dir, capsys):
-  train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=2), str(tmp_path))
+  """With parameters split over a model axis of 2, so that sharded checkpoints are saved and restored."""
+  train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=2, model_axis=2), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
   import shutil
   shutil.rmtree(tmp_path / "final")
   capsys.readouterr()
-  train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=4), str(tmp_path))
+  train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=4, model_axis=2), str(tmp_path))
   out = capsys.readouterr().out
   assert "step 4/4" in out and "step 2/4" not in out  # steps 1-2 were not run again
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]

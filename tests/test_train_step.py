@@ -12,15 +12,20 @@ from flyp_jax.tokenizer import tokenize
 BATCH = 32
 
 
-def setup(spec, **updates):
+# Adam with eps = 1 makes an update close to lr * gradient, for comparisons of parameters after training: with
+# the usual eps a gradient near zero becomes a full-size step of its sign, and float noise would decide.
+LINEAR_ADAM = {"optimizer": {"lr": 0.1, "eps": 1.0}}
+
+
+def setup(spec, model_axis=1, optimizer=None, **updates):
   config = configs_lib.load(spec)
   config.unlock()
   config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
   config.update(batch_size=BATCH, steps=100, **updates)
-  config.optimizer.update(lr=1e-3, warmup_steps=1, weight_decay=0.0)
+  config.optimizer.update({"lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.0, **(optimizer or {})})
   config.lock()
   model, clip = train.load_clip(config, "unused")
-  mesh = parallel.make_mesh(1)
+  mesh = parallel.make_mesh(model_axis)
   rng = np.random.default_rng(0)
   params = {"clip": clip}
   if config.method == "ft":  # a random head: the zero-shot head needs the dataset's prompts only
@@ -35,8 +40,8 @@ def setup(spec, **updates):
 
 def step_fn(config, method, model, mesh, params):
   tx = optim.make_optimizer(config, params, config.steps)
-  state = jax.device_put({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
-                         parallel.replicated(mesh))
+  state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
+                               mesh)
   return train.make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state), state
 
 
@@ -54,16 +59,10 @@ def test_each_method_lowers_its_loss_on_a_fixed_batch(spec, method):
 
 
 def test_gradient_accumulation_equals_the_whole_batch():
-  """Cross-entropy is a mean over the batch, so two half-batches' averaged gradients are the whole batch's.
-
-  Adam's eps is set to 1 so the update is close to lr * gradient: with the usual eps, a gradient near zero
-  becomes a full-size step of its sign, and float noise would decide the comparison.
-  """
+  """Cross-entropy is a mean over the batch, so two half-batches' averaged gradients are the whole batch's."""
   results = []
   for accum in (1, 2, 4):
-    config, model, mesh, params, batch = setup("configs/ft.py:demo", grad_accum_steps=accum)
-    config.unlock()
-    config.optimizer.update(lr=0.1, eps=1.0)
+    config, model, mesh, params, batch = setup("configs/ft.py:demo", grad_accum_steps=accum, **LINEAR_ADAM)
     step, state = step_fn(config, ft, model, mesh, params)
     for _ in range(2):
       state, metrics = step(state, batch)
@@ -85,3 +84,22 @@ def test_indivisible_accumulation_is_a_clear_error(tmp_path):
   config.update(batch_size=24, grad_accum_steps=2)  # 12 per micro-batch: not divisible by 8 devices
   with pytest.raises(ValueError, match="grad_accum_steps=2"):
     train.run(config, str(tmp_path))
+
+
+def test_parameters_split_over_the_model_axis_train_as_replicated_ones():
+  """FLYP on 8 devices as 8 x 1 (replicated), 4 x 2 and 2 x 4 (data x model): the same losses and parameters."""
+  runs = []
+  for model_axis in (1, 2, 4):
+    config, model, mesh, params, batch = setup("configs/flyp.py:demo", model_axis=model_axis, **LINEAR_ADAM)
+    step, state = step_fn(config, flyp, model, mesh, params)
+    kernel = state["params"]["clip"]["visual"]["conv1"]["kernel"]
+    assert len({s.data.shape for s in kernel.addressable_shards}) == 1
+    assert kernel.addressable_shards[0].data.size == kernel.size // model_axis  # stored split, not replicated
+    losses = []
+    for _ in range(3):
+      state, metrics = step(state, batch)
+      losses.append(float(metrics["loss"]))
+    runs.append((losses, jax.device_get(state["params"])))
+  for losses, params in runs[1:]:
+    np.testing.assert_allclose(losses, runs[0][0], rtol=1e-5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), params, runs[0][1])
