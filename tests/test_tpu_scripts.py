@@ -335,3 +335,15 @@ def test_a_real_run_needs_gcloud(tmp_path):
   proc = subprocess.run(["bash", str(TPU / "create.sh")], capture_output=True, text=True,
                         env={**_env(), "PATH": str(tmp_path)}, timeout=60)
   assert proc.returncode != 0 and "gcloud not found" in proc.stderr
+
+
+def test_setup_fetches_files_from_a_bucket_and_resume_passes_them_on():
+  (_, _, ssh), _ = dry_run("setup.sh", "--fetch=gs://b/ckpt/ViT-B-16.pt", "--fetch=gs://b/other.npz")
+  script = flag(ssh, "command")
+  assert 'gcloud storage cp gs://b/ckpt/ViT-B-16.pt "$HOME"/flyp_jax/' in script
+  assert 'gcloud storage cp gs://b/other.npz "$HOME"/flyp_jax/' in script
+  assert script.index("tar -xzf") < script.index("storage cp") < script.index("uv pip install")
+  commands, _ = dry_run("resume.sh", "--fetch=gs://b/ckpt/ViT-B-16.pt", *LAUNCH, TPU_ASSUME_STATE="PREEMPTED")
+  assert "gcloud storage cp gs://b/ckpt/ViT-B-16.pt" in flag(commands[-2], "command")
+  commands, err = dry_run("setup.sh", "--fetch=/local/file", expect_ok=False)
+  assert "gs://" in err and not commands

@@ -20,5 +20,9 @@
 : "${FLYP_VENV:=flyp_venv}"
 : "${FLYP_LOG_DIR:=flyp_logs}"
 
+# Files copied from gs:// into the project folder on every worker by setup.sh (space-separated), e.g. the
+# checkpoint a config names by a relative path: gs://BUCKET/checkpoints/ViT-B-16.pt
+: "${FLYP_FETCH:=}"
+
 # The run.
 : "${FLYP_DATA_DIR:=}"                # TFDS data_dir on the workers, e.g. gs://BUCKET/tfds

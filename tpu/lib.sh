@@ -101,7 +101,7 @@ tpu_finish_flags() {
   [[ -n "$TPU_NAME" && -n "$TPU_ZONE" && -n "$TPU_TYPE" ]] || tpu_die "name, zone and type must not be empty"
   [[ -n "$TPU_VERSION" ]] || TPU_VERSION="$(tpu_default_version "$TPU_TYPE")"
   export TPU_NAME TPU_ZONE TPU_PROJECT TPU_TYPE TPU_VERSION TPU_CAPACITY TPU_QUEUED TPU_QUEUE_TIMEOUT TPU_DRY_RUN
-  export FLYP_REPO FLYP_REF FLYP_PYTHON FLYP_REMOTE_DIR FLYP_VENV FLYP_LOG_DIR FLYP_DATA_DIR
+  export FLYP_REPO FLYP_REF FLYP_PYTHON FLYP_REMOTE_DIR FLYP_VENV FLYP_LOG_DIR FLYP_DATA_DIR FLYP_FETCH
   if [[ "$TPU_DRY_RUN" == 0 ]] && ! command -v gcloud >/dev/null; then
     tpu_die "gcloud not found: install the Google Cloud CLI (or use --dry-run to see the commands)"
   fi

@@ -19,6 +19,7 @@ same flags you created the slice with (--type, --spot, --queued, ...), since a l
 
   --watch[=SECONDS]      repeat every SECONDS (default 300) until WORKDIR/results.json exists, relaunching
                          whenever the slice is lost or the run is not running on worker 0
+  --fetch=gs://...       files for setup.sh to copy onto a recreated slice (as tpu/setup.sh --fetch)
   --max-relaunches=N     with --watch: give up after N relaunches (default 20), e.g. a run that keeps failing
 
 $TPU_COMMON_USAGE
@@ -33,6 +34,7 @@ while (($#)); do
     --watch) watch=300 ;;
     --watch=*) watch="${1#*=}" ;;
     --max-relaunches=*) max_relaunches="${1#*=}" ;;
+    --fetch=*) FLYP_FETCH="${FLYP_FETCH:+$FLYP_FETCH }${1#*=}" ;;  # for setup.sh
     -h | --help) usage; exit 0 ;;
     --) launch_args+=("$@"); break ;;
     *)

@@ -7,7 +7,7 @@
 
 usage() {
   cat <<USAGE
-Usage: tpu/setup.sh [flags] [--repo=URL [--ref=REF]] [--no-check]
+Usage: tpu/setup.sh [flags] [--repo=URL [--ref=REF]] [--fetch=gs://... ...] [--no-check]
 
 Ships this checkout (default) or clones --repo on every worker of '$TPU_NAME' into ~/$FLYP_REMOTE_DIR, installs
 it with jax[tpu] into ~/$FLYP_VENV (Python $FLYP_PYTHON, through uv: jax needs Python >= 3.11, the TPU images
@@ -16,6 +16,8 @@ have 3.10) and checks that every worker sees its TPU devices. Run it again after
 $TPU_COMMON_USAGE
   --repo=URL             clone this git repository on the workers instead (FLYP_REPO)
   --ref=REF              with --repo: the branch, tag or commit (FLYP_REF, now: $FLYP_REF)
+  --fetch=gs://BUCKET/F  copy F into ~/$FLYP_REMOTE_DIR on every worker, e.g. the checkpoint a config names
+                         (repeatable; FLYP_FETCH)
   --no-check             skip the device check (it needs the TPU free: not while a run is going)
 USAGE
 }
@@ -25,6 +27,7 @@ while (($#)); do
   case "$1" in
     --repo=*) FLYP_REPO="${1#*=}" ;;
     --ref=*) FLYP_REF="${1#*=}" ;;
+    --fetch=*) FLYP_FETCH="${FLYP_FETCH:+$FLYP_FETCH }${1#*=}" ;;
     --no-check) check=0 ;;
     -h | --help) usage; exit 0 ;;
     *) tpu_parse_flag "$1" || tpu_die "unknown argument '$1' (see --help)" ;;
@@ -33,6 +36,12 @@ while (($#)); do
 done
 tpu_finish_flags
 tpu_location
+
+# Space-separated gs:// paths (names with spaces are not supported).
+read -r -a files <<<"$FLYP_FETCH"
+for file in "${files[@]}"; do
+  [[ "$file" == gs://* ]] || tpu_die "--fetch takes gs:// paths, not '$file'"
+done
 
 dir="$(tpu_remote_path "$FLYP_REMOTE_DIR")"
 venv="$(tpu_remote_path "$FLYP_VENV")"
@@ -51,6 +60,11 @@ else
   fetch="if [ ! -d $dir/.git ]; then rm -rf $dir && git clone -q $repo $dir; fi"
   fetch+=" && git -C $dir fetch -q $repo $ref && git -C $dir checkout -q --detach FETCH_HEAD"
 fi
+
+# Checkpoints and other large files stay out of the repository; the TPU images come with gcloud.
+for file in "${files[@]}"; do
+  fetch+=" && gcloud storage cp $(tpu_quote "$file") $dir/"
+done
 
 # uv brings its own Python when the image's is too old; installed per user, no root needed.
 install="python3 -m pip install -q --user -U uv"
