@@ -20,7 +20,7 @@ SCRIPTS = sorted(TPU.glob("*.sh"))
 ENTRY_POINTS = ("create.sh", "setup.sh", "launch.sh", "logs.sh", "stop.sh", "resume.sh", "delete.sh")
 
 
-FAKE_GCLOUD = """#!/usr/bin/env python3
+FAKE_GCLOUD = f"""#!{sys.executable}
 import os, shlex, sys
 with open(os.environ["FAKE_GCLOUD_LOG"], "a") as f:
   f.write(shlex.join(["gcloud"] + sys.argv[1:]) + "\\n")
@@ -347,3 +347,13 @@ def test_setup_fetches_files_from_a_bucket_and_resume_passes_them_on():
   assert "gcloud storage cp gs://b/ckpt/ViT-B-16.pt" in flag(commands[-2], "command")
   commands, err = dry_run("setup.sh", "--fetch=/local/file", expect_ok=False)
   assert "gs://" in err and not commands
+
+
+def test_setup_ships_the_working_tree_of_tracked_files():
+  (archive, _, _), _ = dry_run("setup.sh")
+  tree = archive[-1]
+  listed = subprocess.run(["git", "-C", str(ROOT), "ls-tree", tree, "tpu/setup.sh"], capture_output=True, text=True,
+                          check=True).stdout.split()
+  on_disk = subprocess.run(["git", "-C", str(ROOT), "hash-object", "tpu/setup.sh"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+  assert listed[1:3] == ["blob", on_disk]

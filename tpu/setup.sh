@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the project on every worker of the slice: the local checkout (committed files plus uncommitted
-# changes to them, as `git stash create` sees them) or, with --repo, a git clone; then a Python virtual
-# environment with the package and jax[tpu], and a check that every worker sees its TPU devices.
+# changes to them) or, with --repo, a git clone; then a Python virtual environment with the package and
+# jax[tpu], and a check that every worker sees its TPU devices.
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -47,9 +47,16 @@ dir="$(tpu_remote_path "$FLYP_REMOTE_DIR")"
 venv="$(tpu_remote_path "$FLYP_VENV")"
 
 if [[ -z "$FLYP_REPO" ]]; then
-  # The tree to ship: committed files with their uncommitted changes (untracked files are not shipped).
-  tree="$(git -C "$REPO_ROOT" stash create 2>/dev/null || true)"
-  tree="${tree:-HEAD}"
+  # The tree to ship: committed files with their uncommitted changes (untracked files are not shipped). Built in
+  # a temporary index, so the checkout's own index is neither changed nor locked.
+  git -C "$REPO_ROOT" rev-parse --verify -q HEAD >/dev/null || tpu_die "$REPO_ROOT is not a git checkout; use --repo=URL"
+  index_dir="$(mktemp -d)"
+  export GIT_INDEX_FILE="$index_dir/index"
+  git -C "$REPO_ROOT" read-tree HEAD
+  git -C "$REPO_ROOT" add -u
+  tree="$(git -C "$REPO_ROOT" write-tree)"
+  unset GIT_INDEX_FILE
+  rm -rf "$index_dir"
   archive="${TMPDIR:-/tmp}/flyp_jax-$TPU_NAME.tar.gz"
   tpu_run git -C "$REPO_ROOT" archive --format=tar.gz --output="$archive" "$tree"
   tpu_run gcloud compute tpus tpu-vm scp "$archive" "$TPU_NAME:flyp_jax.tar.gz" "${TPU_LOC[@]}" --worker=all
