@@ -6,6 +6,7 @@ probabilities of shape [B, H, T_query, T_key], float32.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
@@ -40,6 +41,53 @@ class LayerNorm(nn.Module):
     return ((xf - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias).astype(x.dtype)
 
 
+@jax.custom_vjp
+def _matmul(x: Array, w: Array) -> Array:
+  """x [N, K] @ w [K, M], with the weight gradient computed as x.T @ dy (see `Projection`)."""
+  return jnp.dot(x, w)
+
+
+def _matmul_fwd(x, w):
+  return jnp.dot(x, w), (x, w)
+
+
+def _matmul_bwd(residuals, dy):
+  x, w = residuals
+  return jnp.dot(dy, w.T), jnp.dot(x.T, dy)
+
+
+_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+
+
+class Projection(nn.Module):
+  """`nn.DenseGeneral` over the last `in_axes` axes (`nn.Dense` when in_axes=1 and one feature axis), with
+  the same parameters (kernel [*in, *features], bias [*features], float32, initialised the same way),
+  computed as one 2-D matmul [N, K] @ [K, M] on flattened axes.
+
+  Why: autodiff of DenseGeneral computes the weight gradient as dot(dy, x) contracting the token axis, and
+  XLA:CPU then materialises dy transposed. dy is the residual stream's gradient, an elementwise chain
+  through every later layer, and the transposing copy fuses (recomputes) that whole chain: quadratic in
+  depth, a third of the ViT-B/32 training step on CPU. Here the weight gradient is x.T @ dy, so the copy
+  transposes x, a single already-computed tensor. The values are the same (bitwise on CPU).
+  """
+  features: tuple[int, ...]
+  in_axes: int = 1
+  dtype: Any = jnp.float32
+  kernel_init: Any = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    in_shape = x.shape[x.ndim - self.in_axes:]
+    n_in, n_out = math.prod(in_shape), math.prod(self.features)
+    # Initialised flat and reshaped, exactly as DenseGeneral does, so a seed gives the same parameters.
+    init = lambda rng, shape, dtype: jnp.reshape(self.kernel_init(rng, (n_in, n_out), dtype), shape)
+    kernel = self.param("kernel", init, in_shape + self.features, jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, self.features, jnp.float32)
+    batch_shape = x.shape[:x.ndim - self.in_axes]
+    y = _matmul(x.reshape(-1, n_in).astype(self.dtype), kernel.reshape(n_in, n_out).astype(self.dtype))
+    return y.reshape(*batch_shape, *self.features) + bias.astype(self.dtype)
+
+
 class Attention(nn.Module):
   """Multi-head self-attention.
 
@@ -58,8 +106,8 @@ class Attention(nn.Module):
                return_map: bool = False) -> tuple[Array, Optional[Array]]:
     _, t, width = x.shape
     head_dim = width // self.heads
-    proj = lambda name: nn.DenseGeneral((self.heads, head_dim), dtype=self.dtype, param_dtype=jnp.float32,
-                                        kernel_init=normal(width ** -0.5), name=name)
+    proj = lambda name: Projection((self.heads, head_dim), dtype=self.dtype, kernel_init=normal(width ** -0.5),
+                                   name=name)
     v = proj("value")(x)  # [B, T, H, D]
     weights = None
     if attention_map is not None:
@@ -78,8 +126,7 @@ class Attention(nn.Module):
           logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, -jnp.inf)
         weights = jax.nn.softmax(logits, axis=-1)
       out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
-    out = nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, param_dtype=jnp.float32,
-                          kernel_init=normal(self.out_std), name="out")(out)
+    out = Projection((width,), in_axes=2, dtype=self.dtype, kernel_init=normal(self.out_std), name="out")(out)
     return out, (weights if return_map else None)
 
 
@@ -92,11 +139,9 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     width = x.shape[-1]
-    x = nn.Dense(self.hidden, dtype=self.dtype, param_dtype=jnp.float32,
-                 kernel_init=normal((2 * width) ** -0.5), name="c_fc")(x)
+    x = Projection((self.hidden,), dtype=self.dtype, kernel_init=normal((2 * width) ** -0.5), name="c_fc")(x)
     x = ACTIVATION_FNS[self.activation](x)
-    return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32,
-                    kernel_init=normal(self.out_std), name="c_proj")(x)
+    return Projection((width,), dtype=self.dtype, kernel_init=normal(self.out_std), name="c_proj")(x)
 
 
 class ResidualBlock(nn.Module):

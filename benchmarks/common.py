@@ -1,0 +1,256 @@
+"""What the benchmarks share: FLOP counts, device peaks, timing, the PyTorch reference model, JSON output.
+
+Importing this module does not import JAX or PyTorch (each is imported where used), so scripts can still
+set XLA_FLAGS first and the PyTorch side stays optional.
+
+FLOP convention (the one MFU numbers are usually quoted in, e.g. PaLM's appendix B): only matrix
+multiplications count, a multiply-add is 2 FLOPs, attention counts the full T x T score and mixing
+matmuls (the causal text tower computes them in full too), and a training step costs 3x the forward pass
+(the backward pass computes two matmuls per forward matmul). Layer norms, softmax, activations and the
+optimiser's elementwise update are left out; `cost_analysis()` of the compiled XLA program, which counts
+everything, is reported next to it as the cross-check.
+
+Per example, for a tower with T tokens, width W, L layers, MLP ratio r:
+  per layer          2*T*4*W^2 (q, k, v, out)  +  2*T*2*r*W^2 (MLP)  +  2*2*T^2*W (scores, mixing)
+  patch embedding    2 * (S/p)^2 * 3*p^2 * W_vision     (image tower only; the token embedding is a gather)
+  projections        2 * W * E per tower
+The contrastive loss adds 2 * 2 * B * E per example (image rows against all texts and text rows against all
+images, the way `losses.sharded_clip_loss` computes them), B the global batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Any, Callable, Optional
+
+# Dense peak FLOP/s per device by (device kind substring, compute dtype), from the vendors' data sheets
+# (no structured sparsity). float32 on NVIDIA GPUs means the TF32 tensor-core rate, which XLA uses for
+# float32 matmuls by default. The first matching substring wins, so longer names come first.
+PEAK_FLOPS = {
+    ("H200", "bfloat16"): 989.4e12, ("H200", "float32"): 494.7e12,
+    ("H100 PCIe", "bfloat16"): 756.5e12, ("H100 PCIe", "float32"): 378.0e12,
+    ("H100", "bfloat16"): 989.4e12, ("H100", "float32"): 494.7e12,  # SXM
+    ("A100", "bfloat16"): 312e12, ("A100", "float32"): 156e12,
+    ("L4", "bfloat16"): 121e12, ("L4", "float32"): 60e12,
+    ("TPU v6", "bfloat16"): 918e12, ("TPU v6", "float32"): 918e12,
+    ("TPU v5p", "bfloat16"): 459e12, ("TPU v5p", "float32"): 459e12,
+    ("TPU v5 lite", "bfloat16"): 197e12, ("TPU v5 lite", "float32"): 197e12,
+    ("TPU v5e", "bfloat16"): 197e12, ("TPU v5e", "float32"): 197e12,
+    ("TPU v4", "bfloat16"): 275e12, ("TPU v4", "float32"): 275e12,
+}
+
+
+# ------------------------------------------------------------------------------------------------- FLOPs
+def _tower_flops(tokens: int, width: int, layers: int, mlp_ratio: float) -> float:
+  per_layer = 2 * tokens * 4 * width ** 2 + 2 * tokens * 2 * mlp_ratio * width ** 2 + 2 * 2 * tokens ** 2 * width
+  return layers * per_layer
+
+
+def forward_flops(config, batch: int, text_length: Optional[int] = None, towers: str = "both") -> dict:
+  """Analytic matmul FLOPs of one forward pass over `batch` examples (module docstring's formula).
+
+  config: a `flyp_jax.models.CLIPConfig`; text_length: tokens per caption (default the context length);
+  towers: 'both' (plus the contrastive loss), 'image' or 'text'. Returns {'image', 'text', 'loss', 'total'}.
+  """
+  c = config
+  length = text_length or c.context_length
+  grid = c.image_size // c.patch_size
+  image = (2 * grid ** 2 * 3 * c.patch_size ** 2 * c.vision_width
+           + _tower_flops(1 + grid ** 2, c.vision_width, c.vision_layers, c.mlp_ratio)
+           + 2 * c.vision_width * c.embed_dim) * batch
+  text = (_tower_flops(length, c.text_width, c.text_layers, c.mlp_ratio) + 2 * c.text_width * c.embed_dim) * batch
+  loss = 2 * 2 * batch * batch * c.embed_dim
+  if towers == "image":
+    text = loss = 0
+  elif towers == "text":
+    image = loss = 0
+  elif towers != "both":
+    raise ValueError(f"towers must be 'both', 'image' or 'text', got {towers!r}")
+  return {"image": float(image), "text": float(text), "loss": float(loss), "total": float(image + text + loss)}
+
+
+def train_flops(config, batch: int, text_length: Optional[int] = None) -> float:
+  """Analytic FLOPs of one FLYP training step on a global batch: 3x the forward pass of both towers and loss."""
+  return 3 * forward_flops(config, batch, text_length)["total"]
+
+
+def xla_flops(compiled) -> Optional[float]:
+  """FLOPs per device that XLA's cost analysis assigns to a compiled program (None if it does not say)."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # some backends do not implement it
+    return None
+  if isinstance(cost, (list, tuple)):  # older jax: one dict per program
+    cost = cost[0] if cost else None
+  if not cost or "flops" not in cost:
+    return None
+  return float(cost["flops"])
+
+
+# ------------------------------------------------------------------------------------------------- peaks
+def peak_flops_per_device(device_kind: str, platform_name: str, dtype: str, override: float = 0.0) -> tuple[float, str]:
+  """(peak FLOP/s of one device, where the number comes from). `override` > 0 wins.
+
+  CPU has no data-sheet number: the peak is measured as the best float32 matmul rate of this process
+  (`measure_matmul_peak`), so CPU MFU reads as "fraction of what a large matmul reaches here".
+  """
+  if override > 0:
+    return override, "--peak_flops"
+  if platform_name == "cpu":
+    return measure_matmul_peak(), "measured: float32 2048x2048 matmul, best of 5, all threads"
+  for (kind, dt), value in PEAK_FLOPS.items():
+    if kind.lower() in device_kind.lower() and dt == dtype:
+      return value, f"data sheet: {kind} {dt} dense"
+  return float("nan"), f"unknown device kind {device_kind!r}: pass --peak_flops"
+
+
+_MATMUL_PEAK: dict = {}
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
+  """Best FLOP/s of a jit-compiled float32 [n, n] @ [n, n] on the default JAX device (cached per process)."""
+  if n in _MATMUL_PEAK:
+    return _MATMUL_PEAK[n]
+  import jax
+  import jax.numpy as jnp
+  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))
+  _MATMUL_PEAK[n] = 2 * n ** 3 / best
+  return _MATMUL_PEAK[n]
+
+
+# ------------------------------------------------------------------------------------------------ timing
+def _timed(fn: Callable[[], Any]) -> float:
+  start = time.perf_counter()
+  fn()
+  return time.perf_counter() - start
+
+
+def median(values) -> float:
+  return float(statistics.median(values))
+
+
+def spread(values) -> dict:
+  """min / median / max, and the relative half-range (a plain noise figure for few repeats)."""
+  values = [float(v) for v in values]
+  mid = median(values)
+  return {"min": min(values), "median": mid, "max": max(values),
+          "rel_half_range": (max(values) - min(values)) / 2 / mid if mid else float("nan")}
+
+
+# ------------------------------------------------------------------------------------------- environment
+def cpu_threads() -> int:
+  """The cores this process may run on: what XLA's CPU thread pool uses, and what PyTorch is set to."""
+  try:
+    return len(os.sched_getaffinity(0))
+  except AttributeError:
+    return os.cpu_count() or 1
+
+
+def cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def environment(torch_too: bool = False) -> dict:
+  """Machine and versions, for the results file."""
+  import jax
+  import jaxlib
+  info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),
+          "cpu_threads": cpu_threads(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+          "jax_backend": jax.default_backend(), "devices": len(jax.devices()),
+          "device_kind": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  for name in ("flax", "optax"):
+    info[name] = _version(name)
+  if torch_too:
+    info["torch"] = _version("torch")
+    info["transformers"] = _version("transformers")
+    try:
+      import torch
+      info["torch_threads"] = torch.get_num_threads()
+      if torch.cuda.is_available():
+        info["torch_device"] = torch.cuda.get_device_name(0)
+    except ImportError:
+      pass
+  return info
+
+
+def _version(name: str) -> Optional[str]:
+  try:
+    return __import__(name).__version__
+  except ImportError:
+    return None
+
+
+def dump(result: dict, as_json: bool) -> None:
+  """Print the result: one JSON object (machine-readable) or indented for reading."""
+  print(json.dumps(result, sort_keys=True) if as_json else json.dumps(result, indent=1, sort_keys=True), flush=True)
+
+
+# --------------------------------------------------------------------------------------- PyTorch reference
+def torch_setup(threads: int = 0):
+  """Import torch with its intra-op threads set (default: the cores XLA uses) and return (torch, device)."""
+  import torch
+  torch.set_num_threads(threads or cpu_threads())
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  if device.type == "cuda":
+    torch.backends.cuda.matmul.allow_tf32 = True  # as XLA does for float32 matmuls on NVIDIA GPUs
+    torch.backends.cudnn.allow_tf32 = True
+  return torch, device
+
+
+def torch_clip(config, device, seed: int = 0):
+  """A randomly initialised `transformers.CLIPModel` of the same shape as a flyp_jax CLIPConfig.
+
+  Attention is PyTorch's scaled_dot_product_attention (transformers' default 'sdpa'), its fastest built-in path.
+  """
+  import torch
+  import transformers
+  c = config
+  act = "quick_gelu" if c.activation == "quick_gelu" else "gelu"
+  hf = transformers.CLIPConfig(
+      text_config=dict(hidden_size=c.text_width, intermediate_size=int(c.text_width * c.mlp_ratio),
+                       num_hidden_layers=c.text_layers, num_attention_heads=c.text_heads,
+                       max_position_embeddings=c.context_length, vocab_size=c.vocab_size, hidden_act=act,
+                       layer_norm_eps=c.layer_norm_eps),
+      vision_config=dict(hidden_size=c.vision_width, intermediate_size=int(c.vision_width * c.mlp_ratio),
+                         num_hidden_layers=c.vision_layers, num_attention_heads=c.vision_heads,
+                         image_size=c.image_size, patch_size=c.patch_size, hidden_act=act,
+                         layer_norm_eps=c.layer_norm_eps),
+      projection_dim=c.embed_dim)
+  torch.manual_seed(seed)
+  try:
+    model = transformers.CLIPModel._from_config(hf, attn_implementation="sdpa")
+  except (TypeError, ValueError, AttributeError):
+    model = transformers.CLIPModel(hf)
+  return model.to(device)
+
+
+def torch_features(out):
+  """transformers 5 returns an output object from get_*_features (projection in pooler_output); 4.x a tensor."""
+  return out if not hasattr(out, "pooler_output") else out.pooler_output
+
+
+def synthetic_tokens(rng, batch: int, length: int, vocab: int):
+  """Token ids [batch, length] int32: start token, random words, end token (the largest id) at a random place."""
+  import numpy as np
+  tokens = np.zeros((batch, length), np.int32)
+  ends = rng.integers(length // 4, length, size=batch)
+  for i, end in enumerate(ends):
+    tokens[i, 0] = vocab - 2
+    tokens[i, 1:end] = rng.integers(1, vocab - 2, size=end - 1)
+    tokens[i, end] = vocab - 1
+  return tokens

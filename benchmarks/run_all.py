@@ -1,0 +1,217 @@
+"""Run every benchmark of a suite, write the machine-readable results and render benchmarks/RESULTS.md.
+
+  python -m benchmarks.run_all --suite=cpu        # the development machine: ViT-B/32 and B/16 in float32, main job
+  python -m benchmarks.run_all --suite=gpu        # an accelerator: ViT-B/16 and B/32 in bfloat16 (no main job:
+                                                  # it needs TensorFlow)
+  python -m benchmarks.run_all --suite=smoke --results_dir=/tmp/bench   # one tiny step each (what CI runs)
+  python -m benchmarks.run_all --render_only      # rebuild RESULTS.md from benchmarks/results/*.json
+
+Each benchmark runs in its own process (`python -m benchmarks.<name> ... --json`), so XLA flags, simulated
+devices and memory do not leak between them, and one failure is recorded instead of stopping the rest.
+Results go to <results_dir>/<suite>.json; RESULTS.md is rendered from every suite file in the directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS_DIR = os.path.join(HERE, "results")
+
+# (benchmark module, arguments). Batch sizes: what fits the machine in minutes, several per model.
+SUITES = {
+    "smoke": [
+        ("train_step", "--model=ViT-T/8 --batch=8 --steps=1 --repeats=1 --framework=both"),
+        ("eval_step", "--model=ViT-T/8 --batch=8 --steps=1 --repeats=1 --framework=both"),
+        ("loss_memory", "--devices=8 --batches=256,512 --embed_dim=64"),
+        ("main_job", "--dry_run"),
+    ],
+    "cpu": [
+        ("train_step", "--model=ViT-B/32 --batch=32 --steps=2 --repeats=5 --framework=both"),
+        ("train_step", "--model=ViT-B/32 --batch=16 --steps=2 --repeats=3 --framework=both"),
+        ("train_step", "--model=ViT-B/16 --batch=8 --steps=1 --repeats=3 --framework=both"),
+        ("eval_step", "--model=ViT-B/32 --batch=64 --steps=2 --repeats=5 --framework=both"),
+        ("eval_step", "--model=ViT-B/16 --batch=32 --steps=1 --repeats=3 --framework=both"),
+        ("loss_memory", ""),
+        ("main_job", ""),
+    ],
+    "gpu": [
+        ("train_step", "--model=ViT-B/16 --batch=256 --dtype=bfloat16 --steps=10 --repeats=5 --framework=both"),
+        ("train_step", "--model=ViT-B/16 --batch=128 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
+        ("train_step", "--model=ViT-B/32 --batch=512 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
+        ("train_step", "--model=ViT-B/16 --batch=128 --steps=5 --repeats=3 --framework=both"),
+        ("eval_step", "--model=ViT-B/16 --batch=1024 --dtype=bfloat16 --steps=10 --repeats=5 --framework=both"),
+        ("eval_step", "--model=ViT-B/32 --batch=1024 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
+    ],
+}
+
+
+def run_one(module: str, args: str, timeout_s: float) -> dict:
+  cmd = [sys.executable, "-m", f"benchmarks.{module}", *args.split(), "--json"]
+  shown = f"python -m benchmarks.{module} {args} --json".replace("  ", " ")
+  print(f"$ {shown}", flush=True)
+  start = time.perf_counter()
+  try:
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+  except subprocess.TimeoutExpired:
+    return {"benchmark": module, "command": shown, "error": f"timed out after {timeout_s:.0f}s"}
+  lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+  if proc.returncode or not lines:
+    return {"benchmark": module, "command": shown, "error": f"exit {proc.returncode}",
+            "stderr_tail": proc.stderr[-3000:]}
+  result = json.loads(lines[-1])
+  result["command"] = shown
+  result["process_s"] = time.perf_counter() - start
+  return result
+
+
+def run_suite(suite: str, results_dir: str, timeout_s: float, only=None) -> dict:
+  entries = [e for e in SUITES[suite] if not only or e[0] in only]
+  results = []
+  for module, args in entries:
+    r = run_one(module, args, timeout_s)
+    results.append(r)
+    print("  ->", _headline(r), flush=True)
+  out = {"suite": suite, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+         "results": results}
+  os.makedirs(results_dir, exist_ok=True)
+  with open(os.path.join(results_dir, f"{suite}.json"), "w") as f:
+    json.dump(out, f, indent=1, sort_keys=True)
+  return out
+
+
+def _headline(r: dict) -> str:
+  if "error" in r:
+    return "ERROR " + r["error"]
+  b = r["benchmark"]
+  if b == "train_step":
+    s = f"{r['examples_per_s']:.2f} examples/s, MFU {r['mfu']:.1%}, compile {r['compile_s']:.1f}s"
+    return s + (f", {r['speedup_vs_torch']:.2f}x PyTorch" if "speedup_vs_torch" in r else "")
+  if b == "eval_step":
+    s = f"{r['images_per_s']:.1f} images/s"
+    return s + (f", {r['speedup_vs_torch']:.2f}x PyTorch" if "speedup_vs_torch" in r else "")
+  if b == "loss_memory":
+    last = r["rows"][-1]
+    return f"B={last['global_batch']}: {last['temp_bytes'] / 2**20:.0f} MiB temp per device"
+  if b == "main_job":
+    return f"{r.get('wall_s', 0):.0f}s wall" if "wall_s" in r else r.get("command", "")
+  return ""
+
+
+# ---------------------------------------------------------------------------------------------- rendering
+def _fmt(x, spec=".2f"):
+  return "n/a" if x is None else format(x, spec)
+
+
+def _machine(results) -> str:
+  env = next((r["environment"] for r in results if "environment" in r), {})
+  torch_env = next((r["environment"] for r in results if "torch" in r.get("environment", {})), env)
+  parts = [f"{env.get('device_kind', '?')} x{env.get('devices', '?')} ({env.get('jax_backend', '?')})",
+           f"CPU {env.get('cpu', '?')}, {env.get('cpu_threads', '?')} threads",
+           f"jax {env.get('jax')}, flax {env.get('flax')}, optax {env.get('optax')}",
+           f"torch {torch_env.get('torch')} ({torch_env.get('torch_threads')} threads"
+           + (f", {torch_env['torch_device']}" if torch_env.get("torch_device") else "") + ")",
+           f"transformers {torch_env.get('transformers')}", f"python {env.get('python')}"]
+  return "; ".join(parts)
+
+
+def render(results_dir: str, path: str, notes_path: str) -> str:
+  suites = []
+  for name in ("cpu", "gpu", "smoke"):
+    p = os.path.join(results_dir, f"{name}.json")
+    if os.path.exists(p):
+      with open(p) as f:
+        suites.append(json.load(f))
+  lines = ["# Benchmarks", "",
+           "Generated by `python -m benchmarks.run_all` from `benchmarks/results/*.json`; the notes at the end come "
+           "from `benchmarks/NOTES.md`. Random weights, synthetic on-device batches (see each script's docstring). "
+           "Rates are medians over timed windows (min-max in brackets); `x torch` is JAX / PyTorch measured in the "
+           "same process, windows alternating. MFU: analytic matmul FLOPs (benchmarks/common.py) over the peak "
+           "named in the peak column.", ""]
+  for s in suites:
+    res = s["results"]
+    lines += [f"## Suite `{s['suite']}` ({s['date']})", "", f"Machine: {_machine(res)}", ""]
+    train = [r for r in res if r.get("benchmark") == "train_step" and "error" not in r]
+    if train:
+      lines += ["### FLYP training step (both towers, contrastive loss, AdamW)", "",
+                "| model | batch | dtype | JAX examples/s | PyTorch examples/s | x torch | JAX MFU | PyTorch MFU | "
+                "JAX compile s | XLA/analytic FLOPs | peak |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+      for r in train:
+        j, t = r.get("jax", {}), r.get("torch", {})
+        rng = lambda d: (f"{_fmt(d['examples_per_s'])} [{_fmt(d['examples_per_s_spread']['min'])}-"
+                         f"{_fmt(d['examples_per_s_spread']['max'])}]") if d else "n/a"
+        lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {rng(j)} | {rng(t)} | "
+                     f"{_fmt(r.get('speedup_vs_torch'))} | {_fmt(j.get('mfu'), '.1%')} | {_fmt(t.get('mfu'), '.1%')} | "
+                     f"{_fmt(j.get('compile_s'), '.1f')} | {_fmt(r.get('xla_over_analytic_step'), '.3f')} | "
+                     f"{r['peak_flops_per_device'] / 1e12:.3g} TFLOP/s ({r['peak_source']}) |")
+      lines.append("")
+    ev = [r for r in res if r.get("benchmark") == "eval_step" and "error" not in r]
+    if ev:
+      lines += ["### Zero-shot evaluation (image tower + head + top-1)", "",
+                "| model | batch | dtype | JAX images/s | PyTorch images/s (inference mode) | x torch | JAX MFU |",
+                "|---|---|---|---|---|---|---|"]
+      for r in ev:
+        j, t = r.get("jax", {}), r.get("torch", {})
+        lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {_fmt(j.get('images_per_s'), '.1f')} | "
+                     f"{_fmt(t.get('images_per_s'), '.1f')} | {_fmt(r.get('speedup_vs_torch'))} | "
+                     f"{_fmt(j.get('mfu'), '.1%')} |")
+      lines.append("")
+    for r in res:
+      if r.get("benchmark") == "loss_memory" and "error" not in r:
+        lines += [f"### Sharded contrastive loss: compiled temp memory per device ({r['devices']} simulated devices, "
+                  f"E={r['embed_dim']}, value_and_grad)", "",
+                  "| global batch | local batch | temp MiB / device | temp / (B_local x B_global x 4 B) | growth exponent |",
+                  "|---|---|---|---|---|"]
+        for row in r["rows"]:
+          lines.append(f"| {row['global_batch']} | {row['local_batch']} | {row['temp_bytes'] / 2**20:.1f} | "
+                       f"{row['temp_over_logits_block']:.2f} | {_fmt(row.get('growth_exponent'))} |")
+        lines.append("")
+      if r.get("benchmark") == "main_job" and "error" not in r and "wall_s" in r:
+        acc = {k: v for k, v in r.get("results", {}).items() if k.startswith("avg_") or k.endswith("/top1")}
+        lines += ["### Main job", "", f"`{r['command']}` (fresh workdir, includes the demo's pretraining): "
+                  f"**{r['wall_s']:.0f} s** wall, exit code {r['returncode']}; its own train_seconds "
+                  f"{_fmt(r.get('train_seconds'), '.0f')}; last logged rate {_fmt(r.get('last_logged_examples_per_s'), '.0f')} "
+                  f"examples/s.", ""]
+        if acc:
+          lines += ["Results: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(acc.items())), ""]
+    errors = [r for r in res if "error" in r]
+    for r in errors:
+      lines += [f"Failed: `{r['command']}`: {r['error']}", ""]
+    lines += ["Commands:", "", "```"] + [r["command"] for r in res] + ["```", ""]
+  if os.path.exists(notes_path):
+    with open(notes_path) as f:
+      lines += [f.read().rstrip(), ""]
+  text = "\n".join(lines)
+  with open(path, "w") as f:
+    f.write(text)
+  return text
+
+
+def main(argv=None) -> None:
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--suite", default="cpu", choices=sorted(SUITES))
+  p.add_argument("--results_dir", default=RESULTS_DIR)
+  p.add_argument("--markdown", default=None, help="where to write the report (default: RESULTS.md next to the "
+                                                   "results for the default directory, else <results_dir>/RESULTS.md)")
+  p.add_argument("--only", default="", help="comma-separated benchmark names to run (default: all of the suite)")
+  p.add_argument("--timeout_s", type=float, default=3600, help="per benchmark process")
+  p.add_argument("--render_only", action="store_true")
+  a = p.parse_args(argv)
+  markdown = a.markdown or (os.path.join(HERE, "RESULTS.md") if os.path.abspath(a.results_dir) == RESULTS_DIR
+                            else os.path.join(a.results_dir, "RESULTS.md"))
+  if not a.render_only:
+    run_suite(a.suite, a.results_dir, a.timeout_s, [o for o in a.only.split(",") if o])
+  render(a.results_dir, markdown, os.path.join(HERE, "NOTES.md"))
+  print(f"wrote {markdown}")
+
+
+if __name__ == "__main__":
+  main()
