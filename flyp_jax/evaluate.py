@@ -181,14 +181,32 @@ def _eval_step(params, head: Array, indices: Optional[Array], label_table: Optio
                batch: dict, *, model: models.CLIP, n_groups: int) -> dict:
   features = models.normalize(model.apply({"params": params}, batch["image"], method=model.encode_image))
   logits = apply_head(features, head)
+  return jax.tree_util.tree_map(jnp.add, stats, _score(logits, batch, indices, label_table, n_groups))
+
+
+def _score(logits: Array, batch: dict, indices: Optional[Array], label_table: Optional[Array],
+           n_groups: int) -> dict[str, Array]:
+  """`batch_stats` of logits over the head's classes, projected onto the dataset's classes and labels."""
   labels = batch["label"]
   if indices is not None:
     logits = label_maps.project_logits(logits, indices, reduce=label_maps.OBJECTNET_REDUCE)
   if label_table is not None:
     known = (labels >= 0) & (labels < label_table.shape[0])
     labels = jnp.where(known, label_table[jnp.clip(labels, 0, label_table.shape[0] - 1)], -1)
-  new = batch_stats(logits, labels, batch["mask"], batch["group"], n_groups)
-  return jax.tree_util.tree_map(jnp.add, stats, new)
+  return batch_stats(logits, labels, batch["mask"], batch["group"], n_groups)
+
+
+@functools.partial(jax.jit, static_argnames=("models_", "n_groups"), donate_argnames=("stats",))
+def _ensemble_eval_step(params: tuple, heads: tuple, indices: Optional[Array], label_table: Optional[Array],
+                        stats: tuple, batch: dict, *, models_: tuple, n_groups: int) -> tuple:
+  """Stats of each member and, last, of the average of the members' softmax probabilities."""
+  logits = [apply_head(models.normalize(m.apply({"params": p}, batch["image"], method=m.encode_image)), h)
+            for m, p, h in zip(models_, params, heads)]
+  probs = sum(jax.nn.softmax(l.astype(jnp.float32), axis=-1) for l in logits) / len(logits)
+  # Log-probabilities rank classes as the probabilities do (top-1/top-5); floored so that log(0) stays finite.
+  logits.append(jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny)))
+  return tuple(jax.tree_util.tree_map(jnp.add, s, _score(l, batch, indices, label_table, n_groups))
+               for s, l in zip(stats, logits))
 
 
 class Evaluator:
@@ -249,6 +267,51 @@ class Evaluator:
       with open(os.path.join(workdir, filename), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
     return results
+
+  def ensemble(self, members: Sequence[tuple[models.CLIP, Any, Optional[Array]]],
+               names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Each member alone and the average of their softmax probabilities, in one pass over each dataset.
+
+    members: (model, params, head) triples; a member's model may differ from the evaluator's (any module
+    with `encode_image` / `encode_text`), and a head of None is that member's zero-shot head. Returns
+    {name: results as `__call__` returns them, ..., 'ensemble': results of the averaged probabilities}.
+    """
+    if len(names) != len(members) or "ensemble" in names or len(set(names)) != len(names):
+      raise ValueError(f"need one distinct name per member, other than 'ensemble'; got {names} for "
+                       f"{len(members)} members")
+    models_ = tuple(m for m, _, _ in members)
+    params = tuple(p for _, p, _ in members)
+    keys = (*names, "ensemble")
+    per_dataset: dict[str, dict] = {k: {} for k in keys}
+    rep = parallel.replicated(self.mesh)
+    for ds in self.datasets:
+      start = time.time()
+      heads = tuple(self._member_head(m, p, ds) if h is None else h for m, p, h in members)
+      indices, label_table = projection(ds)
+      kernel = heads[0]["kernel"] if isinstance(heads[0], dict) else heads[0]
+      n_classes = kernel.shape[1] if indices is None else indices.shape[0]
+      stats = tuple(_zero_stats(n_classes, ds.num_groups) for _ in keys)
+      stats, indices, label_table = jax.device_put((stats, indices, label_table), rep)
+      for batch in pipeline.eval_batches(ds.tfds_name, ds.split, image_size=self.image_size,
+                                         global_batch_size=self.batch_size, mesh=self.mesh, data_dir=self.data_dir,
+                                         group_feature=ds.group_feature):
+        stats = _ensemble_eval_step(params, heads, indices, label_table, stats, batch, models_=models_,
+                                    n_groups=ds.num_groups)
+      for k, s in zip(keys, jax.device_get(stats)):
+        per_dataset[k][ds.name] = metrics_from_stats(s, ds.metrics, ds.excluded_groups)
+      logging.info("%s: ensemble top-1 %.4f (%.1fs)", ds.name, per_dataset["ensemble"][ds.name]["top1"],
+                   time.time() - start)
+    out = {}
+    for k in keys:
+      out[k] = {f"{d}/{m}": v for d, r in per_dataset[k].items() for m, v in r.items()}
+      out[k].update(summarize(self.datasets, per_dataset[k], self.baseline))
+    return out
+
+  def _member_head(self, model, params, dataset: suites.EvalDataset) -> Array:
+    if model is self.model:
+      return self.head(params, dataset)
+    return zeroshot_head(model, params, classnames_lib.get(dataset.classnames), templates_lib.get(dataset.templates),
+                         self.mesh, self.head_batch_size)
 
 
 def summarize(datasets: Sequence[suites.EvalDataset], per_dataset: dict[str, dict],

@@ -170,3 +170,32 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32), label_smoothing)
     return jnp.mean(optax.softmax_cross_entropy(logits, targets))
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
+
+
+def attention_distillation(teacher_maps, student_maps, *, kind: str = "cross_entropy") -> jax.Array:
+  """Attention distillation (Li et al., 2024): summed over layers, the mean over batch, heads and queries of a
+  divergence between the teacher's and the student's attention distributions over keys.
+
+  teacher_maps, student_maps: sequences (one entry per distilled layer) of post-softmax maps [B, H, T_q, T_k]
+  (rows sum to 1; any float dtype, computed in float32). The teacher's maps should carry no gradient
+  (`jax.lax.stop_gradient`). kind: 'cross_entropy' (the paper's loss, -sum_k t log s) or 'kl'
+  (sum_k t log(t / s): the same gradient for the student, and 0 when the maps agree, so it reads as a
+  distance). Returns a float32 scalar in nats.
+  """
+  if kind not in ("cross_entropy", "kl"):
+    raise ValueError(f"kind must be 'cross_entropy' or 'kl', got {kind!r}")
+  if len(teacher_maps) != len(student_maps):
+    raise ValueError(f"got {len(teacher_maps)} teacher maps and {len(student_maps)} student maps")
+  # The maps come post-softmax, so log(0) is possible where a probability underflowed; flooring at the
+  # smallest normal float keeps it finite, and a zero teacher probability then contributes exactly 0.
+  tiny = jnp.finfo(jnp.float32).tiny
+  total = jnp.zeros((), jnp.float32)
+  for t, s in zip(teacher_maps, student_maps):
+    t, s = jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32)
+    if t.shape != s.shape:
+      raise ValueError(f"teacher map {t.shape} and student map {s.shape} differ in shape")
+    per_row = -jnp.sum(t * jnp.log(jnp.maximum(s, tiny)), axis=-1)
+    if kind == "kl":
+      per_row = per_row + jnp.sum(jax.scipy.special.xlogy(t, t), axis=-1)
+    total = total + jnp.mean(per_row)
+  return total

@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 from flyp_jax import configs_lib, evaluate, losses, metric_writer, models, optim, parallel
 from flyp_jax.data import suites
 
-TRAINING_METHODS = ("flyp", "ft", "pretrain")
+TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
 OTHER_METHODS = ("lp", "wiseft", "compare")
 
 
@@ -80,9 +80,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
   model, clip_params = load_clip(config, workdir)
   data_dir = config.data.data_dir or None
-  evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
+  # What is evaluated and saved as final/ is params['clip'] with params['head'], unless the method says
+  # otherwise (optional hooks eval_model, eval_params, final_params; e.g. an attention-transfer student).
+  eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
+  evaluator = evaluate.Evaluator(eval_model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
                                  data_dir=data_dir) if config.eval.suite else None
-  validator = make_validator(config, model, mesh)
+  validator = make_validator(config, eval_model, mesh)
   params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
   total = config.steps
   tx = optim.make_optimizer(config, params, total)
@@ -106,9 +109,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = metric_writer.MetricWriter(workdir)
 
   def evaluate_at(step: int, filename: str) -> dict:
-    results = _evaluate(evaluator, state["params"], workdir, filename) if evaluator else {}
+    clip_params, head = _method_params(method, "eval_params", config, state["params"])
+    results = _evaluate(evaluator, {"clip": clip_params, "head": head}, workdir, filename) if evaluator else {}
     if validator:
-      results.update(validator(state["params"]["clip"], state["params"].get("head")))
+      results.update(validator(clip_params, head))
       best.save(step, args=ocp.args.StandardSave(state["params"]), metrics={BEST_KEY: results[BEST_KEY]})
     writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
     return results
@@ -146,9 +150,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.save(total, args=ocp.args.StandardSave(state), force=True)
   ckpt.wait_until_finished()
   final = jax.device_get(state["params"])
-  _save_final(workdir, model, final["clip"], final.get("head"))
+  _save_final(workdir, model, *_method_params(method, "final_params", config, final))
   if evaluator or validator:
     results = evaluate_at(total, "results.json")
+    if hasattr(method, "finish"):  # results the method adds to the final evaluation (e.g. an ensemble)
+      results = method.finish(config, evaluator, state["params"], workdir, results)
     if best:
       best.wait_until_finished()
       results["best_step"] = best.best_step()
@@ -255,6 +261,13 @@ def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:
     raise FloatingPointError(
         f"the training loss is {loss} at step {step}: training stopped. The last good checkpoint is step "
         f"{last_checkpoint} (re-running the command resumes from it); lower the learning rate or check the data.")
+
+
+def _method_params(method, hook: str, config, params) -> tuple[Any, Optional[Any]]:
+  """(clip params, head) from the method's `hook` if it has one, else params['clip'] and params['head']."""
+  if hasattr(method, hook):
+    return getattr(method, hook)(config, params)
+  return params["clip"], params.get("head")
 
 
 def _evaluate(evaluator, params, workdir, filename) -> dict:

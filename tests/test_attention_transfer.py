@@ -1,0 +1,157 @@
+"""Attention transfer on 8 simulated devices: the distillation loss by hand, attention copy (the student uses
+exactly the teacher's maps, the teacher never changes), distillation (the attention divergence falls), the
+ensemble evaluation."""
+
+import dataclasses
+import json
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from flyp_jax import configs_lib, evaluate, losses, models, parallel, train
+from flyp_jax.data import pipeline, suites
+from flyp_jax.methods import attention_transfer as at
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  pipeline.get_builder("domain_shapes/small", path)
+  return path
+
+
+@pytest.fixture(autouse=True)
+def small_suite(monkeypatch):
+  # Two datasets (one ID, one OOD) of the small mock benchmark keep evaluation short.
+  ds = suites.SUITES["domain_shapes"]
+  small = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small") for d in (ds[0], ds[1]))
+  monkeypatch.setitem(suites.SUITES, "domain_shapes", small)
+  monkeypatch.setitem(suites.VALIDATION, "domain_shapes",
+                      dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))
+
+
+def tiny_config(data_dir, **updates):
+  config = configs_lib.load("configs/attention_transfer.py:demo")
+  config.unlock()
+  config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
+  config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
+  config.update(batch_size=16, steps=4, log_every=2, checkpoint_every=2)
+  config.optimizer.warmup_steps = 2
+  config.eval.batch_size = 64
+  config.at.ensemble.update(path="", config="")  # the zero-shot teacher: no fine-tuning run in tests
+  for k, v in updates.items():
+    if isinstance(v, dict):
+      config[k].update(v)
+    else:
+      config[k] = v
+  config.lock()
+  return config
+
+
+def softmax(x):
+  e = np.exp(x - x.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+# ------------------------------------------------------------------------------------------------ the loss
+def test_attention_distillation_by_hand():
+  # One batch, one head, two queries over two keys; two layers.
+  t1 = np.array([[[[0.5, 0.5], [1.0, 0.0]]]], np.float32)
+  s1 = np.array([[[[0.25, 0.75], [0.5, 0.5]]]], np.float32)
+  t2 = np.array([[[[0.9, 0.1], [0.2, 0.8]]]], np.float32)
+  ce1 = (-(0.5 * math.log(0.25) + 0.5 * math.log(0.75)) - math.log(0.5)) / 2  # mean over the two queries
+  ce2 = (-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) - (0.2 * math.log(0.2) + 0.8 * math.log(0.8))) / 2
+  got = losses.attention_distillation([t1, t2], [s1, t2])
+  np.testing.assert_allclose(float(got), ce1 + ce2, rtol=1e-6)
+  # KL subtracts the teacher's entropy: zero for identical maps, log 2 / 2 less for the first layer.
+  kl1 = ce1 - math.log(2) / 2
+  np.testing.assert_allclose(float(losses.attention_distillation([t1, t2], [s1, t2], kind="kl")), kl1, rtol=1e-5)
+  assert float(losses.attention_distillation([t2], [t2], kind="kl")) == pytest.approx(0.0, abs=1e-7)
+  # An underflowed student probability where the teacher has none stays finite.
+  assert np.isfinite(float(losses.attention_distillation([t1], [np.array([[[[0.5, 0.5], [1.0, 0.0]]]])])))
+
+
+def test_attention_distillation_gradient_is_student_minus_teacher():
+  # With student maps softmax(z), d(CE)/dz = (s - t) / rows per layer, the softmax cross-entropy gradient.
+  rng = np.random.default_rng(0)
+  t = softmax(rng.normal(size=(2, 3, 5, 5))).astype(np.float32)
+  z = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
+  grad = jax.grad(lambda z: losses.attention_distillation([t], [jax.nn.softmax(z, -1)]))(z)
+  np.testing.assert_allclose(grad, (softmax(z) - t) / (2 * 3 * 5), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------- training
+def restore_params(workdir, step):
+  with ocp.StandardCheckpointer() as ckptr:
+    return ckptr.restore((workdir / "checkpoints" / str(step) / "default").absolute())["params"]
+
+
+def same(a, b):
+  return jax.tree_util.tree_all(jax.tree_util.tree_map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)),
+                                                       a, b))
+
+
+def test_copy_uses_the_teachers_maps_and_never_changes_the_teacher(tmp_path, data_dir):
+  config = tiny_config(data_dir, at={"mode": "copy"})
+  model, teacher_init = train.load_clip(config, str(tmp_path))
+  results = train.run(config, str(tmp_path))
+  params = restore_params(tmp_path, 4)
+  assert same(params["clip"], jax.device_get(teacher_init))
+  assert not same(params["student"], restore_params(tmp_path, 2)["student"])  # the student trains
+
+  images = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
+  tower = models.VisionTransformer(model.config)
+  _, teacher = tower.apply({"params": params["clip"]["visual"]}, images, return_attention=True)
+  layers = at.transfer_layers(config, model.config.vision_layers)
+  assert layers == (0, 1)
+  features, student = tower.apply({"params": params["student"]}, images,
+                                  attention_maps=at.copied_maps(teacher["attention"], layers), return_attention=True)
+  for t, s in zip(teacher["attention"], student["attention"]):
+    np.testing.assert_array_equal(np.asarray(t), np.asarray(s))
+  # The student's own queries and keys play no part: scrambling them leaves the evaluated features unchanged.
+  eval_model = at.eval_model(config, model)
+  clip, head = at.eval_params(config, params)
+  encode = lambda p: eval_model.apply({"params": p}, images, method=eval_model.encode_image)
+  np.testing.assert_array_equal(np.asarray(encode(clip)), np.asarray(features))
+  scrambled = jax.tree_util.tree_map_with_path(
+      lambda path, x: x + 1.0 if any(getattr(k, "key", None) in ("query", "key") for k in path) else x,
+      clip["visual"])
+  np.testing.assert_array_equal(np.asarray(encode({**clip, "visual": scrambled})), np.asarray(features))
+  own, _ = tower.apply({"params": params["student"]}, images)
+  assert not np.allclose(own, features)
+
+  # Evaluation: the student under the usual keys, the teacher (zero-shot here) and the ensemble beside it.
+  saved = json.loads((tmp_path / "results.json").read_text())
+  for key in ("avg_id/top1", "teacher/avg_id/top1", "ensemble/avg_id/top1", "ensemble/avg_ood/top1"):
+    assert 0 <= saved[key] <= 1 and saved[key] == results[key]
+  _, final = models.load_pretrained(tmp_path / "final")
+  assert same(final["visual"], params["student"]) and same(final["text"], params["clip"]["text"])
+
+
+def test_distillation_lowers_the_attention_divergence(tmp_path, data_dir):
+  config = tiny_config(data_dir, steps=24, log_every=4, checkpoint_every=24, eval={"suite": ""})
+  train.run(config, str(tmp_path))
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  kl = [l["train/attention_kl"] for l in lines if "train/attention_kl" in l]
+  assert len(kl) == 6 and all(np.isfinite(kl))
+  assert kl[-1] < 0.5 * kl[0], kl
+  params = restore_params(tmp_path, 24)
+  _, teacher_init = train.load_clip(config, str(tmp_path))
+  assert same(params["clip"], jax.device_get(teacher_init))
+
+
+def test_ensemble_of_a_model_with_itself_is_the_model(data_dir):
+  model = models.create_model(models.get_config("ViT-T/8", context_length=16))
+  params = models.init_params(model, jax.random.PRNGKey(0))
+  mesh = parallel.make_mesh()
+  evaluator = evaluate.Evaluator(model, suites.get("domain_shapes")[:1], mesh, batch_size=64, data_dir=data_dir)
+  alone = evaluator(params)
+  out = evaluator.ensemble([(model, params, None), (model, params, None)], names=("a", "b"))
+  for name in ("a", "b", "ensemble"):
+    assert out[name]["avg_id/top1"] == alone["avg_id/top1"]
+  with pytest.raises(ValueError, match="distinct name"):
+    evaluator.ensemble([(model, params, None)], names=("ensemble",))
