@@ -155,3 +155,15 @@ def test_ensemble_of_a_model_with_itself_is_the_model(data_dir):
     assert out[name]["avg_id/top1"] == alone["avg_id/top1"]
   with pytest.raises(ValueError, match="distinct name"):
     evaluator.ensemble([(model, params, None)], names=("ensemble",))
+
+
+def test_a_missing_ensemble_teacher_keeps_the_students_results(tmp_path, capsys):
+  config = configs_lib.load("configs/attention_transfer.py:demo")
+  config.unlock()
+  config.at.ensemble.update(path="../no_such_run", config="")
+  results = {"avg_id/top1": 0.5}
+  assert at.finish(config, object(), {}, str(tmp_path), results) == results
+  assert "no ensemble" in capsys.readouterr().out
+  with pytest.raises(ValueError, match="skip_last"):
+    config.at.skip_last = 2
+    at.transfer_layers(config, 2)

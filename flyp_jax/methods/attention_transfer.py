@@ -167,6 +167,10 @@ def finish(config, evaluator, params, workdir: str, results: dict) -> dict:
   if evaluator is None:
     return results
   path = _ensemble_teacher_dir(config, workdir)
+  if path is None:  # after a long run, a missing teacher should not lose the student's results
+    print(f"no ensemble: {config.at.ensemble.path} (from {workdir}) holds no finished run and "
+          f"at.ensemble.config is empty; evaluate it later by re-running this command", flush=True)
+    return results
   student_model = evaluator.model  # made with `eval_model` by the loop
   student_params, head = eval_params(config, params)
   if path:
@@ -196,8 +200,9 @@ def _get(results: dict, key: str) -> str:
   return f"{results[key]:.4f}" if key in results else "-"
 
 
-def _ensemble_teacher_dir(config, workdir: str) -> str:
-  """The fine-tuned teacher's run directory ('' for the zero-shot teacher), made first if it has not finished.
+def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
+  """The fine-tuned teacher's run directory ('' for the zero-shot teacher), made first if it has not finished
+  and a config says how; None if it has not finished and none does.
 
   A relative path is relative to the workdir, as `model.path` of `model.init='run'` is.
   """
@@ -208,7 +213,7 @@ def _ensemble_teacher_dir(config, workdir: str) -> str:
   path = e.path if os.path.isabs(e.path) else os.path.join(workdir, e.path)
   if not os.path.exists(os.path.join(path, "final", convert.CONVERTED_MARKER)):
     if not e.config:
-      raise FileNotFoundError(f"at.ensemble.path: {path} holds no finished run (final/{convert.CONVERTED_MARKER})")
+      return None
     logging.info("No finished run in %s: running %s there first (the ensemble's teacher).", path, e.config)
     train.run(configs_lib.load(e.config), path)
   return path
