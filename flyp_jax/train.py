@@ -11,6 +11,8 @@ import importlib
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any, Optional
 
@@ -96,7 +98,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
                                options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
                                                                     create=True))
-  # The best parameters on ID validation, apart from the last checkpoints that resuming uses.
+  # The best parameters on ID validation (the later step on ties), apart from the last checkpoints resuming uses.
   best = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max")) if validator else None
   if ckpt.latest_step() is not None:
@@ -106,7 +108,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   step_fn = make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
   batches = method.batches(config, model, mesh, start_step=start)
-  writer = metric_writer.MetricWriter(workdir)
+  writer = metric_writer.MetricWriter(workdir, resume_step=start)
 
   def evaluate_at(step: int, filename: str) -> dict:
     clip_params, head = _method_params(method, "eval_params", config, state["params"])
@@ -117,33 +119,46 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
     return results
 
-  if config.eval.at_start and start == 0:
+  if config.eval.at_start and start == 0 and (evaluator or validator):
     evaluate_at(0, "eval_0.json")
   results, metrics = {}, None
   t0, timed_steps, t_start = time.time(), 0, time.time()
-  for step in range(start, total):
-    state, metrics = step_fn(state, next(batches))
-    if step == start:  # throughput counts from here: compilation excluded
-      jax.block_until_ready(metrics)
-      t0 = time.time()
-    else:
-      timed_steps += 1
-    done = step + 1
-    if done % config.log_every == 0 or done == total:
-      metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      _check_finite(metrics, done, ckpt.latest_step())
-      elapsed = time.time() - t0
-      rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
-      metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
-      eta = (total - done) * elapsed / max(timed_steps, 1)
-      logging.info("step %d/%d loss %.4f, %.1f examples/s, %.0fs left", done, total, metrics["loss"], rate, eta)
-      print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
-      writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
-    if config.checkpoint_every and done % config.checkpoint_every == 0:
-      _check_finite(metrics, done, ckpt.latest_step())  # never save a diverged state
-      ckpt.save(done, args=ocp.args.StandardSave(state))
-    if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-      evaluate_at(done, f"eval_{done}.json")
+  preemption = _TermSignal()
+  try:
+    for step in range(start, total):
+      state, metrics = step_fn(state, next(batches))
+      if step == start:  # throughput counts from here: compilation excluded
+        jax.block_until_ready(metrics)
+        t0 = time.time()
+      else:
+        timed_steps += 1
+      done = step + 1
+      if done % config.log_every == 0 or done == total:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(metrics, done, ckpt.latest_step())
+        elapsed = time.time() - t0
+        rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
+        metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
+        eta = (total - done) * elapsed / max(timed_steps, 1)
+        logging.info("step %d/%d loss %.4f, %.1f examples/s, %.0fs left", done, total, metrics["loss"], rate, eta)
+        print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
+        writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
+      if config.checkpoint_every and done % config.checkpoint_every == 0:
+        _check_finite(metrics, done, ckpt.latest_step())  # never save a diverged state
+        ckpt.save(done, args=ocp.args.StandardSave(state))
+      if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
+        evaluate_at(done, f"eval_{done}.json")
+      if preemption.reached(ckpt, done):
+        _check_finite(metrics, done, ckpt.latest_step())
+        if ckpt.latest_step() != done:
+          ckpt.save(done, args=ocp.args.StandardSave(state), force=True)
+        ckpt.wait_until_finished()
+        writer.close()
+        print(f"Preempted (SIGTERM) at step {done}/{total}: checkpoint saved. Run the same command again to resume.",
+              flush=True)
+        raise Preempted(PREEMPTED_EXIT_CODE)
+  finally:
+    preemption.restore()
   if metrics is not None:
     _check_finite(metrics, total, ckpt.latest_step())
   if ckpt.latest_step() != total:
@@ -253,6 +268,35 @@ def _read_json(path: str) -> dict:
     return {}
   with open(path) as f:
     return json.load(f)
+
+
+PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL ("try again"): the run stopped on SIGTERM and resumes when re-run
+
+
+class Preempted(SystemExit):
+  """Training stopped on SIGTERM after saving a checkpoint; the same command resumes it."""
+
+
+class _TermSignal:
+  """Notes SIGTERM (how Cloud TPU announces a preemption) so the loop can stop between steps.
+
+  With several processes, orbax's `reached_preemption` makes all of them stop at the same step.
+  """
+
+  def __init__(self):
+    self.received, self._previous = False, None
+    if threading.current_thread() is threading.main_thread():  # signals can only be handled there
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    self.received = True
+
+  def reached(self, ckpt: ocp.CheckpointManager, step: int) -> bool:
+    return ckpt.reached_preemption(step) if jax.process_count() > 1 else self.received
+
+  def restore(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:

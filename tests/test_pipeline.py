@@ -104,3 +104,23 @@ def test_train_dataset_batches_drop_the_remainder_and_repeat(shapes_dir):
   with pytest.raises(ValueError, match="not divisible by the 8 devices"):
     pipeline.train_dataset("domain_shapes/small", "train", image_size=32, global_batch_size=12, mesh=mesh,
                            data_dir=shapes_dir)
+
+
+def test_train_stream_sees_every_example_once_per_epoch_and_resumes_exactly(shapes_dir):
+  mesh = parallel.make_mesh()
+
+  def batches(start_step, n):
+    ds = pipeline.train_dataset("domain_shapes/small", "train", image_size=32, global_batch_size=40, mesh=mesh,
+                                data_dir=shapes_dir, start_step=start_step, features=("label", "tfds_id"))
+    return list(tfds.as_numpy(ds.take(n)))
+
+  full = batches(0, 5)  # 200 examples of a 100-example split: two epochs, one batch straddling them
+  ids, counts = np.unique(np.concatenate([b["tfds_id"] for b in full]), return_counts=True)
+  assert len(ids) == 100 and set(counts) == {2}
+  first, second = (set(np.concatenate([b["tfds_id"] for b in full])[i * 100:(i + 1) * 100]) for i in (0, 1))
+  assert first == second  # each epoch is the whole split...
+  assert not np.array_equal(np.concatenate([b["tfds_id"] for b in full])[:100],
+                            np.concatenate([b["tfds_id"] for b in full])[100:])  # ...in a new order
+  for uninterrupted, resumed in zip(full[3:], batches(3, 2)):  # resuming at step 3 gives steps 3 and 4
+    for key in ("image", "label", "tfds_id"):
+      np.testing.assert_array_equal(uninterrupted[key], resumed[key])

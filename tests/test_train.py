@@ -146,5 +146,5 @@ def test_start_evaluation_best_checkpoint_and_comparison_table(tmp_path, data_di
   # The best of the validation accuracies at steps 0, 2 and 4 is kept apart from the last checkpoints.
   scores = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "eval/id_val/top1" in l]
   assert [s["step"] for s in scores] == [0, 2, 4]
-  best = max(scores, key=lambda s: (s["eval/id_val/top1"], -s["step"]))
+  best = max(scores, key=lambda s: (s["eval/id_val/top1"], s["step"]))  # ties: the later step
   assert results["best_step"] == best["step"] and os.listdir(tmp_path / "best") == [str(best["step"])]

@@ -151,23 +151,45 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
 
 
 def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
-                  data_dir: Optional[str] = None, seed: int = 0, features: Sequence[str] = ("label",),
-                  shuffle_buffer: int = 10_000, **augment) -> tf.data.Dataset:
-  """An endless, shuffled tf.data pipeline of this process's local batches (remainder dropped).
+                  data_dir: Optional[str] = None, seed: int = 0, start_step: int = 0,
+                  features: Sequence[str] = ("label",), shuffle_buffer: int = 10_000,
+                  **augment) -> tf.data.Dataset:
+  """An endless, shuffled tf.data pipeline of this process's local batches, starting at step `start_step`.
 
   Yields numpy-able dicts {'image' [b, S, S, 3] f32, <feature> [b] ...} with b the local batch size; turn them
   into global arrays with `parallel.global_batch`. `augment` goes to `preprocess_train` (scale, ratio, flip).
+
+  The stream is a pure function of (seed, process): epoch e is this process's part of the split in an order
+  shuffled with seed (seed, process, e), and example i of it gets the crop seeded by (seed, e * n + i).
+  Epochs follow each other without a gap (a batch may hold the end of one and the start of the next), so
+  every example is seen once per epoch. Starting at `start_step` begins at epoch start_step * b // n and skips
+  the examples before it in that epoch, still encoded: a resumed run sees exactly the batches the
+  uninterrupted run would have seen from that step on.
   """
   local_bs = parallel.local_batch_size(global_batch_size, mesh)
-  ds = _as_dataset(get_builder(name, data_dir), process_split(split), shuffle_files=True,
-                   read_config=tfds.ReadConfig(shuffle_seed=seed + jax.process_index(), try_autocache=False))
+  builder = get_builder(name, data_dir)
+  part = process_split(split)
+  base = _as_dataset(builder, part, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
+                     read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id="tfds_id" in features))
+  n = builder.info.splits[part].num_examples
+  if n < 1:
+    raise ValueError(f"{name!r} split {part!r} is empty: nothing to train on")
+  first_epoch, skip = divmod(start_step * local_bs, n)
+  process_seed = seed * 1_000_003 + jax.process_index()
+
+  def epoch(e):
+    shuffled = base.shuffle(min(shuffle_buffer, n), seed=process_seed * 1_000_003 + e, reshuffle_each_iteration=False)
+    return shuffled.enumerate().map(lambda i, ex: (e * n + i, ex))
+
+  ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
+  image_feature = builder.info.features["image"]
 
   def convert(index, ex):
-    example_seed = tf.stack([tf.cast(seed, tf.int32), tf.cast(index % (2**31 - 1), tf.int32)])
-    out = {"image": preprocess_train(ex["image"], image_size, example_seed, **augment)}
+    example_seed = tf.stack([tf.cast(seed % (2**31 - 1), tf.int32), tf.cast(index % (2**31 - 1), tf.int32)])
+    image = image_feature.decode_example(ex["image"])
+    out = {"image": preprocess_train(image, image_size, example_seed, **augment)}
     out.update({f: ex[f] for f in features})
     return out
 
-  ds = ds.repeat().shuffle(shuffle_buffer, seed=seed + jax.process_index()).enumerate()
   return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs, drop_remainder=True).prefetch(
       tf.data.AUTOTUNE)

@@ -38,7 +38,8 @@ def run(config, workdir: str) -> dict:
   curve = _run_or_reuse(config.compare.wiseft, parent)
   picked = min(curve["results"], key=lambda r: abs(r["alpha"] - curve["picked_alpha"]))
   best_ood = max(curve["results"], key=lambda r: r["avg_ood/top1"])
-  rows[f"WiSE-FT, alpha {picked['alpha']:g} (picked on ID)"] = picked
+  picked_on = curve.get("picked_on", wiseft.ID_KEY)
+  rows[f"WiSE-FT, alpha {picked['alpha']:g} (picked on {picked_on})"] = picked
   rows[f"WiSE-FT, alpha {best_ood['alpha']:g} (best OOD)"] = best_ood
 
   datasets = suites.get(config.eval.suite)
@@ -52,6 +53,6 @@ def run(config, workdir: str) -> dict:
     f.write(f"Top-1 accuracy (%) on the `{config.eval.suite}` suite.\n\n" + table)
   extra = {label: (rows[label]["avg_id/top1"], rows[label]["avg_ood/top1"]) for label in config.compare.methods}
   wiseft.plot(curve["results"], os.path.join(workdir, "comparison.png"), title=f"{config.eval.suite}: all methods",
-              extra=extra)
+              extra=extra, pick_key=picked_on)
   print(table)
   return {label: {"avg_id/top1": r["avg_id/top1"], "avg_ood/top1": r["avg_ood/top1"]} for label, r in rows.items()}
