@@ -53,7 +53,8 @@ def measure(config: str = CONFIG, overrides=(), timeout_s: float = 3600, keep: b
   wall = time.perf_counter() - start
   results = _results(proc.stdout)
   rates = [float(r) for r in re.findall(r"([\d.]+) examples/s", proc.stdout)]
-  out = {"benchmark": "main_job", "command": " ".join(["python"] + cmd[1:]).replace(root, "$TMP"),
+  job = " ".join(["python"] + cmd[1:]).replace(root, "$TMP")
+  out = {"benchmark": "main_job", "command": job, "job_command": job,
          "wall_s": wall, "returncode": proc.returncode, "results": results,
          "train_seconds": results.get("train_seconds"),
          "last_logged_examples_per_s": rates[-1] if rates else None,

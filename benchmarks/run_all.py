@@ -42,13 +42,12 @@ SUITES = {
         ("loss_memory", ""),
         ("main_job", ""),
     ],
+    # About 3 minutes per entry on an H100 (most of it JAX start-up and compilation, see RESULTS.md).
     "gpu": [
         ("train_step", "--model=ViT-B/16 --batch=256 --dtype=bfloat16 --steps=10 --repeats=5 --framework=both"),
-        ("train_step", "--model=ViT-B/16 --batch=128 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
-        ("train_step", "--model=ViT-B/32 --batch=512 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
-        ("train_step", "--model=ViT-B/16 --batch=128 --steps=5 --repeats=3 --framework=both"),
         ("eval_step", "--model=ViT-B/16 --batch=1024 --dtype=bfloat16 --steps=10 --repeats=5 --framework=both"),
-        ("eval_step", "--model=ViT-B/32 --batch=1024 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
+        ("train_step", "--model=ViT-B/32 --batch=512 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
+        ("train_step", "--model=ViT-B/16 --batch=128 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
     ],
 }
 
@@ -75,15 +74,16 @@ def run_one(module: str, args: str, timeout_s: float) -> dict:
 def run_suite(suite: str, results_dir: str, timeout_s: float, only=None) -> dict:
   entries = [e for e in SUITES[suite] if not only or e[0] in only]
   results = []
+  out = {"suite": suite, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+         "results": results}
+  os.makedirs(results_dir, exist_ok=True)
   for module, args in entries:
     r = run_one(module, args, timeout_s)
     results.append(r)
     print("  ->", _headline(r), flush=True)
-  out = {"suite": suite, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-         "results": results}
-  os.makedirs(results_dir, exist_ok=True)
-  with open(os.path.join(results_dir, f"{suite}.json"), "w") as f:
-    json.dump(out, f, indent=1, sort_keys=True)
+    # Written after every benchmark, so an outer time limit still leaves what finished.
+    with open(os.path.join(results_dir, f"{suite}.json"), "w") as f:
+      json.dump(out, f, indent=1, sort_keys=True)
   return out
 
 
@@ -176,7 +176,8 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
         lines.append("")
       if r.get("benchmark") == "main_job" and "error" not in r and "wall_s" in r:
         acc = {k: v for k, v in r.get("results", {}).items() if k.startswith("avg_") or k.endswith("/top1")}
-        lines += ["### Main job", "", f"`{r['command']}` (fresh workdir, includes the demo's pretraining): "
+        lines += ["### Main job", "", f"`{r.get('job_command', r['command'])}` (fresh workdir, includes the demo's "
+                  f"pretraining; run by `{r['command']}`): "
                   f"**{r['wall_s']:.0f} s** wall, exit code {r['returncode']}; its own train_seconds "
                   f"{_fmt(r.get('train_seconds'), '.0f')}; last logged rate {_fmt(r.get('last_logged_examples_per_s'), '.0f')} "
                   f"examples/s.", ""]
