@@ -124,3 +124,31 @@ def test_train_stream_sees_every_example_once_per_epoch_and_resumes_exactly(shap
   for uninterrupted, resumed in zip(full[3:], batches(3, 2)):  # resuming at step 3 gives steps 3 and 4
     for key in ("image", "label", "tfds_id"):
       np.testing.assert_array_equal(uninterrupted[key], resumed[key])
+
+
+def test_train_stream_in_shards_reads_disjoint_parts_and_resumes_exactly(shapes_dir):
+  """shards=2 on one process is what two processes read together: each half of a batch from its own part."""
+  mesh = parallel.make_mesh()
+
+  def batches(start_step, n, shards):
+    ds = pipeline.train_dataset("domain_shapes/small", "train", image_size=32, global_batch_size=40, mesh=mesh,
+                                data_dir=shapes_dir, start_step=start_step, features=("tfds_id",), shards=shards)
+    return [b["tfds_id"] for b in tfds.as_numpy(ds.take(n))]
+
+  def part_ids(part):
+    builder = pipeline.get_builder("domain_shapes/small", shapes_dir)
+    ds = builder.as_dataset(split=tfds.even_splits("train", n=2, drop_remainder=False)[part],
+                            read_config=tfds.ReadConfig(add_tfds_id=True))
+    return {ex["tfds_id"] for ex in tfds.as_numpy(ds)}
+
+  two = batches(0, 5, shards=2)  # 50 examples per part, 20 per step: steps 0-1 and half of 2 are one epoch
+  halves = [np.concatenate([b[:20] for b in two]), np.concatenate([b[20:] for b in two])]
+  for part, ids in enumerate(halves):
+    assert set(ids[:50]) == set(ids[50:]) == part_ids(part) and len(set(ids[:50])) == 50
+  assert not part_ids(0) & part_ids(1)
+  assert not np.array_equal(two[0], batches(0, 1, shards=1)[0])  # the shards decide the stream
+  for uninterrupted, resumed in zip(two[3:], batches(3, 2, shards=2)):
+    np.testing.assert_array_equal(uninterrupted, resumed)
+  with pytest.raises(ValueError, match="data.shards=3"):
+    pipeline.train_dataset("domain_shapes/small", "train", image_size=32, global_batch_size=40, mesh=mesh,
+                           data_dir=shapes_dir, shards=3)

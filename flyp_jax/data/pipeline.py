@@ -152,33 +152,56 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
 
 def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                   data_dir: Optional[str] = None, seed: int = 0, start_step: int = 0,
-                  features: Sequence[str] = ("label",), shuffle_buffer: int = 10_000,
+                  features: Sequence[str] = ("label",), shuffle_buffer: int = 10_000, shards: int = 0,
                   **augment) -> tf.data.Dataset:
   """An endless, shuffled tf.data pipeline of this process's local batches, starting at step `start_step`.
 
   Yields numpy-able dicts {'image' [b, S, S, 3] f32, <feature> [b] ...} with b the local batch size; turn them
   into global arrays with `parallel.global_batch`. `augment` goes to `preprocess_train` (scale, ratio, flip).
 
-  The stream is a pure function of (seed, process): epoch e is this process's part of the split in an order
-  shuffled with seed (seed, process, e), and example i of it gets the crop seeded by (seed, e * n + i).
-  Epochs follow each other without a gap (a batch may hold the end of one and the start of the next), so
-  every example is seen once per epoch. Starting at `start_step` begins at epoch start_step * b // n and skips
-  the examples before it in that epoch, still encoded: a resumed run sees exactly the batches the
-  uninterrupted run would have seen from that step on.
+  The split is read as `shards` disjoint near-equal parts (0: one per process). Each part is a stream of
+  global_batch_size / shards examples per step, and a global batch is the parts' batches in order; process p
+  reads parts p * shards / P, ... . The streams depend on (seed, part) only, so training depends on `shards`,
+  not on how many processes read them: 1 process with shards=2 trains exactly as 2 processes do, and a run
+  resumed on a slice with another number of hosts continues the same stream if `shards` is kept.
+
+  Part s is an endless stream: epoch e is the part in an order shuffled with seed (seed, s, e), and example i of
+  it gets the crop seeded by (seed, e * n + i). Epochs follow each other without a gap (a batch may hold the end
+  of one and the start of the next), so every example is seen once per epoch. Starting at `start_step` begins
+  at epoch start_step * b // n and skips the examples before it in that epoch, still encoded: a resumed run
+  sees exactly the batches the uninterrupted run would have seen from that step on.
   """
-  local_bs = parallel.local_batch_size(global_batch_size, mesh)
+  parallel.local_batch_size(global_batch_size, mesh)  # a clear error for a batch the data axis does not split
+  shards = shards or jax.process_count()
+  if shards % jax.process_count() or global_batch_size % shards:
+    raise ValueError(f"data.shards={shards} must be a multiple of the {jax.process_count()} processes and divide "
+                     f"the batch size {global_batch_size}")
+  per_process = shards // jax.process_count()
   builder = get_builder(name, data_dir)
-  part = process_split(split)
-  base = _as_dataset(builder, part, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
+  streams = [_part_stream(builder, name, split, part, shards, global_batch_size // shards, image_size=image_size,
+                          seed=seed, start_step=start_step, features=features, shuffle_buffer=shuffle_buffer,
+                          **augment)
+             for part in range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)]
+  ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
+      lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]})
+  return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _part_stream(builder, name: str, split: str, part: int, parts: int, batch_size: int, *, image_size: int,
+                 seed: int, start_step: int, features: Sequence[str], shuffle_buffer: int,
+                 **augment) -> tf.data.Dataset:
+  """Batches of `batch_size` from part `part` of `parts` of the split (see `train_dataset`)."""
+  subsplit = process_split(split, part, parts)
+  base = _as_dataset(builder, subsplit, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
                      read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id="tfds_id" in features))
-  n = builder.info.splits[part].num_examples
+  n = builder.info.splits[subsplit].num_examples
   if n < 1:
-    raise ValueError(f"{name!r} split {part!r} is empty: nothing to train on")
-  first_epoch, skip = divmod(start_step * local_bs, n)
-  process_seed = seed * 1_000_003 + jax.process_index()
+    raise ValueError(f"{name!r} split {subsplit!r} is empty: nothing to train on")
+  first_epoch, skip = divmod(start_step * batch_size, n)
+  part_seed = seed * 1_000_003 + part
 
   def epoch(e):
-    shuffled = base.shuffle(min(shuffle_buffer, n), seed=process_seed * 1_000_003 + e, reshuffle_each_iteration=False)
+    shuffled = base.shuffle(min(shuffle_buffer, n), seed=part_seed * 1_000_003 + e, reshuffle_each_iteration=False)
     return shuffled.enumerate().map(lambda i, ex: (e * n + i, ex))
 
   ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
@@ -191,5 +214,4 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
     out.update({f: ex[f] for f in features})
     return out
 
-  return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs, drop_remainder=True).prefetch(
-      tf.data.AUTOTUNE)
+  return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)

@@ -18,8 +18,8 @@ def train_batches(config, model: models.CLIP, mesh, start_step: int,
   d = config.data
   ds = pipeline.train_dataset(d.dataset, d.train_split, image_size=d.image_size or model.config.image_size,
                               global_batch_size=config.batch_size, mesh=mesh, data_dir=d.data_dir or None,
-                              seed=config.seed, start_step=start_step, features=features, scale=tuple(d.crop_scale),
-                              flip=d.flip)
+                              seed=config.seed, start_step=start_step, features=features, shards=d.shards,
+                              scale=tuple(d.crop_scale), flip=d.flip)
   return iter(tfds.as_numpy(ds))
 
 
