@@ -27,7 +27,11 @@ def base(name: str) -> ml_collections.ConfigDict:
                                           crop_scale=(0.9, 1.0), flip=False,
                                           # parts the training split is read as (0: one per process); keep it
                                           # fixed to resume a run on a slice with another number of hosts
-                                          shards=0))
+                                          shards=0,
+                                          # an image that cannot be decoded: stop with an error naming its
+                                          # record ("error"), or leave it out and count it ("skip": never
+                                          # trained on, not counted in the metrics)
+                                          corrupt_images="error"))
   c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False))
   c.optimizer = ml_collections.ConfigDict(dict(lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9, b2=0.999,
                                                eps=1e-8, grad_clip=0.0))

@@ -3,10 +3,16 @@
 Each process reads its own disjoint part of a split (`tfds.even_splits` over processes). Evaluation pads
 the last batch and marks padding with `mask = 0`, and every process runs the same number of batches, so
 each dataset compiles once and counts are exact. Training drops the remainder.
+
+Images whose bytes do not decode (corrupt, truncated, not an image) are an error naming the record, or, with
+`corrupt_images="skip"`, left out and counted: evaluation masks them (they are not in the metrics), training
+removes them from the split before shuffling, so the stream stays a function of (seed, step).
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Iterator, Optional, Sequence
 
 import jax
@@ -22,8 +28,23 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # Builders that generate their data locally: prepared on first use instead of raising.
 OFFLINE_BUILDERS = ("domain_shapes",)
 
+CORRUPT_IMAGES = ("error", "skip")  # what an undecodable image does: stop with an error, or is left out
+
+
 class DatasetNotPreparedError(RuntimeError):
-  """A TFDS dataset is missing from data_dir; the message says how to prepare it."""
+  """A TFDS dataset or split is missing from data_dir; the message says how to prepare it."""
+
+
+class UndecodableImageError(ValueError):
+  """Images of a dataset cannot be decoded (corrupt or truncated bytes, or not an image)."""
+
+
+class EmptySplitError(ValueError):
+  """A split, or a process's part of it, has no examples (left)."""
+
+
+class LabelOutOfRangeError(ValueError):
+  """A training label is not one of the classes the method trains on."""
 
 
 def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
@@ -43,9 +64,36 @@ def _as_dataset(builder: tfds.core.DatasetBuilder, split: str, **kwargs) -> tf.d
   try:
     return builder.as_dataset(split=split, **kwargs)
   except (AssertionError, ValueError, KeyError, tf.errors.NotFoundError) as e:
-    raise DatasetNotPreparedError(
-        f"TFDS dataset {builder.name!r}, split {split!r}, is not available in {builder.data_dir_root} "
-        f"({str(e).splitlines()[0]}). {how_to_prepare(builder)}") from None
+    raise _missing(builder, split, str(e).splitlines()[0]) from None
+
+
+def _missing(builder: tfds.core.DatasetBuilder, split, reason: str = "") -> DatasetNotPreparedError:
+  """The error for a dataset that is not prepared in data_dir, or a split it does not have."""
+  if builder.is_prepared() and builder.info.splits and split_size(builder, split) is None:
+    return DatasetNotPreparedError(
+        f"TFDS dataset {builder.name!r} in {builder.data_dir_root} has no split {split!r}; its splits are "
+        f"{sorted(builder.info.splits)}. Use one of them (a slice such as 'train[:90%]' works too), or prepare "
+        f"the dataset again if the split should be there.")
+  return DatasetNotPreparedError(
+      f"TFDS dataset {builder.name!r}, split {split!r}, is not available in {builder.data_dir_root} "
+      f"({reason or 'the dataset is not prepared there'}). {how_to_prepare(builder)}")
+
+
+def split_size(builder: tfds.core.DatasetBuilder, split) -> Optional[int]:
+  """Examples in `split` (a name, a slice such as 'train[:10%]', or a process's part) by the dataset's
+  metadata; None where the metadata does not know the split."""
+  try:
+    return builder.info.splits[split].num_examples
+  except (KeyError, ValueError, AssertionError):
+    return None
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split) -> int:
+  """`split_size`, with a missing dataset or split as a `DatasetNotPreparedError` saying what to do."""
+  n = split_size(builder, split)
+  if n is None:
+    raise _missing(builder, split)
+  return n
 
 
 def how_to_prepare(builder: tfds.core.DatasetBuilder) -> str:
@@ -109,27 +157,126 @@ def preprocess_train(image: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1
   return tf.ensure_shape(normalize_image(image), (size, size, 3))
 
 
+# ----------------------------------------------------------------------------------------- bad images
+def _check_corrupt_images(corrupt_images: str) -> None:
+  if corrupt_images not in CORRUPT_IMAGES:
+    raise ValueError(f"data.corrupt_images must be one of {CORRUPT_IMAGES}, got {corrupt_images!r}")
+
+
+def _read_encoded(builder: tfds.core.DatasetBuilder, part, add_tfds_id: bool = False) -> tf.data.Dataset:
+  # Images stay encoded: they are decoded where a failure can be caught and traced to its record, and records a
+  # resumed run skips are never decoded. The order is the files' order, so record i is the same on every read.
+  return _as_dataset(builder, part, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
+                     read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id=add_tfds_id))
+
+
+def _decode_flagged(ds: tf.data.Dataset, image_feature) -> tf.data.Dataset:
+  """Decode each element's 'image'; one that does not decode is kept, flagged, instead of stopping the stream.
+
+  Exactly one output per input, in order: the element with 'image' decoded ([H, W, C] uint8), 'image_ok' True and
+  'encoded' ''; or, for bytes that do not decode, a black 1x1 'image', 'image_ok' False and the bytes in 'encoded'
+  (for the error message). tf.data has no per-element try: each element is decoded in a dataset of its own
+  whose error is dropped, with the flagged stand-in queued behind it.
+  """
+  channels = image_feature.shape[-1] or 3
+  if ds.element_spec["image"].dtype != tf.string:  # already decoded (a mock, a dataset of raw arrays)
+    return ds.map(lambda ex: dict(ex, image_ok=tf.constant(True), encoded=tf.constant("")))
+
+  def decoded(ex):
+    return dict(ex, image=image_feature.decode_example(ex["image"]), image_ok=tf.constant(True),
+                encoded=tf.constant(""))
+
+  def stand_in(ex):
+    return dict(ex, image=tf.zeros([1, 1, channels], image_feature.tf_dtype), image_ok=tf.constant(False),
+                encoded=ex["image"])
+
+  def one(ex):
+    single = tf.data.Dataset.from_tensors(ex)
+    return single.map(decoded).ignore_errors().concatenate(single.map(stand_in)).take(1)
+
+  return ds.interleave(one, block_length=1, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+
+def _decoder_message(encoded: bytes) -> str:
+  """The decoder's own complaint about `encoded`, one line."""
+  try:
+    tf.io.decode_image(encoded, expand_animations=False)
+  except tf.errors.OpError as e:
+    # Without TensorFlow's "{{function_node ...}}" prefix and "[Op:DecodeImage]" suffix.
+    return re.sub(r"\{\{.*?\}\}|\[Op:\w+\]", "", e.message.strip().splitlines()[0]).strip().rstrip(".")
+  return "the image decodes alone but not as the dataset's image feature"
+
+
+def undecodable_records(builder: tfds.core.DatasetBuilder, part, limit: Optional[int] = None
+                        ) -> list[tuple[int, str, str]]:
+  """(index in `part`, tfds_id, decoder message) of the records of `part` whose image does not decode.
+
+  Decodes every image of `part` once (in parallel), stopping after `limit` bad records.
+  """
+  ds = _read_encoded(builder, part, add_tfds_id=True).enumerate().map(lambda i, ex: dict(ex, index=i))
+  ds = _decode_flagged(ds, builder.info.features["image"]).filter(lambda ex: tf.logical_not(ex["image_ok"]))
+  ds = ds.map(lambda ex: {k: ex[k] for k in ("index", "tfds_id", "encoded")})
+  out = []
+  for ex in tfds.as_numpy(ds if limit is None else ds.take(limit)):
+    out.append((int(ex["index"]), ex["tfds_id"].decode(), _decoder_message(ex["encoded"])))
+  return out
+
+
+def _undecodable_error(name: str, split, what: str, tfds_id: str, message: str) -> UndecodableImageError:
+  return UndecodableImageError(
+      f"{what} of TFDS dataset {name!r}, split {split!r}, cannot be decoded (one of them: record "
+      f"{tfds_id!r}: {message}). Re-create the dataset from intact image files, or set "
+      f"--config.data.corrupt_images=skip to leave undecodable images out (training then never sees them; "
+      f"evaluation does not count them, and both report how many were skipped).")
+
+
 # ---------------------------------------------------------------------------------------------- batches
+def _process_sums(*values: int) -> tuple[int, ...]:
+  """The sums of `values` over processes (every process must call this at the same point)."""
+  if jax.process_count() == 1:
+    return tuple(int(v) for v in values)
+  from jax.experimental import multihost_utils
+  return tuple(int(v) for v in np.sum(multihost_utils.process_allgather(np.asarray(values, np.int64)), axis=0))
+
+
 def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                  data_dir: Optional[str] = None, group_feature: Optional[str] = None,
-                 label_feature: str = "label") -> Iterator[dict[str, jax.Array]]:
+                 label_feature: str = "label", corrupt_images: str = "error") -> Iterator[dict[str, jax.Array]]:
   """Global batches {'image' [B, S, S, 3] f32, 'label' [B] i32, 'group' [B] i32, 'mask' [B] i32}.
 
   All batches have the same shape (the last is padded, mask 0), and every process yields the same number of
   batches, so one compiled step serves the whole dataset and sums over `mask` are exact.
+
+  Undecodable images get mask 0 too. With corrupt_images="error" (the default) the generator raises
+  `UndecodableImageError` after its last batch, on every process at once; with "skip" it logs a warning with
+  the number skipped (over all processes), which the metrics then do not count.
   """
+  _check_corrupt_images(corrupt_images)
   local_bs = parallel.local_batch_size(global_batch_size, mesh)
-  ds = _as_dataset(get_builder(name, data_dir), process_split(split), read_config=tfds.ReadConfig(
-      try_autocache=False))
+  builder = get_builder(name, data_dir)
+  if split_size(builder, split) == 0:
+    raise EmptySplitError(f"TFDS dataset {name!r}, split {split!r}, has no examples: there is nothing to evaluate. "
+                          f"Check the split name (and slice), or prepare the dataset again.")
+  part = process_split(split)
 
   def convert(ex):
     return {"image": preprocess_eval(ex["image"], image_size), "label": tf.cast(ex[label_feature], tf.int32),
-            "group": tf.cast(ex[group_feature], tf.int32) if group_feature else tf.constant(0, tf.int32)}
+            "group": tf.cast(ex[group_feature], tf.int32) if group_feature else tf.constant(0, tf.int32),
+            "image_ok": ex["image_ok"], "tfds_id": ex.get("tfds_id", tf.constant("")), "encoded": ex["encoded"]}
 
-  ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs).prefetch(tf.data.AUTOTUNE)
-  n_local = int(ds.cardinality())
-  if n_local < 0:  # unknown: count once
-    n_local = sum(1 for _ in ds)
+  # A process can have no share of a split smaller than the number of processes: it yields blank batches.
+  n_examples = split_size(builder, part)
+  batches: Iterator = iter(())
+  if n_examples != 0:
+    ds = _read_encoded(builder, part, add_tfds_id=True)
+    if ds.cardinality() >= 0:
+      n_examples = int(ds.cardinality())
+    elif n_examples is None:  # neither the metadata nor tf.data know: count the encoded records
+      n_examples = sum(1 for _ in ds)
+    ds = _decode_flagged(ds, builder.info.features["image"])
+    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs).prefetch(tf.data.AUTOTUNE)
+    batches = iter(tfds.as_numpy(ds))
+  n_local = -(-n_examples // local_bs)
   n_batches = n_local
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
@@ -137,10 +284,34 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
   blank = {"image": np.zeros((local_bs, image_size, image_size, 3), np.float32),
            "label": np.zeros((local_bs,), np.int32), "group": np.zeros((local_bs,), np.int32),
            "mask": np.zeros((local_bs,), np.int32)}
-  it = iter(tfds.as_numpy(ds))
+  bad, decoded, first_bad = 0, 0, None
   for _ in range(n_batches):
-    batch = next(it, None)
-    yield parallel.global_batch(blank if batch is None else _pad(batch, local_bs), mesh)
+    batch = next(batches, None)
+    if batch is None:
+      local = blank
+    else:
+      ok, ids, encoded = batch.pop("image_ok"), batch.pop("tfds_id"), batch.pop("encoded")
+      local = _pad(batch, local_bs)
+      local["mask"][:len(ok)] *= ok.astype(np.int32)
+      decoded += int(ok.sum())
+      if not ok.all():
+        bad += int((~ok).sum())
+        if first_bad is None:
+          first_bad = (ids[~ok][0].decode(), _decoder_message(encoded[~ok][0]))
+    yield parallel.global_batch(local, mesh)
+  # After the last batch, so that all processes learn of a bad image on another one and stop together.
+  total_bad, total_decoded = _process_sums(bad, decoded)
+  if not total_bad:
+    return
+  tfds_id, message = first_bad or ("on another process", "see that process's log")
+  if corrupt_images == "error":
+    raise _undecodable_error(name, split, f"{total_bad} image{'s' if total_bad > 1 else ''}", tfds_id, message)
+  if not total_decoded:
+    raise EmptySplitError(f"no image of TFDS dataset {name!r}, split {split!r}, can be decoded (one of them: record "
+                          f"{tfds_id!r}: {message}): there is nothing to evaluate. Re-create the dataset from "
+                          f"intact image files.")
+  logging.warning("skipped %d undecodable images in %s/%s: they are not counted in its metrics (one of them: "
+                  "record %r: %s)", total_bad, name, split, tfds_id, message)
 
 
 def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -153,7 +324,7 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
 def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                   data_dir: Optional[str] = None, seed: int = 0, start_step: int = 0,
                   features: Sequence[str] = ("label",), shuffle_buffer: int = 10_000, shards: int = 0,
-                  **augment) -> tf.data.Dataset:
+                  corrupt_images: str = "error", **augment) -> tf.data.Dataset:
   """An endless, shuffled tf.data pipeline of this process's local batches, starting at step `start_step`.
 
   Yields numpy-able dicts {'image' [b, S, S, 3] f32, <feature> [b] ...} with b the local batch size; turn them
@@ -170,7 +341,13 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
   of one and the start of the next), so every example is seen once per epoch. Starting at `start_step` begins
   at epoch start_step * b // n and skips the examples before it in that epoch, still encoded: a resumed run
   sees exactly the batches the uninterrupted run would have seen from that step on.
+
+  Undecodable images: with corrupt_images="error" iterating raises a TensorFlow error (`train_batches` turns it
+  into an `UndecodableImageError` naming the record). With "skip", every image of this process's parts is
+  decoded once here to find the bad ones, which are removed before shuffling: a part is then its intact records
+  (n of them), so the stream, and resuming it, stay exact.
   """
+  _check_corrupt_images(corrupt_images)
   parallel.local_batch_size(global_batch_size, mesh)  # a clear error for a batch the data axis does not split
   shards = shards or jax.process_count()
   if shards % jax.process_count() or global_batch_size % shards:
@@ -178,25 +355,44 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
                      f"the batch size {global_batch_size}")
   per_process = shards // jax.process_count()
   builder = get_builder(name, data_dir)
-  streams = [_part_stream(builder, name, split, part, shards, global_batch_size // shards, image_size=image_size,
-                          seed=seed, start_step=start_step, features=features, shuffle_buffer=shuffle_buffer,
-                          **augment)
-             for part in range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)]
+  _check_parts_not_empty(builder, split, shards)
+  parts = range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+  bases = [_part_records(builder, name, split, part, shards, corrupt_images, add_tfds_id="tfds_id" in features)
+           for part in parts]
+  if corrupt_images == "skip" and _process_min(min(n for _, n in bases)) == 0:
+    raise EmptySplitError(
+        f"every image of a part of TFDS dataset {name!r}, split {split!r}, cannot be decoded: that part has nothing "
+        f"left to train on. Re-create the dataset from intact image files.")
+  streams = [_part_stream(builder, base, n, part, global_batch_size // shards, image_size=image_size, seed=seed,
+                          start_step=start_step, features=features, shuffle_buffer=shuffle_buffer, **augment)
+             for part, (base, n) in zip(parts, bases)]
   ds = streams[0] if len(streams) == 1 else tf.data.Dataset.zip(tuple(streams)).map(
       lambda *parts: {k: tf.concat([p[k] for p in parts], axis=0) for k in parts[0]})
   return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def _part_stream(builder, name: str, split: str, part: int, parts: int, batch_size: int, *, image_size: int,
+def _part_records(builder, name: str, split: str, part: int, parts: int, corrupt_images: str,
+                  add_tfds_id: bool) -> tuple[tf.data.Dataset, int]:
+  """(the encoded records of part `part` of `parts` of the split, how many), without undecodable ones if skipped."""
+  subsplit = process_split(split, part, parts)
+  base = _read_encoded(builder, subsplit, add_tfds_id=add_tfds_id)
+  n = num_examples(builder, subsplit)
+  if corrupt_images == "skip":
+    bad = undecodable_records(builder, subsplit)
+    if bad:
+      logging.warning("skipped %d undecodable images in %s/%s (part %d of %d, %d records; one of them: %s: %s)",
+                      len(bad), name, split, part, parts, n, bad[0][1], bad[0][2])
+      bad_index = tf.constant([i for i, _, _ in bad], tf.int64)
+      base = base.enumerate().filter(lambda i, ex: tf.logical_not(tf.reduce_any(tf.equal(i, bad_index))))
+      base = base.map(lambda i, ex: ex)
+      n -= len(bad)
+  return base, n
+
+
+def _part_stream(builder, base: tf.data.Dataset, n: int, part: int, batch_size: int, *, image_size: int,
                  seed: int, start_step: int, features: Sequence[str], shuffle_buffer: int,
                  **augment) -> tf.data.Dataset:
-  """Batches of `batch_size` from part `part` of `parts` of the split (see `train_dataset`)."""
-  subsplit = process_split(split, part, parts)
-  base = _as_dataset(builder, subsplit, shuffle_files=False, decoders={"image": tfds.decode.SkipDecoding()},
-                     read_config=tfds.ReadConfig(try_autocache=False, add_tfds_id="tfds_id" in features))
-  n = builder.info.splits[subsplit].num_examples
-  if n < 1:
-    raise ValueError(f"{name!r} split {subsplit!r} is empty: nothing to train on")
+  """Batches of `batch_size` from the n records `base` of part `part` (see `train_dataset`)."""
   first_epoch, skip = divmod(start_step * batch_size, n)
   part_seed = seed * 1_000_003 + part
 
@@ -215,3 +411,77 @@ def _part_stream(builder, name: str, split: str, part: int, parts: int, batch_si
     return out
 
   return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
+
+
+def _process_min(value: int) -> int:
+  """The minimum of `value` over processes (every process must call this at the same point)."""
+  if jax.process_count() == 1:
+    return int(value)
+  from jax.experimental import multihost_utils
+  return int(np.min(multihost_utils.process_allgather(np.int64(value))))
+
+
+def _check_parts_not_empty(builder: tfds.core.DatasetBuilder, split: str, parts: int) -> None:
+  # From the dataset's metadata, the same on every process: all of them stop here, none waits for the others.
+  sizes = [num_examples(builder, process_split(split, i, parts)) for i in range(parts)]
+  if sum(sizes) == 0:
+    raise EmptySplitError(f"TFDS dataset {builder.name!r}, split {split!r}, has no examples: there is nothing to "
+                          f"train on. Check data.train_split (and its slice), or prepare the dataset again.")
+  if min(sizes) == 0:
+    raise EmptySplitError(
+        f"TFDS dataset {builder.name!r}, split {split!r}, has {sum(sizes)} examples, fewer than the {parts} parts "
+        f"it is read as (data.shards, or one per process): part {sizes.index(0)} would have none to train on. Use "
+        f"a larger split, or fewer shards or processes.")
+
+
+def train_batches(name: str, split: str, *, data_dir: Optional[str] = None, num_classes: Optional[int] = None,
+                  label_feature: str = "label", classnames: str = "", **kwargs) -> Iterator[dict[str, np.ndarray]]:
+  """`train_dataset(name, split, ...)` as endless numpy batches, with its bad input as clear errors.
+
+  The dataset is checked and built now (an empty split, a wrong split name fail here, not at the first batch).
+  An undecodable image (corrupt_images="error") becomes an `UndecodableImageError` naming its record. With
+  `num_classes`, a label outside [0, num_classes) is a `LabelOutOfRangeError` naming it (a loss would index
+  past its classes without a word); a dataset whose label feature declares more classes is refused here, on
+  every process.
+  """
+  if num_classes is not None:
+    label = get_builder(name, data_dir).info.features[label_feature]
+    declared = getattr(label, "num_classes", None)
+    if declared is not None and declared > num_classes:
+      raise _label_error(name, split, f"its label feature {label_feature!r} has {declared} classes", num_classes,
+                         classnames)
+  ds = train_dataset(name, split, data_dir=data_dir, **kwargs)
+  return _checked_batches(ds, name, split, data_dir, kwargs.get("shards") or 0, num_classes, label_feature,
+                          classnames)
+
+
+def _checked_batches(ds, name, split, data_dir, shards, num_classes, label_feature, classnames):
+  it = iter(tfds.as_numpy(ds))
+  while True:
+    try:
+      batch = next(it)
+    except tf.errors.InvalidArgumentError:
+      # The error does not name the record: search this process's parts for one that does not decode.
+      shards = shards or jax.process_count()
+      per_process = shards // jax.process_count()
+      builder, bad = get_builder(name, data_dir), []
+      for part in range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process):
+        bad = bad or undecodable_records(builder, process_split(split, part, shards), limit=1)
+      if not bad:
+        raise
+      raise _undecodable_error(name, split, "Images", bad[0][1], bad[0][2]) from None
+    if num_classes is not None:
+      labels = np.asarray(batch[label_feature])
+      wrong = (labels < 0) | (labels >= num_classes)
+      if wrong.any():
+        raise _label_error(name, split, f"it has an example with label {int(labels[wrong][0])}", num_classes,
+                           classnames)
+    yield batch
+
+
+def _label_error(name: str, split: str, what: str, num_classes: int, classnames: str) -> LabelOutOfRangeError:
+  names = f" of data.classnames={classnames!r}" if classnames else ""
+  return LabelOutOfRangeError(
+      f"TFDS dataset {name!r}, split {split!r}, does not fit the {num_classes} classes{names} that training uses: "
+      f"{what}, and labels must lie in [0, {num_classes}). Set data.classnames (and data.templates) to the "
+      f"dataset's own class list, or train on a dataset whose labels index those classes.")

@@ -2,31 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import jax
 import numpy as np
-import tensorflow_datasets as tfds
 
 from flyp_jax import models, parallel
+from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import pipeline
 
 
-def train_batches(config, model: models.CLIP, mesh, start_step: int,
-                  features: Sequence[str] = ("label",)) -> Iterator[dict[str, np.ndarray]]:
-  """Endless local numpy batches of `config.data.train_split` ('image' plus `features`), augmented as FLYP."""
+def train_batches(config, model: models.CLIP, mesh, start_step: int, features: Sequence[str] = ("label",),
+                  num_classes: Optional[int] = None) -> Iterator[dict[str, np.ndarray]]:
+  """Endless local numpy batches of `config.data.train_split` ('image' plus `features`), augmented as FLYP.
+
+  With `num_classes`, a label outside [0, num_classes) is an error rather than a silently wrong loss.
+  """
   d = config.data
-  ds = pipeline.train_dataset(d.dataset, d.train_split, image_size=d.image_size or model.config.image_size,
-                              global_batch_size=config.batch_size, mesh=mesh, data_dir=d.data_dir or None,
-                              seed=config.seed, start_step=start_step, features=features, shards=d.shards,
-                              scale=tuple(d.crop_scale), flip=d.flip)
-  return iter(tfds.as_numpy(ds))
+  return pipeline.train_batches(d.dataset, d.train_split, image_size=d.image_size or model.config.image_size,
+                                global_batch_size=config.batch_size, mesh=mesh, data_dir=d.data_dir or None,
+                                seed=config.seed, start_step=start_step, features=features, shards=d.shards,
+                                scale=tuple(d.crop_scale), flip=d.flip,
+                                corrupt_images=d.get("corrupt_images", "error"), num_classes=num_classes,
+                                classnames=d.classnames if num_classes is not None else "")
 
 
 def labelled_batches(config, model, mesh, start_step: int) -> Iterator[dict[str, jax.Array]]:
-  """Global batches {'image' [B, S, S, 3] float32, 'label' [B] int32} sharded over the data axis."""
-  for b in train_batches(config, model, mesh, start_step):
-    yield parallel.global_batch({"image": b["image"], "label": b["label"].astype(np.int32)}, mesh)
+  """Global batches {'image' [B, S, S, 3] float32, 'label' [B] int32} sharded over the data axis.
+
+  Labels index `config.data.classnames` (FLYP's captions, the columns of FT's head); one outside them is an
+  error.
+  """
+  n_classes = len(classnames_lib.get(config.data.classnames))
+  batches = train_batches(config, model, mesh, start_step, num_classes=n_classes)  # checked now, not at the first step
+  return (parallel.global_batch({"image": b["image"], "label": b["label"].astype(np.int32)}, mesh) for b in batches)
 
 
 def image_features(model: models.CLIP, clip_params, images: jax.Array) -> jax.Array:
