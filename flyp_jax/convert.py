@@ -307,16 +307,24 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
 
 
 def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "") -> None:
-  """Write params as an orbax checkpoint under dst/params and the architecture to dst/flyp_clip.json."""
+  """Write params as an orbax checkpoint under dst/params and the architecture to dst/flyp_clip.json.
+
+  With several processes, all of them call this with the same (host) parameters; the marker is written last, by
+  process 0, so a directory with the marker is complete.
+  """
   import orbax.checkpoint as ocp
+  from flyp_jax import parallel
   dst = os.path.abspath(dst)
   if os.path.exists(dst) and os.listdir(dst):
     raise FileExistsError(f"{dst} exists and is not empty; choose a new directory")
+  parallel.sync("save_converted:checked")
   os.makedirs(dst, exist_ok=True)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(dst, "params"), params)
-  with open(os.path.join(dst, CONVERTED_MARKER), "w") as f:
-    json.dump({"config": config.to_dict(), "source": source}, f, indent=2)
+  if jax.process_index() == 0:
+    with open(os.path.join(dst, CONVERTED_MARKER), "w") as f:
+      json.dump({"config": config.to_dict(), "source": source}, f, indent=2)
+  parallel.sync("save_converted:done")
 
 
 def load_converted(path: str) -> tuple[CLIPConfig, dict]:

@@ -7,13 +7,57 @@ with a ShardingTypeError, and we want XLA to place the collectives.
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA, MODEL = "data", "model"
+
+
+def initialize(distributed: bool = False, coordinator_address: Optional[str] = None,
+               num_processes: Optional[int] = None, process_id: Optional[int] = None) -> None:
+  """Start JAX's multi-controller runtime when this is one of several processes of a job.
+
+  On a Cloud TPU pod slice (one process per host) `distributed=True` is enough: JAX finds the other hosts. Elsewhere
+  give the coordinator's host:port, the number of processes and this one's id (or the environment variables
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID). Without any of these nothing happens: one process.
+  Must run before anything touches a device.
+  """
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if not (distributed or coordinator_address):
+    return
+  if num_processes is None and os.environ.get("JAX_NUM_PROCESSES"):
+    num_processes = int(os.environ["JAX_NUM_PROCESSES"])
+  if process_id is None and os.environ.get("JAX_PROCESS_ID"):
+    process_id = int(os.environ["JAX_PROCESS_ID"])
+  # CPU devices of different processes talk over gloo (the default CPU backend has no cross-process collectives);
+  # the setting does not affect TPU or GPU devices.
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address, num_processes, process_id)
+  logging.info("Process %d of %d, %d of %d devices local.", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+
+
+def sync(name: str) -> None:
+  """Wait until every process gets here (nothing to wait for with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def to_host(tree):
+  """Numpy copies of a tree of (global) arrays, on every process, however the arrays are split over processes."""
+  def get(x):
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+      return np.asarray(x)
+    if x.is_fully_replicated:
+      return np.asarray(x.addressable_data(0))
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return jax.tree_util.tree_map(get, tree)
 
 
 def make_mesh(model: int = 1, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:

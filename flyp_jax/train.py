@@ -164,7 +164,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ckpt.latest_step() != total:
     ckpt.save(total, args=ocp.args.StandardSave(state), force=True)
   ckpt.wait_until_finished()
-  final = jax.device_get(state["params"])
+  final = parallel.to_host(state["params"])
   _save_final(workdir, model, *_method_params(method, "final_params", config, final))
   if evaluator or validator:
     results = evaluate_at(total, "results.json")
@@ -323,12 +323,15 @@ def _evaluate(evaluator, params, workdir, filename) -> dict:
 
 
 def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[Any]) -> None:
-  """The trained CLIP as a `flyp_jax.convert` directory (loadable by load_pretrained), and the head if any."""
+  """The trained CLIP as a `flyp_jax.convert` directory (loadable by load_pretrained), and the head if any.
+
+  Every process takes part (orbax coordinates the write); the parameters are host copies, the same on each.
+  """
   from flyp_jax import convert
   final = os.path.join(workdir, "final")
+  parallel.sync("final:check")  # no process may see a directory that another has begun to write
   if os.path.exists(os.path.join(final, convert.CONVERTED_MARKER)):
     return
-  if jax.process_index() == 0:
-    convert.save_converted(final, model.config, jax.tree_util.tree_map(np.asarray, clip_params), source=workdir)
-    if head is not None:
-      np.savez(os.path.join(final, "head.npz"), **jax.tree_util.tree_map(np.asarray, head))
+  convert.save_converted(final, model.config, clip_params, source=workdir)
+  if head is not None and jax.process_index() == 0:
+    np.savez(os.path.join(final, "head.npz"), **jax.tree_util.tree_map(np.asarray, head))

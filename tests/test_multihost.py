@@ -1,0 +1,147 @@
+"""Two processes on one machine train exactly as one process with the same devices, and resume after a kill.
+
+Each process is `python -c RUNNER` with its own simulated CPU devices; two of them form one JAX job through
+`jax.distributed` (CPU collectives over gloo), 4 devices each, and are compared with one process of 8 devices
+reading the training split in the same 2 shards. A tiny random CLIP trains FLYP and FT on domain_shapes/small,
+evaluates on the (small) demo suite, keeps its best checkpoint and saves final/ from both processes together.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from flyp_jax import models
+from flyp_jax.data import pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+RUNNER = """
+import dataclasses, sys
+from flyp_jax import parallel
+workdir, data_dir, method, coordinator, processes, process = sys.argv[1:]
+parallel.initialize(coordinator_address=coordinator or None, num_processes=int(processes), process_id=int(process))
+from flyp_jax import configs_lib, train
+from flyp_jax.data import suites
+suites.SUITES["domain_shapes"] = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small")
+                                       for d in suites.SUITES["domain_shapes"])
+suites.VALIDATION["domain_shapes"] = dataclasses.replace(suites.VALIDATION["domain_shapes"],
+                                                         tfds_name="domain_shapes/small")
+config = configs_lib.load(f"configs/{method}.py:demo")
+config.unlock()
+config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
+config.data.update(dataset="domain_shapes/small", data_dir=data_dir, shards=2)
+config.update(batch_size=32, steps=%d, log_every=1, checkpoint_every=2, keep_checkpoints=1)
+config.optimizer.warmup_steps = 2
+config.eval.update(at_start=False, every_steps=4, batch_size=64)
+train.run(config, workdir)
+""" % STEPS
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  pipeline.get_builder("domain_shapes/small", path)  # prepared once, before processes could race to do it
+  return path
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def launch(workdir, data_dir, method, processes):
+  """Start the job's processes; (list of Popen, their output files)."""
+  devices = 8 // processes
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  coordinator = f"127.0.0.1:{free_port()}" if processes > 1 else ""
+  procs = []
+  for i in range(processes):
+    log = open(workdir / f"process_{i}.log", "a")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-c", RUNNER, str(workdir), data_dir, method, coordinator, str(processes), str(i)],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True))
+  return procs
+
+
+def log_of(workdir, i=0):
+  return (workdir / f"process_{i}.log").read_text()
+
+
+def run(workdir, data_dir, method, processes):
+  procs = launch(workdir, data_dir, method, processes)
+  for i, p in enumerate(procs):
+    assert p.wait(timeout=400) == 0, log_of(workdir, i)[-3000:]
+  return outcome(workdir)
+
+
+def outcome(workdir):
+  """(final CLIP params, head or None, {step: loss}, results.json)."""
+  _, params = models.load_pretrained(workdir / "final")
+  head_file = workdir / "final" / "head.npz"
+  head = dict(np.load(head_file)) if head_file.exists() else None
+  losses = {}
+  for line in (workdir / "metrics.jsonl").read_text().splitlines():
+    record = json.loads(line)
+    if "train/loss" in record:
+      losses[record["step"]] = record["train/loss"]
+  return params, head, losses, json.loads((workdir / "results.json").read_text())
+
+
+def assert_close(a, b, exact=False):
+  (params_a, head_a, losses_a, results_a), (params_b, head_b, losses_b, results_b) = a, b
+  compare = np.testing.assert_array_equal if exact else (
+      lambda x, y: np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5))
+  for (path, x), (_, y) in zip(*(jax.tree_util.tree_leaves_with_path(p) for p in (params_a, params_b))):
+    # Attention is invariant to the key bias, so its gradient is zero up to rounding, which Adam scales up to
+    # steps of the learning rate: those leaves hold only reduction-order noise, unless the runs are bitwise equal.
+    if exact or "['key']['bias']" not in jax.tree_util.keystr(path):
+      compare(x, y)
+  assert (head_a is None) == (head_b is None)
+  if head_a is not None:
+    jax.tree_util.tree_map(compare, head_a, head_b)
+  assert sorted(losses_a) == sorted(losses_b) == list(range(1, STEPS + 1))
+  np.testing.assert_allclose([losses_a[s] for s in sorted(losses_a)], [losses_b[s] for s in sorted(losses_b)],
+                             rtol=0 if exact else 1e-5)
+  counts = [k for k in results_a if k.endswith("/count")]
+  assert counts and all(results_a[k] == results_b[k] for k in counts)  # every test example counted once
+  for k in results_a:
+    if k.endswith("/top1") and not k.startswith("avg_"):
+      assert abs(results_a[k] - results_b[k]) <= 1 / results_a[k.replace("/top1", "/count")] + 1e-9, k
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory, data_dir):
+  return {m: run(tmp_path_factory.mktemp(f"{m}_1"), data_dir, m, 1) for m in ("flyp", "ft")}
+
+
+@pytest.mark.parametrize("method", ["flyp", "ft"])
+def test_two_processes_train_as_one(tmp_path, data_dir, one_process, method):
+  two = run(tmp_path, data_dir, method, 2)
+  assert_close(two, one_process[method])
+  assert (tmp_path / "best").exists() and (tmp_path / "final" / "flyp_clip.json").exists()
+
+
+def test_two_processes_killed_and_rerun_resume(tmp_path, data_dir, one_process):
+  procs = launch(tmp_path, data_dir, "ft", 2)
+  # Kill both once the step-2 checkpoint is complete (orbax renames it into place) and step 3 has trained.
+  while procs[0].poll() is None and not ((tmp_path / "checkpoints" / "2").exists() and "step 3/" in log_of(tmp_path)):
+    time.sleep(0.05)
+  for p in procs:
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+  assert not (tmp_path / "final").exists(), log_of(tmp_path)[-3000:]
+  resumed = run(tmp_path, data_dir, "ft", 2)
+  for i in (0, 1):
+    assert log_of(tmp_path, i).count(f"step 2/{STEPS}:") == 1  # resumed from the checkpoint, not from scratch
+    assert log_of(tmp_path, i).count(f"step {STEPS}/{STEPS}:") == 1
+  assert_close(resumed, one_process["ft"])
