@@ -218,8 +218,10 @@ class Evaluator:
 
   def __init__(self, model: models.CLIP, suite: str | Sequence[suites.EvalDataset], mesh: jax.sharding.Mesh, *,
                batch_size: int = 256, data_dir: Optional[str] = None, image_size: Optional[int] = None,
-               baseline: Optional[dict] = None, head_batch_size: int = 1024):
+               baseline: Optional[dict] = None, head_batch_size: int = 1024, corrupt_images: str = "error"):
+    """`corrupt_images`: "error" or "skip" (and count) undecodable images, as `pipeline.eval_batches`."""
     self.model, self.mesh = model, mesh
+    self.corrupt_images = corrupt_images
     self.datasets = tuple(suites.get(suite) if isinstance(suite, str) else suite)
     self.batch_size, self.data_dir, self.baseline = batch_size, data_dir, baseline
     self.image_size = image_size or model.config.image_size
@@ -244,12 +246,15 @@ class Evaluator:
     n_classes = kernel.shape[1] if indices is None else indices.shape[0]
     rep = parallel.replicated(self.mesh)
     stats, indices, label_table = jax.device_put((_zero_stats(n_classes, dataset.num_groups), indices, label_table), rep)
-    for batch in pipeline.eval_batches(dataset.tfds_name, dataset.split, image_size=self.image_size,
-                                       global_batch_size=self.batch_size, mesh=self.mesh, data_dir=self.data_dir,
-                                       group_feature=dataset.group_feature):
+    for batch in self._batches(dataset):
       stats = _eval_step(params, head, indices, label_table, stats, batch, model=self.model,
                          n_groups=dataset.num_groups)
-    return metrics_from_stats(jax.device_get(stats), dataset.metrics, dataset.excluded_groups)
+    return _metrics(dataset, jax.device_get(stats))
+
+  def _batches(self, dataset: suites.EvalDataset):
+    return pipeline.eval_batches(dataset.tfds_name, dataset.split, image_size=self.image_size,
+                                 global_batch_size=self.batch_size, mesh=self.mesh, data_dir=self.data_dir,
+                                 group_feature=dataset.group_feature, corrupt_images=self.corrupt_images)
 
   def __call__(self, params, head: Optional[Array] = None, workdir: Optional[str] = None,
                filename: str = "results.json") -> dict[str, Any]:
@@ -292,13 +297,11 @@ class Evaluator:
       n_classes = kernel.shape[1] if indices is None else indices.shape[0]
       stats = tuple(_zero_stats(n_classes, ds.num_groups) for _ in keys)
       stats, indices, label_table = jax.device_put((stats, indices, label_table), rep)
-      for batch in pipeline.eval_batches(ds.tfds_name, ds.split, image_size=self.image_size,
-                                         global_batch_size=self.batch_size, mesh=self.mesh, data_dir=self.data_dir,
-                                         group_feature=ds.group_feature):
+      for batch in self._batches(ds):
         stats = _ensemble_eval_step(params, heads, indices, label_table, stats, batch, models_=models_,
                                     n_groups=ds.num_groups)
       for k, s in zip(keys, jax.device_get(stats)):
-        per_dataset[k][ds.name] = metrics_from_stats(s, ds.metrics, ds.excluded_groups)
+        per_dataset[k][ds.name] = _metrics(ds, s)
       logging.info("%s: ensemble top-1 %.4f (%.1fs)", ds.name, per_dataset["ensemble"][ds.name]["top1"],
                    time.time() - start)
     out = {}
@@ -312,6 +315,20 @@ class Evaluator:
       return self.head(params, dataset)
     return zeroshot_head(model, params, classnames_lib.get(dataset.classnames), templates_lib.get(dataset.templates),
                          self.mesh, self.head_batch_size)
+
+
+def from_config(model: models.CLIP, config, mesh: jax.sharding.Mesh,
+                datasets: Optional[Sequence[suites.EvalDataset]] = None) -> Evaluator:
+  """The evaluator a run's config asks for: `config.eval.suite` (or `datasets`), its batch size and data."""
+  return Evaluator(model, datasets or config.eval.suite, mesh, batch_size=config.eval.batch_size,
+                   data_dir=config.data.data_dir or None, corrupt_images=config.data.corrupt_images)
+
+
+def _metrics(dataset: suites.EvalDataset, stats) -> dict[str, float]:
+  try:
+    return metrics_from_stats(stats, dataset.metrics, dataset.excluded_groups)
+  except ValueError as e:  # e.g. labels outside the scored classes: say which dataset
+    raise ValueError(f"{dataset.name} ({dataset.tfds_name}, split {dataset.split!r}): {e}") from None
 
 
 def summarize(datasets: Sequence[suites.EvalDataset], per_dataset: dict[str, dict],

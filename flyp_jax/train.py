@@ -81,12 +81,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
                      f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
   model, clip_params = load_clip(config, workdir)
-  data_dir = config.data.data_dir or None
   # What is evaluated and saved as final/ is params['clip'] with params['head'], unless the method says
   # otherwise (optional hooks eval_model, eval_params, final_params; e.g. an attention-transfer student).
   eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
-  evaluator = evaluate.Evaluator(eval_model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
-                                 data_dir=data_dir) if config.eval.suite else None
+  evaluator = evaluate.from_config(eval_model, config, mesh) if config.eval.suite else None
   validator = make_validator(config, eval_model, mesh)
   params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
   total = config.steps
@@ -193,8 +191,7 @@ def make_validator(config, model, mesh):
   dataset = suites.VALIDATION.get(config.eval.suite) if config.eval.suite else None
   if dataset is None:
     return None
-  evaluator = evaluate.Evaluator(model, (dataset,), mesh, batch_size=config.eval.batch_size,
-                                 data_dir=config.data.data_dir or None)
+  evaluator = evaluate.from_config(model, config, mesh, datasets=(dataset,))
 
   def validate(clip_params, head=None) -> dict:
     start = time.time()

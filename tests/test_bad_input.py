@@ -143,6 +143,10 @@ def test_evaluator_reports_an_undecodable_image(data_dir, mesh):
   dataset = suites.EvalDataset("bad", "bad_input_images", "test", False, "domain_shapes", "domain_shapes")
   with pytest.raises(pipeline.UndecodableImageError, match="bad_input_images"):
     evaluate.Evaluator(model, (dataset,), mesh, batch_size=8, data_dir=data_dir)(params)
+  config = tiny_config("ft", data_dir, dataset="bad_input_images")  # a run's evaluator follows data.corrupt_images
+  config.data.corrupt_images = "skip"
+  results = evaluate.from_config(model, config, mesh, datasets=(dataset,))(params)
+  assert results["bad/count"] == SIZES["test"] - len(CORRUPT["test"])
 
 
 def test_training_stops_on_an_undecodable_image_naming_it(data_dir, mesh):
@@ -216,6 +220,14 @@ def test_training_label_outside_the_class_names_is_an_error(tmp_path, data_dir, 
   message = str(e.value)
   assert "'bad_input_labels'" in message and ("label 10" in message or "label 11" in message) and "10 classes" in message
   assert "'domain_shapes'" in message and "\n" not in message
+
+
+def test_linear_probe_label_outside_the_class_names_is_an_error(tmp_path, data_dir):
+  config = tiny_config("lp", data_dir)
+  config.lp.val_split = "train"
+  with pytest.raises(pipeline.LabelOutOfRangeError, match="'bad_input_labels' split 'train' has label 1[01], outside "
+                     "the 10 classes of data.classnames='domain_shapes'"):
+    train.dispatch(config, str(tmp_path))
 
 
 def test_label_feature_declaring_more_classes_is_refused_up_front(data_dir, mesh):

@@ -30,8 +30,7 @@ def run(config, workdir: str) -> dict:
   parent = os.path.dirname(os.path.abspath(workdir))
   model, params = train.load_clip(config, workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
-  evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
-                                 data_dir=config.data.data_dir or None)
+  evaluator = evaluate.from_config(model, config, mesh)
   rows = {"zero-shot": evaluator(params, workdir=workdir, filename="zeroshot.json")}
   for label, spec in config.compare.methods.items():
     rows[label] = _run_or_reuse(spec, parent)

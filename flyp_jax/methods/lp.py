@@ -105,20 +105,23 @@ def fit_with_validation(train_x, train_y, val_x, val_y, num_classes: int,
 
 # ---------------------------------------------------------------------------------------- the LP command
 def extract_features(model, params, dataset: str, split: str, mesh, *, batch_size: int, data_dir=None,
-                     image_size=None) -> tuple[np.ndarray, np.ndarray]:
+                     image_size=None, corrupt_images: str = "error") -> tuple[np.ndarray, np.ndarray]:
   """(normalised image features [N, E] float32, labels [N] int32) of a split, without augmentation.
 
-  Runs the jitted image tower over the evaluation pipeline's padded batches; padding rows are dropped.
+  Runs the jitted image tower over the evaluation pipeline's padded batches; padding rows (and skipped
+  undecodable images) are dropped. Every process gets all of them.
   """
+  from flyp_jax import parallel
   from flyp_jax.data import pipeline
   from flyp_jax.methods import common
   encode = jax.jit(functools.partial(common.image_features, model))
   feats, labels = [], []
   for batch in pipeline.eval_batches(dataset, split, image_size=image_size or model.config.image_size,
-                                     global_batch_size=batch_size, mesh=mesh, data_dir=data_dir):
-    keep = np.asarray(batch["mask"]) == 1
-    feats.append(np.asarray(encode(params, batch["image"]))[keep])
-    labels.append(np.asarray(batch["label"])[keep])
+                                     global_batch_size=batch_size, mesh=mesh, data_dir=data_dir,
+                                     corrupt_images=corrupt_images):
+    f, label, mask = parallel.to_host((encode(params, batch["image"]), batch["label"], batch["mask"]))
+    feats.append(f[mask == 1])
+    labels.append(label[mask == 1])
   return np.concatenate(feats), np.concatenate(labels)
 
 
@@ -135,16 +138,23 @@ def run(config, workdir: str) -> dict:
   params = jax.device_put(params, parallel.replicated(mesh))
   d = config.data
   extract = lambda split: extract_features(model, params, d.dataset, split, mesh, batch_size=config.eval.batch_size,
-                                           data_dir=d.data_dir or None, image_size=d.image_size or None)
+                                           data_dir=d.data_dir or None, image_size=d.image_size or None,
+                                           corrupt_images=d.corrupt_images)
   (train_x, train_y), (val_x, val_y) = extract(d.train_split), extract(config.lp.val_split)
-  from flyp_jax.data import classnames
-  fit = fit_with_validation(train_x, train_y, val_x, val_y, len(classnames.get(d.classnames)),
+  from flyp_jax.data import classnames, pipeline
+  n_classes = len(classnames.get(d.classnames))
+  for split, y in ((d.train_split, train_y), (config.lp.val_split, val_y)):
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+      bad = int(y.max() if y.max() >= n_classes else y.min())
+      raise pipeline.LabelOutOfRangeError(
+          f"{d.dataset!r} split {split!r} has label {bad}, outside the {n_classes} classes of "
+          f"data.classnames={d.classnames!r}: the class names do not fit this dataset")
+  fit = fit_with_validation(train_x, train_y, val_x, val_y, n_classes,
                             l2_grid=np.asarray(config.lp.l2_grid))
   logging.info("linear probe: l2 %.1e picked, validation top-1 %.4f", fit["l2"], fit["val_top1"])
   head = {"kernel": np.asarray(fit["kernel"]), "bias": np.asarray(fit["bias"])}
   np.savez(os.path.join(workdir, "lp_head.npz"), **head)
-  evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
-                                 data_dir=d.data_dir or None)
+  evaluator = evaluate.from_config(model, config, mesh)
   results = evaluator(params, head=jax.device_put(head, parallel.replicated(mesh)), workdir=workdir)
   results.update(lp_l2=float(fit["l2"]), lp_val_top1=float(fit["val_top1"]))
   return results

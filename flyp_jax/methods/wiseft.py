@@ -211,8 +211,7 @@ def run(config, workdir: str) -> dict:
                                                classnames.get(config.data.classnames),
                                                templates.get(config.data.templates), mesh))
     zeroshot["head"] = {"kernel": kernel, "bias": np.zeros(kernel.shape[1], np.float32)}
-  evaluator = evaluate.Evaluator(model, config.eval.suite, mesh, batch_size=config.eval.batch_size,
-                                 data_dir=config.data.data_dir or None)
+  evaluator = evaluate.from_config(model, config, mesh)
   validator = train.make_validator(config, model, mesh)
 
   def evaluate_fn(params):
