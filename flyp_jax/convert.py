@@ -289,8 +289,9 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
   activation: "quick_gelu" or "gelu" when the source does not say (plain open_clip state dicts).
   dtype: the model's compute dtype ("bfloat16" on TPU). Put params on devices with `jax.device_put`.
   """
+  from flyp_jax import files
   path = os.fspath(path)
-  converted = os.path.isdir(path) and os.path.exists(os.path.join(path, CONVERTED_MARKER))
+  converted = files.exists(os.path.join(path, CONVERTED_MARKER))
   if converted or (path.endswith(".npz") and os.path.isfile(path)):
     config, params = load_converted(path) if converted else load_npz(path)
     if activation and activation != config.activation:
@@ -313,25 +314,24 @@ def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "")
   process 0, so a directory with the marker is complete.
   """
   import orbax.checkpoint as ocp
-  from flyp_jax import parallel
-  dst = os.path.abspath(dst)
-  if os.path.exists(dst) and os.listdir(dst):
+  from flyp_jax import files, parallel
+  dst = files.absolute(dst)
+  if files.exists(dst) and files.listdir(dst):
     raise FileExistsError(f"{dst} exists and is not empty; choose a new directory")
   parallel.sync("save_converted:checked")
-  os.makedirs(dst, exist_ok=True)
+  files.makedirs(dst)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(dst, "params"), params)
   if jax.process_index() == 0:
-    with open(os.path.join(dst, CONVERTED_MARKER), "w") as f:
-      json.dump({"config": config.to_dict(), "source": source}, f, indent=2)
+    files.write_json(os.path.join(dst, CONVERTED_MARKER), {"config": config.to_dict(), "source": source})
   parallel.sync("save_converted:done")
 
 
 def load_converted(path: str) -> tuple[CLIPConfig, dict]:
   import orbax.checkpoint as ocp
-  path = os.path.abspath(path)
-  with open(os.path.join(path, CONVERTED_MARKER)) as f:
-    config = CLIPConfig.from_dict(json.load(f)["config"])
+  from flyp_jax import files
+  path = files.absolute(path)
+  config = CLIPConfig.from_dict(files.read_json(os.path.join(path, CONVERTED_MARKER))["config"])
   abstract = jax.eval_shape(lambda: models.init_params(models.create_model(config), jax.random.PRNGKey(0)))
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(path, "params"), abstract)

@@ -9,7 +9,6 @@ metrics are computed from those counts once per dataset, on the host.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import models, parallel
+from flyp_jax import files, models, parallel
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import label_maps, pipeline, suites
 from flyp_jax.data import templates as templates_lib
@@ -268,9 +267,8 @@ class Evaluator:
                    time.time() - start)
     results.update(summarize(self.datasets, per_dataset, self.baseline))
     if workdir and jax.process_index() == 0:
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, filename), "w") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+      files.makedirs(workdir)
+      files.write_json(os.path.join(workdir, filename), results)
     return results
 
   def ensemble(self, members: Sequence[tuple[models.CLIP, Any, Optional[Array]]],

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, losses, metric_writer, models, optim, parallel
+from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
@@ -39,8 +39,8 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
     return model, jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(config.seed))
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
-    run_dir = m.path if os.path.isabs(m.path) else os.path.join(workdir, m.path)
-    if not os.path.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
+    run_dir = files.join(workdir, m.path)
+    if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
       if not m.get("config"):
         raise FileNotFoundError(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
       logging.info("No finished run in %s: running %s there first.", run_dir, m.config)
@@ -55,24 +55,26 @@ def main(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> di
   workdir = workdir or os.path.join("workdirs", config.name)
   results = dispatch(config, workdir)
   print(json.dumps({k: v for k, v in results.items() if not k.endswith("/count")}, indent=1, sort_keys=True))
-  print(f"results in {os.path.abspath(workdir)}")
+  print(f"results in {files.absolute(workdir)}")
   return results
 
 
 def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Run `config.method` in `workdir`: the training loop, or the LP / WiSE-FT / comparison commands."""
+  known = TRAINING_METHODS + OTHER_METHODS
+  if config.method not in known:
+    raise ValueError(f"unknown method {config.method!r}; known: {known}")
+  files.check_writable(workdir)
   if config.method in TRAINING_METHODS:
     return run(config, workdir)
-  if config.method in OTHER_METHODS:
-    return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
-  raise ValueError(f"unknown method {config.method!r}; known: {TRAINING_METHODS + OTHER_METHODS}")
+  return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train `config.method` in `workdir` (resuming from its checkpoints), evaluate, write results.json."""
   if config.method not in TRAINING_METHODS:
     raise ValueError(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   method = importlib.import_module(f"flyp_jax.methods.{config.method}")
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   accum = config.grad_accum_steps
@@ -93,11 +95,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
                                mesh)
 
-  ckpt = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+  ckpt = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "checkpoints")),
                                options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
                                                                     create=True))
   # The best parameters on ID validation (the later step on ties), apart from the last checkpoints resuming uses.
-  best = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
+  best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max")) if validator else None
   if ckpt.latest_step() is not None:
     state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
@@ -171,7 +173,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if best:
       best.wait_until_finished()
       results["best_step"] = best.best_step()
-    start_results = _read_json(os.path.join(workdir, "eval_0.json"))
+    start_results = files.read_json(os.path.join(workdir, "eval_0.json"), default={})
     if start_results:
       print(comparison_table(start_results, results, _start_label(config), f"{config.method} (step {total})"))
   writer.close()
@@ -260,13 +262,6 @@ def comparison_table(before: dict, after: dict, before_label: str, after_label: 
   return "\n".join(lines)
 
 
-def _read_json(path: str) -> dict:
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return json.load(f)
-
-
 PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL ("try again"): the run stopped on SIGTERM and resumes when re-run
 
 
@@ -327,8 +322,8 @@ def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[An
   from flyp_jax import convert
   final = os.path.join(workdir, "final")
   parallel.sync("final:check")  # no process may see a directory that another has begun to write
-  if os.path.exists(os.path.join(final, convert.CONVERTED_MARKER)):
+  if files.exists(os.path.join(final, convert.CONVERTED_MARKER)):
     return
   convert.save_converted(final, model.config, clip_params, source=workdir)
   if head is not None and jax.process_index() == 0:
-    np.savez(os.path.join(final, "head.npz"), **jax.tree_util.tree_map(np.asarray, head))
+    files.save_npz(os.path.join(final, "head.npz"), jax.tree_util.tree_map(np.asarray, head))

@@ -226,7 +226,7 @@ def test_launch_runs_main_py_on_all_workers():
   python, *args = _main_py_words(ssh)
   assert python == "$HOME/flyp_venv/bin/python"
   assert args == ["main.py", "--config=configs/flyp.py:imagenet_b16", "--workdir=gs://my-bucket/runs/flyp_in",
-                  "--config.data.data_dir=gs://my-bucket/tfds", "--config.batch_size=1024", "--config.name=with space"]
+                  "--distributed", "--config.data.data_dir=gs://my-bucket/tfds", "--config.batch_size=1024", "--config.name=with space"]
   words = remote(ssh)
   assert words[words.index("env") + 1] == "XLA_FLAGS=--a --b"
   script = flag(ssh, "command")

@@ -62,7 +62,8 @@ if [[ "$validate_only" == 1 ]]; then
   exit 0  # tpu/resume.sh checks the arguments before it touches the slice
 fi
 
-args=(main.py --config="$config" --workdir="$workdir")
+# --distributed: every worker is one process of the same JAX job (jax.distributed finds the others).
+args=(main.py --config="$config" --workdir="$workdir" --distributed)
 [[ -z "$FLYP_DATA_DIR" ]] || args+=(--config.data.data_dir="$FLYP_DATA_DIR")
 args+=("${extra[@]}")
 

@@ -131,8 +131,8 @@ def run(config, workdir: str) -> dict:
   Writes lp_head.npz ({'kernel', 'bias'}, the head LP-FT starts from) and results.json to `workdir`.
   """
   import os
-  from flyp_jax import evaluate, parallel, train
-  os.makedirs(workdir, exist_ok=True)
+  from flyp_jax import evaluate, files, parallel, train
+  files.makedirs(workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   model, params = train.load_clip(config, workdir)
   params = jax.device_put(params, parallel.replicated(mesh))
@@ -153,7 +153,8 @@ def run(config, workdir: str) -> dict:
                             l2_grid=np.asarray(config.lp.l2_grid))
   logging.info("linear probe: l2 %.1e picked, validation top-1 %.4f", fit["l2"], fit["val_top1"])
   head = {"kernel": np.asarray(fit["kernel"]), "bias": np.asarray(fit["bias"])}
-  np.savez(os.path.join(workdir, "lp_head.npz"), **head)
+  if jax.process_index() == 0:
+    files.save_npz(os.path.join(workdir, "lp_head.npz"), head)
   evaluator = evaluate.from_config(model, config, mesh)
   results = evaluator(params, head=jax.device_put(head, parallel.replicated(mesh)), workdir=workdir)
   results.update(lp_l2=float(fit["l2"]), lp_val_top1=float(fit["val_top1"]))

@@ -8,6 +8,7 @@ Results are dicts {'alpha': a, **evaluate_fn(params)} with the evaluator's keys 
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import logging
@@ -18,6 +19,8 @@ from typing import Any, Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from flyp_jax import files
 
 ID_KEY, OOD_KEY = "avg_id/top1", "avg_ood/top1"
 DEFAULT_ALPHAS = tuple(i / 10 for i in range(11))
@@ -155,9 +158,12 @@ def plot(results: Sequence[dict], path: str, title: str = "WiSE-FT", extra: Opti
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, loc="best")
   fig.tight_layout()
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  fig.savefig(path)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png")
   plt.close(fig)
+  files.makedirs(os.path.dirname(files.absolute(path)))
+  with files.open_file(path, "wb") as f:
+    f.write(buffer.getvalue())
   return path
 
 
@@ -170,13 +176,15 @@ def _json_default(v):
 def write(results: Sequence[dict], workdir: str, title: str = "WiSE-FT", extra: Optional[dict] = None,
           pick_key: str = ID_KEY) -> dict:
   """Writes wiseft.json (results and picked alpha), wiseft.md (table) and wiseft.png (plot) into workdir."""
-  os.makedirs(workdir, exist_ok=True)
   best = pick(results, pick_key)
-  with open(os.path.join(workdir, "wiseft.json"), "w") as f:
+  if jax.process_index() != 0:
+    return best
+  files.makedirs(workdir)
+  with files.open_file(os.path.join(workdir, "wiseft.json"), "w") as f:
     json.dump({"results": list(results), "picked_alpha": best["alpha"], "picked_on": pick_key}, f, indent=2,
               default=_json_default)
   keys = tuple(dict.fromkeys((pick_key, ID_KEY, OOD_KEY)))
-  with open(os.path.join(workdir, "wiseft.md"), "w") as f:
+  with files.open_file(os.path.join(workdir, "wiseft.md"), "w") as f:
     f.write(f"# {title}\n\nalpha picked on {pick_key}: {best['alpha']:g}\n\n" + table(results, keys, pick_key))
   plot(results, os.path.join(workdir, "wiseft.png"), title=title, extra=extra, pick_key=pick_key)
   return best
@@ -193,20 +201,19 @@ def run(config, workdir: str) -> dict:
   """
   from flyp_jax import configs_lib, evaluate, models, parallel, train
   from flyp_jax.data import classnames, templates
-  os.makedirs(workdir, exist_ok=True)
+  files.makedirs(workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   model, zeroshot = train.load_clip(config, workdir)
-  ft_dir = config.wiseft.finetuned if os.path.isabs(config.wiseft.finetuned) else os.path.join(
-      workdir, config.wiseft.finetuned)
-  if not os.path.exists(os.path.join(ft_dir, "final")):
+  ft_dir = files.join(workdir, config.wiseft.finetuned)
+  if not files.exists(os.path.join(ft_dir, "final")):
     if not config.wiseft.finetuned_config:
       raise FileNotFoundError(f"{ft_dir} holds no finished fine-tuning run (final/)")
     train.run(configs_lib.load(config.wiseft.finetuned_config), ft_dir)
   _, finetuned = models.load_pretrained(os.path.join(ft_dir, "final"), dtype=config.model.dtype)
   zeroshot, finetuned = {"clip": zeroshot}, {"clip": finetuned}
   head_path = os.path.join(ft_dir, "final", "head.npz")
-  if os.path.exists(head_path):
-    finetuned["head"] = dict(np.load(head_path))
+  if files.exists(head_path):
+    finetuned["head"] = files.load_npz(head_path)
     kernel = np.asarray(evaluate.zeroshot_head(model, jax.device_put(zeroshot["clip"], parallel.replicated(mesh)),
                                                classnames.get(config.data.classnames),
                                                templates.get(config.data.templates), mesh))

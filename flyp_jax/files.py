@@ -1,0 +1,88 @@
+"""Files of a run, in a local directory or a bucket (`gs://...`): what the loop and the methods read and write.
+
+A pod's hosts share no disk, so their workdir is a bucket; local paths keep plain `os` calls, and paths with a
+scheme go through `tf.io.gfile` (imported only then). Orbax reads and writes buckets itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+
+
+def is_remote(path: str) -> bool:
+  return "://" in os.fspath(path)
+
+
+def absolute(path: str) -> str:
+  path = os.fspath(path)
+  return path if is_remote(path) else os.path.abspath(path)
+
+
+def join(workdir: str, path: str) -> str:
+  """`path` if it is absolute (or a bucket path), else `path` inside `workdir`."""
+  return path if is_remote(path) or os.path.isabs(path) else os.path.join(os.fspath(workdir), path)
+
+
+def _gfile():
+  import tensorflow as tf
+  return tf.io.gfile
+
+
+def exists(path: str) -> bool:
+  return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
+
+
+def makedirs(path: str) -> None:
+  _gfile().makedirs(path) if is_remote(path) else os.makedirs(path, exist_ok=True)
+
+
+def listdir(path: str) -> list[str]:
+  return [p.rstrip("/") for p in _gfile().listdir(path)] if is_remote(path) else os.listdir(path)
+
+
+def open_file(path: str, mode: str = "r"):
+  return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)
+
+
+def write_json(path: str, obj: Any) -> None:
+  with open_file(path, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True)
+
+
+def read_json(path: str, default: Any = None) -> Any:
+  if not exists(path):
+    return default
+  with open_file(path) as f:
+    return json.load(f)
+
+
+def save_npz(path: str, arrays: dict) -> None:
+  buffer = io.BytesIO()  # np.savez seeks, which bucket files cannot
+  np.savez(buffer, **arrays)
+  with open_file(path, "wb") as f:
+    f.write(buffer.getvalue())
+
+
+def load_npz(path: str) -> dict[str, np.ndarray]:
+  with open_file(path, "rb") as f:
+    return dict(np.load(io.BytesIO(f.read())))
+
+
+def check_writable(workdir: str) -> None:
+  """Create `workdir` and write a file there, or raise one clear error before any work is done."""
+  probe = os.path.join(os.fspath(workdir), f".write_test_{uuid.uuid4().hex}")
+  try:
+    makedirs(workdir)
+    with open_file(probe, "w") as f:
+      f.write("ok")
+    _gfile().remove(probe) if is_remote(probe) else os.remove(probe)
+  except Exception as e:  # OSError locally; tf.errors.* for buckets
+    raise PermissionError(
+        f"the workdir {workdir} cannot be written ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}): "
+        f"nothing was run. Choose another --workdir, or give this user write access to it.") from None
