@@ -2,6 +2,7 @@
 
   python -m benchmarks.loss_memory                      # 8 simulated CPU devices, global batch 256 .. 32768
   python -m benchmarks.loss_memory --devices=8 --batches=256,1024,4096 --embed_dim=512
+  python -m benchmarks.loss_memory --block=256          # the blockwise loss (flyp.loss_block): linear in B
 
 For each global batch B, `jax.value_and_grad` of `losses.sharded_clip_loss` over (image features, text
 features, scale), features [B, E] float32 sharded over the data axis of a mesh of --devices devices, is lowered
@@ -12,7 +13,8 @@ with a constant c (how many [B_local, B] float32 arrays are live at the peak) pl
 (2 * B * E * 4 bytes). The output lists temp / (B_local * B_global * 4 bytes), which should settle to c.
 
 At a fixed device count this is quadratic in B (linear in B_global at fixed B_local, i.e. when the device count
-grows with the batch, as in CLIP pretraining); see RESULTS.md.
+grows with the batch, as in CLIP pretraining); see RESULTS.md. With --block=K the columns are scored K at a time
+(`sharded_clip_loss(..., block=K)`), and the temporary memory is linear in B at a fixed device count.
 
 Device count: simulated CPU devices are made with XLA_FLAGS before JAX is imported; when JAX was imported
 earlier (tests), the devices that exist are used, as many as --devices.
@@ -37,7 +39,7 @@ def _simulate_devices(n: int) -> None:
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-def measure(batches=DEFAULT_BATCHES, devices: int = 8, embed_dim: int = 512) -> dict:
+def measure(batches=DEFAULT_BATCHES, devices: int = 8, embed_dim: int = 512, block: int = 0) -> dict:
   _simulate_devices(devices)
   import jax
   import jax.numpy as jnp
@@ -49,7 +51,7 @@ def measure(batches=DEFAULT_BATCHES, devices: int = 8, embed_dim: int = 512) -> 
                        f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} before JAX is imported")
   mesh = parallel.make_mesh(devices=available[:devices])
   shard, rep = parallel.data_sharding(mesh), parallel.replicated(mesh)
-  fn = jax.jit(jax.value_and_grad(lambda i, t, s: losses.sharded_clip_loss(i, t, s, mesh), argnums=(0, 1, 2)))
+  fn = jax.jit(jax.value_and_grad(lambda i, t, s: losses.sharded_clip_loss(i, t, s, mesh, block=block), argnums=(0, 1, 2)))
   rows = []
   for b in batches:
     feats = jax.ShapeDtypeStruct((b, embed_dim), jnp.float32, sharding=shard)
@@ -66,7 +68,7 @@ def measure(batches=DEFAULT_BATCHES, devices: int = 8, embed_dim: int = 512) -> 
     import math
     row["growth_exponent"] = math.log(row["temp_bytes"] / prev["temp_bytes"]) / math.log(
         row["global_batch"] / prev["global_batch"])
-  return {"benchmark": "loss_memory", "devices": devices, "embed_dim": embed_dim, "rows": rows,
+  return {"benchmark": "loss_memory", "devices": devices, "embed_dim": embed_dim, "block": block, "rows": rows,
           "environment": common.environment()}
 
 
@@ -75,9 +77,10 @@ def main(argv=None) -> dict:
   p.add_argument("--devices", type=int, default=8, help="simulated devices (data axis)")
   p.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="comma-separated global batches")
   p.add_argument("--embed_dim", type=int, default=512, help="feature width (ViT-B: 512)")
+  p.add_argument("--block", type=int, default=0, help="columns scored at a time (0: all)")
   p.add_argument("--json", action="store_true", help="print one JSON object on one line")
   a = p.parse_args(argv)
-  result = measure(tuple(int(b) for b in a.batches.split(",")), a.devices, a.embed_dim)
+  result = measure(tuple(int(b) for b in a.batches.split(",")), a.devices, a.embed_dim, a.block)
   common.dump(result, a.json)
   return result
 

@@ -31,6 +31,7 @@ SUITES = {
         ("train_step", "--model=ViT-T/8 --batch=8 --steps=1 --repeats=1 --framework=both"),
         ("eval_step", "--model=ViT-T/8 --batch=8 --steps=1 --repeats=1 --framework=both"),
         ("loss_memory", "--devices=8 --batches=256,512 --embed_dim=64"),
+        ("loss_memory", "--devices=8 --batches=256,512 --embed_dim=64 --block=128"),
         ("main_job", "--dry_run"),
     ],
     "cpu": [
@@ -40,6 +41,7 @@ SUITES = {
         ("eval_step", "--model=ViT-B/32 --batch=64 --steps=2 --repeats=5 --framework=both"),
         ("eval_step", "--model=ViT-B/16 --batch=32 --steps=1 --repeats=3 --framework=both"),
         ("loss_memory", ""),
+        ("loss_memory", "--block=256"),
         ("main_job", ""),
     ],
     # About 3 minutes per entry on an H100 (most of it JAX start-up and compilation, see RESULTS.md).
@@ -167,7 +169,8 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
     for r in res:
       if r.get("benchmark") == "loss_memory" and "error" not in r:
         lines += [f"### Sharded contrastive loss: compiled temp memory per device ({r['devices']} simulated devices, "
-                  f"E={r['embed_dim']}, value_and_grad)", "",
+                  f"E={r['embed_dim']}, value_and_grad"
+                  + (f", columns {r['block']} at a time" if r.get("block") else "") + ")", "",
                   "| global batch | local batch | temp MiB / device | temp / (B_local x B_global x 4 B) | growth exponent |",
                   "|---|---|---|---|---|"]
         for row in r["rows"]:

@@ -37,7 +37,9 @@ def base(name: str) -> ml_collections.ConfigDict:
                                                eps=1e-8, grad_clip=0.0))
   c.trainable = ".*"  # regex over parameter paths ('clip/visual/...', 'clip/text/...', 'head')
   c.frozen = ""  # regex; wins over trainable
-  c.flyp = ml_collections.ConfigDict(dict(mask_same_class=False))
+  # loss_block: score the gathered batch that many columns at a time (0: all at once), so the contrastive loss's
+  # memory per device grows linearly with the global batch (see flyp_jax.losses.sharded_clip_loss)
+  c.flyp = ml_collections.ConfigDict(dict(mask_same_class=False, loss_block=0))
   c.ft = ml_collections.ConfigDict(dict(head_init="zeroshot", lp_workdir="", label_smoothing=0.0))
   return c
 

@@ -46,6 +46,39 @@ def _contrastive_rows(features: jax.Array, others: jax.Array, logit_scale: jax.A
   return jnp.sum(jax.nn.logsumexp(logits, axis=1) - positive)
 
 
+def _contrastive_rows_blockwise(features: jax.Array, others: jax.Array, logit_scale: jax.Array, targets: jax.Array,
+                                row_labels: Optional[jax.Array], col_labels: Optional[jax.Array],
+                                block: int) -> jax.Array:
+  """`_contrastive_rows` with the columns taken `block` at a time: memory R x block, not R x C.
+
+  The logsumexp over columns is accumulated online (running max and rescaled sum) in a scan whose body is
+  rematerialised, so neither the forward pass nor the gradient keeps more than one [R, block] logit block
+  (plus [R] statistics per block). The positive logit is computed directly from its column.
+  """
+  c = others.shape[0]
+  positive = logit_scale * jnp.sum(features * others[targets], axis=1)
+  cols = jnp.arange(c).reshape(c // block, block)
+  blocks = (others.reshape(c // block, block, -1), cols,
+            None if col_labels is None else col_labels.reshape(c // block, block))
+
+  @jax.checkpoint
+  def step(carry, xs):
+    running_max, running_sum = carry
+    other, col, col_label = xs
+    logits = logit_scale * (features @ other.T)  # [R, block]
+    if row_labels is not None:
+      collide = (row_labels[:, None] == col_label[None, :]) & (col[None, :] != targets[:, None])
+      logits = jnp.where(collide, _MASK_VALUE, logits)
+    new_max = jnp.maximum(running_max, jnp.max(logits, axis=1))
+    new_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(jnp.exp(logits - new_max[:, None]), axis=1)
+    return (new_max, new_sum), None
+
+  zero = 0.0 * positive  # [R], and varying over the mesh axes as the carry will (shard_map checks it)
+  start = (zero + _MASK_VALUE, zero)
+  (running_max, running_sum), _ = jax.lax.scan(step, start, blocks)
+  return jnp.sum(running_max + jnp.log(running_sum) - positive)
+
+
 def _prepare(image_features, text_features, logit_scale, labels, mask_same_class):
   image_features = jnp.asarray(image_features, jnp.float32)
   text_features = jnp.asarray(text_features, jnp.float32)
@@ -96,7 +129,7 @@ def _clip_loss(img: jax.Array, txt: jax.Array, scale: jax.Array, labels: Optiona
 
 def sharded_clip_loss(image_features: jax.Array, text_features: jax.Array, logit_scale: jax.Array,
                       mesh: Mesh, *, labels: Optional[jax.Array] = None,
-                      mask_same_class: bool = False) -> jax.Array:
+                      mask_same_class: bool = False, block: int = 0) -> jax.Array:
   """`clip_loss` for a global batch sharded over the mesh's `data` axis, without [N, N] logits anywhere.
 
   Each device all-gathers the other modality ([N, E] per tower) and scores its N_local = N / |data| rows
@@ -111,6 +144,9 @@ def sharded_clip_loss(image_features: jax.Array, text_features: jax.Array, logit
     logit_scale: scalar, already exponentiated.
     mesh: a mesh with a `data` axis (`parallel.make_mesh`).
     labels, mask_same_class: as in `clip_loss`; labels [N] are sharded like the features.
+    block: if > 0, score the gathered columns `block` at a time (it must divide N), so the loss's working
+      memory per device is N_local x block (linear in N at a fixed device count) instead of N_local x N, at
+      the cost of recomputing each block's logits in the backward pass. 0: all columns at once (fastest).
 
   Returns:
     float32 scalar (replicated), equal to `clip_loss` on the same global arrays.
@@ -119,16 +155,18 @@ def sharded_clip_loss(image_features: jax.Array, text_features: jax.Array, logit
   n, n_shards = img.shape[0], mesh.shape[DATA]
   if n % n_shards:
     raise ValueError(f"global batch {n} is not divisible by the {n_shards} devices of the '{DATA}' axis")
-
-  return _sharded_clip_loss(img, txt, scale, labels, mesh)
+  if block < 0 or (block and n % block):
+    raise ValueError(f"loss block {block} must be 0 (no blocks) or divide the global batch {n}")
+  return _sharded_clip_loss(img, txt, scale, labels, mesh, block if block and block < n else 0)
 
 
 # jit here (inlined under an outer jit) so eager callers get one cached executable: run op by op, a
 # shard_map with collectives on 8 CPU devices takes seconds per call.
-@functools.partial(jax.jit, static_argnames=("mesh",))
+@functools.partial(jax.jit, static_argnames=("mesh", "block"))
 def _sharded_clip_loss(img: jax.Array, txt: jax.Array, scale: jax.Array, labels: Optional[jax.Array],
-                       mesh: Mesh) -> jax.Array:
+                       mesh: Mesh, block: int) -> jax.Array:
   n = img.shape[0]
+  rows = _contrastive_rows if not block else functools.partial(_contrastive_rows_blockwise, block=block)
 
   def local_loss(img, txt, scale, labels=None):
     # img, txt [N_local, E]; labels [N_local] or None.
@@ -138,8 +176,8 @@ def _sharded_clip_loss(img: jax.Array, txt: jax.Array, scale: jax.Array, labels:
     all_labels = None if labels is None else jax.lax.all_gather(labels, DATA, tiled=True)
     # The positives of the local rows sit at their global positions in the gathered columns.
     targets = jax.lax.axis_index(DATA) * n_local + jnp.arange(n_local)
-    per_image = _contrastive_rows(img, all_txt, scale, targets, labels, all_labels)
-    per_text = _contrastive_rows(txt, all_img, scale, targets, labels, all_labels)
+    per_image = rows(img, all_txt, scale, targets, labels, all_labels)
+    per_text = rows(txt, all_img, scale, targets, labels, all_labels)
     return jax.lax.psum(per_image + per_text, DATA) / (2 * n)
 
   args, specs = (img, txt, scale), (P(DATA), P(DATA), P())

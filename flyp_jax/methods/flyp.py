@@ -41,7 +41,7 @@ def make_loss(config, model, mesh):
     txt = common.text_features(model, clip, tokens)
     scale = jnp.exp(clip["logit_scale"])
     loss = losses.sharded_clip_loss(img, txt, scale, mesh, labels=labels,
-                                    mask_same_class=config.flyp.mask_same_class)
+                                    mask_same_class=config.flyp.mask_same_class, block=config.flyp.loss_block)
     return loss, {"logit_scale": scale}
 
   return loss_fn

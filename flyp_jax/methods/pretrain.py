@@ -29,6 +29,6 @@ def make_loss(config, model, mesh):
     img = common.image_features(model, clip, batch["image"])
     txt = common.text_features(model, clip, batch["tokens"])
     scale = jnp.exp(clip["logit_scale"])
-    return losses.sharded_clip_loss(img, txt, scale, mesh), {"logit_scale": scale}
+    return losses.sharded_clip_loss(img, txt, scale, mesh, block=config.flyp.loss_block), {"logit_scale": scale}
 
   return loss_fn
