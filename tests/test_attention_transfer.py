@@ -95,6 +95,28 @@ def same(a, b):
                                                        a, b))
 
 
+def test_attention_entropy_by_hand():
+  t = 5
+  uniform = np.full((2, 3, t, t), 1 / t, np.float32)
+  one_hot = np.broadcast_to(np.eye(t, dtype=np.float32), (2, 3, t, t))
+  np.testing.assert_allclose(at.attention_entropy([uniform]), math.log(t), rtol=1e-6)
+  assert float(at.attention_entropy([one_hot])) == 0.0
+  np.testing.assert_allclose(at.attention_entropy([uniform, one_hot]), math.log(t) / 2, rtol=1e-6)
+  maps = softmax(np.random.default_rng(0).normal(size=(2, 3, t, t)))
+  np.testing.assert_allclose(at.attention_entropy([maps]), np.mean(-np.sum(maps * np.log(maps), -1)), rtol=1e-5)
+
+
+def test_demo_presets_differ_only_in_mode_and_learning_rate():
+  # The guided and unguided demos are compared as they are: same steps, data, seed, schedule and optimiser.
+  configs = {arg: configs_lib.load(f"configs/attention_transfer.py:{arg}").to_dict()
+             for arg in ("demo", "demo_copy", "demo_none")}
+  assert {a: (c["at"]["mode"], c["optimizer"]["lr"]) for a, c in configs.items()} == {
+      "demo": ("distill", 5e-3), "demo_copy": ("copy", 3e-3), "demo_none": ("none", 1e-3)}
+  for c in configs.values():
+    del c["name"], c["at"]["mode"], c["optimizer"]["lr"]
+  assert configs["demo"] == configs["demo_copy"] == configs["demo_none"]
+
+
 def test_copy_uses_the_teachers_maps_and_never_changes_the_teacher(tmp_path, data_dir):
   config = tiny_config(data_dir, at={"mode": "copy"})
   model, teacher_init = train.load_clip(config, str(tmp_path))
@@ -139,6 +161,8 @@ def test_distillation_lowers_the_attention_divergence(tmp_path, data_dir):
   kl = [l["train/attention_kl"] for l in lines if "train/attention_kl" in l]
   assert len(kl) == 6 and all(np.isfinite(kl))
   assert kl[-1] < 0.5 * kl[0], kl
+  entropy = [l["train/attention_entropy"] for l in lines if "train/attention_entropy" in l]
+  assert len(entropy) == 6 and all(0 < e < math.log(17) for e in entropy), entropy
   params = restore_params(tmp_path, 24)
   _, teacher_init = train.load_clip(config, str(tmp_path))
   assert same(params["clip"], jax.device_get(teacher_init))
