@@ -307,11 +307,13 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
   return models.create_model(config, dtype=dtype, remat=remat), params
 
 
-def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "") -> None:
+def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "",
+                   arrays: Optional[dict[str, dict]] = None) -> None:
   """Write params as an orbax checkpoint under dst/params and the architecture to dst/flyp_clip.json.
 
-  With several processes, all of them call this with the same (host) parameters; the marker is written last, by
-  process 0, so a directory with the marker is complete.
+  `arrays`: more files to write beside them, {'head.npz': {'kernel': ..., 'bias': ...}}. With several processes,
+  all of them call this with the same (host) values. The marker is written last, by process 0, so a directory
+  with the marker is complete.
   """
   import orbax.checkpoint as ocp
   from flyp_jax import files, parallel
@@ -323,6 +325,8 @@ def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "")
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(dst, "params"), params)
   if jax.process_index() == 0:
+    for name, tree in (arrays or {}).items():
+      files.save_npz(os.path.join(dst, name), jax.tree_util.tree_map(np.asarray, tree))
     files.write_json(os.path.join(dst, CONVERTED_MARKER), {"config": config.to_dict(), "source": source})
   parallel.sync("save_converted:done")
 

@@ -46,6 +46,14 @@ def listdir(path: str) -> list[str]:
   return [p.rstrip("/") for p in _gfile().listdir(path)] if is_remote(path) else os.listdir(path)
 
 
+def rmtree(path: str) -> None:
+  if is_remote(path):
+    _gfile().rmtree(path)
+  else:
+    import shutil
+    shutil.rmtree(path)
+
+
 def open_file(path: str, mode: str = "r"):
   return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)
 

@@ -324,6 +324,9 @@ def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[An
   parallel.sync("final:check")  # no process may see a directory that another has begun to write
   if files.exists(os.path.join(final, convert.CONVERTED_MARKER)):
     return
-  convert.save_converted(final, model.config, clip_params, source=workdir)
-  if head is not None and jax.process_index() == 0:
-    files.save_npz(os.path.join(final, "head.npz"), jax.tree_util.tree_map(np.asarray, head))
+  if files.exists(final):  # half-written by a run stopped while saving it (no marker yet): write it again
+    if jax.process_index() == 0:
+      files.rmtree(final)
+    parallel.sync("final:cleared")
+  convert.save_converted(final, model.config, clip_params, source=workdir,
+                         arrays=None if head is None else {"head.npz": head})

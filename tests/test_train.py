@@ -125,6 +125,18 @@ def test_rerunning_a_finished_run_only_evaluates(tmp_path, data_dir, capsys):
   assert again["avg_ood/top1"] == first["avg_ood/top1"]
 
 
+def test_a_final_directory_left_half_written_is_written_again(tmp_path, data_dir):
+  config = tiny_config("configs/ft.py:demo", data_dir, steps=2)
+  train.run(config, str(tmp_path))
+  head = dict(np.load(tmp_path / "final" / "head.npz"))
+  # A run stopped while saving final/: the parameters are there, the marker (written last) and head are not.
+  (tmp_path / "final" / "flyp_clip.json").unlink()
+  (tmp_path / "final" / "head.npz").unlink()
+  train.run(config, str(tmp_path))
+  assert (tmp_path / "final" / "flyp_clip.json").exists()
+  jax.tree_util.tree_map(np.testing.assert_array_equal, dict(np.load(tmp_path / "final" / "head.npz")), head)
+
+
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path, data_dir):
   config = tiny_config("configs/ft.py:demo", data_dir)
   config.unlock()
