@@ -29,7 +29,6 @@ tower.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any, Optional, Sequence
@@ -39,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import evaluate, losses, models
+from flyp_jax import evaluate, files, losses, models
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.methods import common
 from flyp_jax.models.clip import TextTransformer, VisionTransformer
@@ -190,7 +189,7 @@ def finish(config, evaluator, params, workdir: str, results: dict) -> dict:
   if path:
     teacher_model, teacher_params = models.load_pretrained(os.path.join(path, "final"), dtype=config.model.dtype)
     head_file = os.path.join(path, "final", "head.npz")
-    teacher_head = dict(np.load(head_file)) if os.path.exists(head_file) else None
+    teacher_head = files.load_npz(head_file) if files.exists(head_file) else None
   else:
     c = student_model
     teacher_model, teacher_params, teacher_head = models.CLIP(c.config, c.dtype, c.remat), params["clip"], None
@@ -205,8 +204,7 @@ def finish(config, evaluator, params, workdir: str, results: dict) -> dict:
         f"{_get(out['ensemble'], 'avg_id/top1')}, avg_ood/top1 {_get(out['student'], 'avg_ood/top1')} / "
         f"{_get(out['teacher'], 'avg_ood/top1')} / {_get(out['ensemble'], 'avg_ood/top1')}", flush=True)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2, sort_keys=True)
+    files.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 
@@ -224,8 +222,8 @@ def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
   e = config.at.ensemble
   if not e.path:
     return ""
-  path = e.path if os.path.isabs(e.path) else os.path.join(workdir, e.path)
-  if not os.path.exists(os.path.join(path, "final", convert.CONVERTED_MARKER)):
+  path = files.join(workdir, e.path)
+  if not files.exists(os.path.join(path, "final", convert.CONVERTED_MARKER)):
     if not e.config:
       return None
     logging.info("No finished run in %s: running %s there first (the ensemble's teacher).", path, e.config)

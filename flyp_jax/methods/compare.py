@@ -6,10 +6,9 @@ the comparison can be re-run cheaply and shares its runs with the single-method 
 
 from __future__ import annotations
 
-import json
 import os
 
-from flyp_jax import configs_lib, evaluate, parallel, train
+from flyp_jax import configs_lib, evaluate, files, parallel, train
 from flyp_jax.data import suites
 from flyp_jax.methods import wiseft
 
@@ -18,16 +17,15 @@ def _run_or_reuse(spec: str, workdir: str) -> dict:
   config = configs_lib.load(spec)
   path = os.path.join(workdir, config.name)
   done = os.path.join(path, "wiseft.json" if config.method == "wiseft" else "results.json")
-  if not os.path.exists(done):
+  if not files.exists(done):
     train.dispatch(config, path)
-  with open(done) as f:
-    return json.load(f)
+  return files.read_json(done)
 
 
 def run(config, workdir: str) -> dict:
   """Writes comparison.md (one row per method: ID, each OOD dataset, average OOD) and comparison.png."""
-  os.makedirs(workdir, exist_ok=True)
-  parent = os.path.dirname(os.path.abspath(workdir))
+  files.makedirs(workdir)
+  parent = os.path.dirname(files.absolute(workdir).rstrip("/"))
   model, params = train.load_clip(config, workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   evaluator = evaluate.from_config(model, config, mesh)
@@ -48,7 +46,7 @@ def run(config, workdir: str) -> dict:
     cells = [f"{100 * r[f'{d.name}/top1']:.1f}" if f"{d.name}/top1" in r else "" for d in datasets]
     lines.append(f"| {label} | " + " | ".join(cells) + f" | {100 * r['avg_ood/top1']:.2f} |")
   table = "\n".join(lines) + "\n"
-  with open(os.path.join(workdir, "comparison.md"), "w") as f:
+  with files.open_file(os.path.join(workdir, "comparison.md"), "w") as f:
     f.write(f"Top-1 accuracy (%) on the `{config.eval.suite}` suite.\n\n" + table)
   extra = {label: (rows[label]["avg_id/top1"], rows[label]["avg_ood/top1"]) for label in config.compare.methods}
   wiseft.plot(curve["results"], os.path.join(workdir, "comparison.png"), title=f"{config.eval.suite}: all methods",
