@@ -43,6 +43,14 @@ def initialize(distributed: bool = False, coordinator_address: Optional[str] = N
                jax.local_device_count(), jax.device_count())
 
 
+def across_processes(values, reduce=np.sum) -> np.ndarray:
+  """`reduce` over processes of each of `values` (int64); every process must call this at the same point."""
+  values = np.asarray(values, np.int64)
+  if jax.process_count() == 1:
+    return values
+  return reduce(multihost_utils.process_allgather(values), axis=0)
+
+
 def sync(name: str) -> None:
   """Wait until every process gets here (nothing to wait for with one process)."""
   if jax.process_count() > 1:

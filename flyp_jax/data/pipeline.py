@@ -231,14 +231,6 @@ def _undecodable_error(name: str, split, what: str, tfds_id: str, message: str) 
 
 
 # ---------------------------------------------------------------------------------------------- batches
-def _process_sums(*values: int) -> tuple[int, ...]:
-  """The sums of `values` over processes (every process must call this at the same point)."""
-  if jax.process_count() == 1:
-    return tuple(int(v) for v in values)
-  from jax.experimental import multihost_utils
-  return tuple(int(v) for v in np.sum(multihost_utils.process_allgather(np.asarray(values, np.int64)), axis=0))
-
-
 def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                  data_dir: Optional[str] = None, group_feature: Optional[str] = None,
                  label_feature: str = "label", corrupt_images: str = "error") -> Iterator[dict[str, jax.Array]]:
@@ -276,11 +268,7 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
     ds = _decode_flagged(ds, builder.info.features["image"])
     ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs).prefetch(tf.data.AUTOTUNE)
     batches = iter(tfds.as_numpy(ds))
-  n_local = -(-n_examples // local_bs)
-  n_batches = n_local
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
-    n_batches = int(np.max(multihost_utils.process_allgather(np.int32(n_local))))
+  n_batches = int(parallel.across_processes(-(-n_examples // local_bs), np.max))
   blank = {"image": np.zeros((local_bs, image_size, image_size, 3), np.float32),
            "label": np.zeros((local_bs,), np.int32), "group": np.zeros((local_bs,), np.int32),
            "mask": np.zeros((local_bs,), np.int32)}
@@ -300,7 +288,7 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
           first_bad = (ids[~ok][0].decode(), _decoder_message(encoded[~ok][0]))
     yield parallel.global_batch(local, mesh)
   # After the last batch, so that all processes learn of a bad image on another one and stop together.
-  total_bad, total_decoded = _process_sums(bad, decoded)
+  total_bad, total_decoded = (int(v) for v in parallel.across_processes([bad, decoded]))
   if not total_bad:
     return
   tfds_id, message = first_bad or ("on another process", "see that process's log")
@@ -353,13 +341,12 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
   if shards % jax.process_count() or global_batch_size % shards:
     raise ValueError(f"data.shards={shards} must be a multiple of the {jax.process_count()} processes and divide "
                      f"the batch size {global_batch_size}")
-  per_process = shards // jax.process_count()
   builder = get_builder(name, data_dir)
   _check_parts_not_empty(builder, split, shards)
-  parts = range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+  parts = _process_parts(shards)
   bases = [_part_records(builder, name, split, part, shards, corrupt_images, add_tfds_id="tfds_id" in features)
            for part in parts]
-  if corrupt_images == "skip" and _process_min(min(n for _, n in bases)) == 0:
+  if corrupt_images == "skip" and parallel.across_processes(min(n for _, n in bases), np.min) == 0:
     raise EmptySplitError(
         f"every image of a part of TFDS dataset {name!r}, split {split!r}, cannot be decoded: that part has nothing "
         f"left to train on. Re-create the dataset from intact image files.")
@@ -413,12 +400,10 @@ def _part_stream(builder, base: tf.data.Dataset, n: int, part: int, batch_size: 
   return ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=True)
 
 
-def _process_min(value: int) -> int:
-  """The minimum of `value` over processes (every process must call this at the same point)."""
-  if jax.process_count() == 1:
-    return int(value)
-  from jax.experimental import multihost_utils
-  return int(np.min(multihost_utils.process_allgather(np.int64(value))))
+def _process_parts(shards: int) -> range:
+  """The parts of a split read as `shards` that this process reads (`shards` a multiple of the processes)."""
+  per_process = (shards or jax.process_count()) // jax.process_count()
+  return range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
 
 
 def _check_parts_not_empty(builder: tfds.core.DatasetBuilder, split: str, parts: int) -> None:
@@ -462,21 +447,24 @@ def _checked_batches(ds, name, split, data_dir, shards, num_classes, label_featu
       batch = next(it)
     except tf.errors.InvalidArgumentError:
       # The error does not name the record: search this process's parts for one that does not decode.
-      shards = shards or jax.process_count()
-      per_process = shards // jax.process_count()
       builder, bad = get_builder(name, data_dir), []
-      for part in range(jax.process_index() * per_process, (jax.process_index() + 1) * per_process):
-        bad = bad or undecodable_records(builder, process_split(split, part, shards), limit=1)
+      for part in _process_parts(shards):
+        bad = bad or undecodable_records(builder, process_split(split, part, shards or jax.process_count()),
+                                         limit=1)
       if not bad:
         raise
       raise _undecodable_error(name, split, "Images", bad[0][1], bad[0][2]) from None
     if num_classes is not None:
-      labels = np.asarray(batch[label_feature])
-      wrong = (labels < 0) | (labels >= num_classes)
-      if wrong.any():
-        raise _label_error(name, split, f"it has an example with label {int(labels[wrong][0])}", num_classes,
-                           classnames)
+      check_labels(batch[label_feature], name, split, num_classes, classnames)
     yield batch
+
+
+def check_labels(labels: np.ndarray, name: str, split: str, num_classes: int, classnames: str = "") -> None:
+  """A `LabelOutOfRangeError` naming the first label of `labels` outside [0, num_classes), if there is one."""
+  labels = np.asarray(labels)
+  wrong = (labels < 0) | (labels >= num_classes)
+  if wrong.any():
+    raise _label_error(name, split, f"it has an example with label {int(labels[wrong][0])}", num_classes, classnames)
 
 
 def _label_error(name: str, split: str, what: str, num_classes: int, classnames: str) -> LabelOutOfRangeError:

@@ -144,11 +144,7 @@ def run(config, workdir: str) -> dict:
   from flyp_jax.data import classnames, pipeline
   n_classes = len(classnames.get(d.classnames))
   for split, y in ((d.train_split, train_y), (config.lp.val_split, val_y)):
-    if len(y) and (y.min() < 0 or y.max() >= n_classes):
-      bad = int(y.max() if y.max() >= n_classes else y.min())
-      raise pipeline.LabelOutOfRangeError(
-          f"{d.dataset!r} split {split!r} has label {bad}, outside the {n_classes} classes of "
-          f"data.classnames={d.classnames!r}: the class names do not fit this dataset")
+    pipeline.check_labels(y, d.dataset, split, n_classes, d.classnames)
   fit = fit_with_validation(train_x, train_y, val_x, val_y, n_classes,
                             l2_grid=np.asarray(config.lp.l2_grid))
   logging.info("linear probe: l2 %.1e picked, validation top-1 %.4f", fit["l2"], fit["val_top1"])
