@@ -3,6 +3,7 @@
   python -m benchmarks.loss_memory                      # 8 simulated CPU devices, global batch 256 .. 32768
   python -m benchmarks.loss_memory --devices=8 --batches=256,1024,4096 --embed_dim=512
   python -m benchmarks.loss_memory --block=256          # the blockwise loss (flyp.loss_block): linear in B
+  python -m benchmarks.loss_memory --batches=4096 --block=512 --time   # also: seconds, blocks vs none
 
 For each global batch B, `jax.value_and_grad` of `losses.sharded_clip_loss` over (image features, text
 features, scale), features [B, E] float32 sharded over the data axis of a mesh of --devices devices, is lowered
@@ -72,15 +73,50 @@ def measure(batches=DEFAULT_BATCHES, devices: int = 8, embed_dim: int = 512, blo
           "environment": common.environment()}
 
 
+def time_blocks(batch: int, block: int, devices: int = 8, embed_dim: int = 512, repeats: int = 5) -> dict:
+  """Seconds per value_and_grad of the loss, columns `block` at a time vs all at once: medians of `repeats`
+  alternating calls in this process, so both see the same machine load."""
+  _simulate_devices(devices)
+  import time
+
+  import jax
+  import numpy as np
+
+  from flyp_jax import losses, parallel
+  mesh = parallel.make_mesh(devices=jax.devices()[:devices])
+  feats = np.random.default_rng(0).standard_normal((batch, embed_dim)).astype(np.float32) / np.sqrt(embed_dim)
+  feats = jax.device_put(feats, parallel.data_sharding(mesh))
+  fns = {b: jax.jit(jax.value_and_grad(lambda i, t, s, b=b: losses.sharded_clip_loss(i, t, s, mesh, block=b),
+                                       argnums=(0, 1, 2))) for b in (0, block)}
+  seconds = {b: [] for b in fns}
+  for b, fn in fns.items():
+    jax.block_until_ready(fn(feats, feats, 50.0))  # compile
+  for _ in range(repeats):
+    for b, fn in fns.items():
+      start = time.perf_counter()
+      jax.block_until_ready(fn(feats, feats, 50.0))
+      seconds[b].append(time.perf_counter() - start)
+  none_s, block_s = (float(np.median(seconds[b])) for b in (0, block))
+  return {"global_batch": batch, "block": block, "seconds_no_blocks": none_s, "seconds_blocks": block_s,
+          "blocks_over_no_blocks": block_s / none_s}
+
+
 def main(argv=None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--devices", type=int, default=8, help="simulated devices (data axis)")
   p.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="comma-separated global batches")
   p.add_argument("--embed_dim", type=int, default=512, help="feature width (ViT-B: 512)")
   p.add_argument("--block", type=int, default=0, help="columns scored at a time (0: all)")
+  p.add_argument("--time", action="store_true", help="also time the loss with --block against no blocks, at "
+                 "the largest of --batches")
   p.add_argument("--json", action="store_true", help="print one JSON object on one line")
   a = p.parse_args(argv)
-  result = measure(tuple(int(b) for b in a.batches.split(",")), a.devices, a.embed_dim, a.block)
+  batches = tuple(int(b) for b in a.batches.split(","))
+  result = measure(batches, a.devices, a.embed_dim, a.block)
+  if a.time:
+    if not a.block:
+      p.error("--time compares --block=K with no blocks: give --block")
+    result["timing"] = time_blocks(max(batches), a.block, a.devices, a.embed_dim)
   common.dump(result, a.json)
   return result
 

@@ -72,6 +72,13 @@ def test_loss_memory_grows_with_local_times_global_batch():
   assert 1.7 < large["growth_exponent"] < 2.2, large["growth_exponent"]
 
 
+def test_blockwise_loss_memory_is_linear_and_its_timing_runs():
+  r = loss_memory.measure(batches=(2048, 4096), devices=8, embed_dim=16, block=256)
+  assert 0.8 < r["rows"][1]["growth_exponent"] < 1.2, r["rows"][1]["growth_exponent"]
+  t = loss_memory.time_blocks(256, 64, devices=8, embed_dim=16, repeats=1)
+  assert positive(t["seconds_blocks"]) and positive(t["seconds_no_blocks"]) and t["block"] == 64
+
+
 def test_main_job_command():
   r = main_job.main(["--dry_run", "--json"])
   assert "main.py --config=configs/flyp.py" in r["command"]
