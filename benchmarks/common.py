@@ -20,6 +20,7 @@ images, the way `losses.sharded_clip_loss` computes them), B the global batch.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -254,3 +255,33 @@ def synthetic_tokens(rng, batch: int, length: int, vocab: int):
     tokens[i, 1:end] = rng.integers(1, vocab - 2, size=end - 1)
     tokens[i, end] = vocab - 1
   return tokens
+
+
+CAPTIONS = ("synthetic", "prompts")
+
+
+def caption_tokens(kind: str, rng, batch: int, config, trimmed: bool):
+  """Token ids [batch, L] int32 for a benchmark's captions.
+
+  synthetic: `synthetic_tokens` over the full context (the same work for every framework).
+  prompts: FLYP's ImageNet captions, OpenAI's 1000 class names x 80 templates, one random row per example;
+    with `trimmed` cut to the longest row of the whole table as `flyp_jax.methods.flyp` does (22 tokens),
+    otherwise padded to the full context as FLYP's PyTorch code feeds them (`clip.tokenize`, 77 tokens).
+  """
+  if kind == "synthetic":
+    return synthetic_tokens(rng, batch, config.context_length, config.vocab_size)
+  if kind != "prompts":
+    raise ValueError(f"captions must be one of {CAPTIONS}, got {kind!r}")
+  from flyp_jax.tokenizer import trim_padding
+  table = _imagenet_prompts(config.context_length)
+  if trimmed:
+    table = trim_padding(table)
+  return table[rng.integers(0, len(table), size=batch)]
+
+
+@functools.lru_cache(maxsize=None)
+def _imagenet_prompts(context_length: int):
+  from flyp_jax.data import classnames, templates
+  from flyp_jax.tokenizer import tokenize
+  return tokenize([t.format(c) for c in classnames.get("imagenet") for t in templates.get("imagenet")],
+                  context_length)

@@ -29,6 +29,7 @@ RESULTS_DIR = os.path.join(HERE, "results")
 SUITES = {
     "smoke": [
         ("train_step", "--model=ViT-T/8 --batch=8 --steps=1 --repeats=1 --framework=both"),
+        ("train_step", "--model=ViT-T/8 --batch=8 --steps=1 --repeats=1 --framework=both --captions=prompts"),
         ("eval_step", "--model=ViT-T/8 --batch=8 --steps=1 --repeats=1 --framework=both"),
         ("loss_memory", "--devices=8 --batches=256,512 --embed_dim=64"),
         ("loss_memory", "--devices=8 --batches=256,512 --embed_dim=64 --block=128"),
@@ -36,6 +37,7 @@ SUITES = {
     ],
     "cpu": [
         ("train_step", "--model=ViT-B/32 --batch=32 --steps=2 --repeats=5 --framework=both"),
+        ("train_step", "--model=ViT-B/32 --batch=32 --steps=2 --repeats=5 --framework=both --captions=prompts"),
         ("train_step", "--model=ViT-B/32 --batch=16 --steps=2 --repeats=3 --framework=both"),
         ("train_step", "--model=ViT-B/16 --batch=8 --steps=1 --repeats=3 --framework=both"),
         ("eval_step", "--model=ViT-B/32 --batch=64 --steps=2 --repeats=5 --framework=both"),
@@ -47,6 +49,8 @@ SUITES = {
     # About 3 minutes per entry on an H100 (most of it JAX start-up and compilation, see RESULTS.md).
     "gpu": [
         ("train_step", "--model=ViT-B/16 --batch=256 --dtype=bfloat16 --steps=10 --repeats=5 --framework=both"),
+        ("train_step", "--model=ViT-B/16 --batch=256 --dtype=bfloat16 --steps=10 --repeats=5 --framework=both "
+                       "--captions=prompts"),
         ("eval_step", "--model=ViT-B/16 --batch=1024 --dtype=bfloat16 --steps=10 --repeats=5 --framework=both"),
         ("train_step", "--model=ViT-B/32 --batch=512 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
         ("train_step", "--model=ViT-B/16 --batch=128 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
@@ -54,9 +58,13 @@ SUITES = {
 }
 
 
+def _shown(module: str, args: str) -> str:
+  return f"python -m benchmarks.{module} {args} --json".replace("  ", " ")
+
+
 def run_one(module: str, args: str, timeout_s: float) -> dict:
   cmd = [sys.executable, "-m", f"benchmarks.{module}", *args.split(), "--json"]
-  shown = f"python -m benchmarks.{module} {args} --json".replace("  ", " ")
+  shown = _shown(module, args)
   print(f"$ {shown}", flush=True)
   start = time.perf_counter()
   try:
@@ -74,17 +82,27 @@ def run_one(module: str, args: str, timeout_s: float) -> dict:
 
 
 def run_suite(suite: str, results_dir: str, timeout_s: float, only=None) -> dict:
+  """Run the suite's entries (those of the modules in `only`, if given) in order. With `only`, the results
+  of the other entries already in the suite's file are kept, so one benchmark can be re-run alone."""
   entries = [e for e in SUITES[suite] if not only or e[0] in only]
-  results = []
+  path = os.path.join(results_dir, f"{suite}.json")
+  kept = {}
+  if only and os.path.exists(path):
+    with open(path) as f:
+      kept = {r["command"]: r for r in json.load(f)["results"] if r.get("benchmark") not in only}
+  # Suite order; None for entries not run (yet) and without a kept result.
+  slots = [None if (module, args) in entries else kept.get(_shown(module, args)) for module, args in SUITES[suite]]
   out = {"suite": suite, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-         "results": results}
+         "results": [r for r in slots if r is not None]}
   os.makedirs(results_dir, exist_ok=True)
-  for module, args in entries:
-    r = run_one(module, args, timeout_s)
-    results.append(r)
-    print("  ->", _headline(r), flush=True)
+  for i, (module, args) in enumerate(SUITES[suite]):
+    if (module, args) not in entries:
+      continue
+    slots[i] = run_one(module, args, timeout_s)
+    print("  ->", _headline(slots[i]), flush=True)
     # Written after every benchmark, so an outer time limit still leaves what finished.
-    with open(os.path.join(results_dir, f"{suite}.json"), "w") as f:
+    out["results"] = [r for r in slots if r is not None]
+    with open(path, "w") as f:
       json.dump(out, f, indent=1, sort_keys=True)
   return out
 
@@ -143,14 +161,18 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
     train = [r for r in res if r.get("benchmark") == "train_step" and "error" not in r]
     if train:
       lines += ["### FLYP training step (both towers, contrastive loss, AdamW)", "",
-                "| model | batch | dtype | JAX examples/s | PyTorch examples/s | x torch | JAX MFU | PyTorch MFU | "
-                "JAX compile s | XLA/analytic FLOPs | peak |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "Text tokens: caption length JAX / PyTorch (`--captions`: 77/77 the same synthetic rows; 22/77 "
+                "FLYP's ImageNet prompts as each code runs them, see benchmarks/train_step.py).", "",
+                "| model | batch | dtype | text tokens | JAX examples/s | PyTorch examples/s | x torch | JAX MFU | "
+                "PyTorch MFU | JAX compile s | XLA/analytic FLOPs | peak |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
       for r in train:
         j, t = r.get("jax", {}), r.get("torch", {})
         rng = lambda d: (f"{_fmt(d['examples_per_s'])} [{_fmt(d['examples_per_s_spread']['min'])}-"
                          f"{_fmt(d['examples_per_s_spread']['max'])}]") if d else "n/a"
-        lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {rng(j)} | {rng(t)} | "
+        tl = r.get("text_length", {})
+        lines.append(f"| {r['model']} | {r['batch']} | {r['dtype']} | {tl.get('jax', 'n/a')}/{tl.get('torch', 'n/a')} "
+                     f"| {rng(j)} | {rng(t)} | "
                      f"{_fmt(r.get('speedup_vs_torch'))} | {_fmt(j.get('mfu'), '.1%')} | {_fmt(t.get('mfu'), '.1%')} | "
                      f"{_fmt(j.get('compile_s'), '.1f')} | {_fmt(r.get('xla_over_analytic_step'), '.3f')} | "
                      f"{r['peak_flops_per_device'] / 1e12:.3g} TFLOP/s ({r['peak_source']}) |")

@@ -3,12 +3,19 @@
   python -m benchmarks.train_step --model=ViT-B/32 --batch=32 --steps=10 --json               # JAX only
   python -m benchmarks.train_step --model=ViT-B/32 --batch=32 --steps=10 --framework=both     # + PyTorch, ratio
   python -m benchmarks.train_step --model=ViT-B/16 --batch=256 --dtype=bfloat16 --framework=both   # GPU
+  python -m benchmarks.train_step --model=ViT-B/32 --batch=32 --captions=prompts --framework=both    # FLYP's captions
 
 The JAX step is the training loop's FLYP step (`flyp_jax.train.run` with `flyp_jax.methods.flyp`): both towers,
 L2-normalised features, `losses.sharded_clip_loss` over the mesh's data axis, the loop's AdamW
 (`optim.make_optimizer`, FLYP's ImageNet settings), the logit-scale clamp, the state donated and sharded
-explicitly. The batch is synthetic and stays on the device (images [B, S, S, 3] and captions [B, 77]); the
+explicitly. The batch is synthetic and stays on the device (images [B, S, S, 3] and captions [B, L]); the
 real step gathers each caption from a table of tokenised prompts, a gather that costs nothing next to the towers.
+
+Captions (`--captions`): `synthetic` (default) gives both frameworks the same random 77-token rows, so the
+ratio compares the frameworks on the same work. `prompts` uses FLYP's ImageNet captions as each code runs
+them: JAX's rows cut to the longest of the 80,000 prompts (22 tokens) as `flyp_jax.methods.flyp` does,
+PyTorch's padded to 77 as FLYP's code (`clip.tokenize`) feeds them; the text tower's cost follows the length,
+so this ratio includes that difference of method (`text_length` in the JSON), not only of framework.
 
 The PyTorch step is what FLYP's own code runs: `transformers.CLIPModel` of the same shape (SDPA attention),
 the same symmetric contrastive loss, `torch.optim.AdamW` with the same hyperparameters, the same clamp; on GPU
@@ -43,7 +50,8 @@ def optimizer_config() -> SimpleNamespace:
 class JaxStep:
   """The FLYP step, compiled, with its state and a device-resident synthetic batch. `run(n)` -> seconds."""
 
-  def __init__(self, variant: str, batch: int, dtype: str = "float32", remat: bool = False, seed: int = 0):
+  def __init__(self, variant: str, batch: int, dtype: str = "float32", remat: bool = False, seed: int = 0,
+               captions: str = "synthetic"):
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -84,7 +92,8 @@ class JaxStep:
     data_rng = np.random.default_rng(seed)
     c = self.config
     host = {"image": data_rng.normal(size=(batch, c.image_size, c.image_size, 3)).astype(np.float32),
-            "tokens": common.synthetic_tokens(data_rng, batch, c.context_length, c.vocab_size)}
+            "tokens": common.caption_tokens(captions, data_rng, batch, c, trimmed=True)}
+    self.text_length = host["tokens"].shape[1]
     self.data = parallel.global_batch(host, mesh)
     state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
     jitted = jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, rep))
@@ -123,7 +132,7 @@ class TorchStep:
   """The same step in PyTorch: transformers.CLIPModel, symmetric contrastive loss, AdamW, clamp."""
 
   def __init__(self, variant: str, batch: int, dtype: str = "float32", threads: int = 0, seed: int = 0,
-               compile_model: bool = False):
+               compile_model: bool = False, captions: str = "synthetic"):
     import numpy as np
 
     from flyp_jax import models
@@ -142,7 +151,8 @@ class TorchStep:
                                  lr=o["lr"], betas=(o["b1"], o["b2"]), eps=o["eps"])
     data_rng = np.random.default_rng(seed)
     images = data_rng.normal(size=(batch, 3, c.image_size, c.image_size)).astype(np.float32)
-    tokens = common.synthetic_tokens(data_rng, batch, c.context_length, c.vocab_size)
+    tokens = common.caption_tokens(captions, data_rng, batch, c, trimmed=False)
+    self.text_length = tokens.shape[1]
     self.images = torch.from_numpy(images).to(device)
     self.tokens = torch.from_numpy(tokens.astype(np.int64)).to(device)
     self.labels = torch.arange(batch, device=device)
@@ -189,15 +199,15 @@ class TorchStep:
 # ------------------------------------------------------------------------------------------------ driver
 def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats: int = 3,
             framework: str = "jax", dtype: str = "float32", remat: bool = False, peak_flops: float = 0.0,
-            threads: int = 0, torch_compile: bool = False) -> dict:
+            threads: int = 0, torch_compile: bool = False, captions: str = "synthetic") -> dict:
   """Build the step(s), time `repeats` windows of `steps` steps (alternating frameworks), summarise."""
   if framework not in ("jax", "torch", "both"):
     raise ValueError(f"framework must be jax, torch or both, got {framework!r}")
   runners = {}
   if framework in ("jax", "both"):
-    runners["jax"] = JaxStep(variant, batch, dtype, remat)
+    runners["jax"] = JaxStep(variant, batch, dtype, remat, captions=captions)
   if framework in ("torch", "both"):
-    runners["torch"] = TorchStep(variant, batch, dtype, threads, compile_model=torch_compile)
+    runners["torch"] = TorchStep(variant, batch, dtype, threads, compile_model=torch_compile, captions=captions)
   times = {name: [] for name in runners}
   for _ in range(repeats):
     for name, runner in runners.items():
@@ -205,9 +215,12 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
 
   from flyp_jax import models
   config = models.get_config(variant)
-  flops = common.train_flops(config, batch)
+  # Each framework's own work: the text tower's cost follows its caption length.
+  flops = {name: common.train_flops(config, batch, runner.text_length) for name, runner in runners.items()}
   result = {"benchmark": "train_step", "model": variant, "batch": batch, "steps": steps, "repeats": repeats,
-            "dtype": dtype, "remat": remat, "analytic_flops_per_step": flops,
+            "dtype": dtype, "remat": remat, "captions": captions,
+            "text_length": {name: runner.text_length for name, runner in runners.items()},
+            "analytic_flops_per_step": flops.get("jax", flops.get("torch")),
             "environment": common.environment(torch_too="torch" in runners)}
   jax_runner = runners.get("jax")
   if jax_runner is not None:
@@ -223,7 +236,8 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
     rate = common.median(rates)
     out = {"examples_per_s": rate, "examples_per_s_per_device": rate / devices, "step_s": batch / rate,
            "examples_per_s_spread": common.spread(rates), "compile_s": runner.compile_s,
-           "mfu": flops * rate / batch / (peak * devices), "final_loss": runner.loss()}
+           "mfu": flops[name] * rate / batch / (peak * devices), "analytic_flops_per_step": flops[name],
+           "final_loss": runner.loss()}
     if not math.isfinite(out["final_loss"]):
       raise FloatingPointError(f"{name} step produced loss {out['final_loss']}")
     return out
@@ -238,9 +252,10 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
     # The forward pass is costed before partitioning (lowered, not compiled): a global count.
     result["xla_forward_flops"] = jax_runner.xla_forward_flops
     if jax_runner.xla_forward_flops:
-      result["xla_over_analytic_forward"] = jax_runner.xla_forward_flops / common.forward_flops(config, batch)["total"]
+      result["xla_over_analytic_forward"] = (jax_runner.xla_forward_flops /
+                                             common.forward_flops(config, batch, jax_runner.text_length)["total"])
     if jax_runner.xla_step_flops:
-      result["xla_over_analytic_step"] = jax_runner.xla_step_flops / (flops / devices)
+      result["xla_over_analytic_step"] = jax_runner.xla_step_flops / (flops["jax"] / devices)
   else:
     t = result["torch"]
     result.update(examples_per_s=t["examples_per_s"], compile_s=t["compile_s"], mfu=t["mfu"])
@@ -269,10 +284,13 @@ def main(argv=None) -> dict:
   p.add_argument("--peak_flops", type=float, default=0.0, help="peak FLOP/s per device for MFU (default: table/measured)")
   p.add_argument("--threads", type=int, default=0, help="PyTorch intra-op threads (default: the cores XLA uses)")
   p.add_argument("--torch_compile", action="store_true", help="torch.compile the PyTorch forward pass")
+  p.add_argument("--captions", default="synthetic", choices=common.CAPTIONS,
+                 help="synthetic: the same 77-token rows for both; prompts: FLYP's ImageNet prompts as each code "
+                      "runs them (JAX cut to the longest prompt, PyTorch padded to 77)")
   p.add_argument("--json", action="store_true", help="print one JSON object on one line")
   a = p.parse_args(argv)
   result = measure(a.model, a.batch, a.steps, a.repeats, a.framework, a.dtype, a.remat, a.peak_flops, a.threads,
-                   a.torch_compile)
+                   a.torch_compile, a.captions)
   common.dump(result, a.json)
   return result
 

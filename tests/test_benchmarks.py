@@ -46,6 +46,23 @@ def test_analytic_flops_match_xla(train_result):
   assert 0.95 < r["xla_over_analytic_step"] < 2.0, r["xla_over_analytic_step"]
 
 
+def test_prompt_captions_are_cut_for_jax_only():
+  import numpy as np
+  from flyp_jax import models
+  c = models.get_config(TINY)
+  full = common.caption_tokens("prompts", np.random.default_rng(0), 8, c, trimmed=False)
+  cut = common.caption_tokens("prompts", np.random.default_rng(0), 8, c, trimmed=True)
+  assert full.shape == (8, 77) and cut.shape == (8, 22)  # the longest of the 80,000 ImageNet prompts
+  np.testing.assert_array_equal(full[:, :22], cut)
+  assert not full[:, 22:].any()
+  r = train_step.measure(TINY, batch=8, steps=1, repeats=1, framework="both", captions="prompts")
+  assert r["text_length"] == {"jax": 22, "torch": 77}
+  assert r["jax"]["analytic_flops_per_step"] < r["torch"]["analytic_flops_per_step"]
+  assert 0.95 < r["xla_over_analytic_forward"] < 1.1, r["xla_over_analytic_forward"]  # counted at 22 tokens
+  with pytest.raises(ValueError, match="captions must be one of"):
+    common.caption_tokens("captions", np.random.default_rng(0), 8, c, trimmed=True)
+
+
 def test_flop_formula_by_hand():
   from flyp_jax import models
   c = models.get_config(TINY)  # 32x32 images, patch 8 -> 17 tokens, width 128, 2 layers; text 77 tokens, 128
@@ -91,3 +108,15 @@ def test_results_render(tmp_path, train_result):
   (tmp_path / "smoke.json").write_text(json.dumps(suite))
   text = run_all.render(str(tmp_path), str(tmp_path / "RESULTS.md"), str(tmp_path / "no_notes.md"))
   assert TINY in text and "x torch" in text and "Failed: `python main.py`" in text
+
+
+def test_only_reruns_the_named_benchmarks_and_keeps_the_rest(tmp_path, monkeypatch):
+  entries = run_all.SUITES["smoke"]
+  old = [{"benchmark": m, "command": run_all._shown(m, a), "old": True} for m, a in entries]
+  (tmp_path / "smoke.json").write_text(json.dumps({"suite": "smoke", "date": "before", "results": old}))
+  monkeypatch.setattr(run_all, "run_one", lambda m, a, t: {"benchmark": m, "command": run_all._shown(m, a),
+                                                             "error": "not run"})
+  out = run_all.run_suite("smoke", str(tmp_path), 60, only=["eval_step"])
+  assert [r["command"] for r in out["results"]] == [r["command"] for r in old]  # suite order, nothing lost
+  assert all(bool(r.get("old")) == (r["benchmark"] != "eval_step") for r in out["results"])
+  assert json.loads((tmp_path / "smoke.json").read_text()) == out

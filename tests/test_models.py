@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flyp_jax import models
-from flyp_jax.tokenizer import tokenize
+from flyp_jax.tokenizer import tokenize, trim_padding
 
 VARIANTS = {  # name -> (image size, embed dim, vision width, vision layers, text width)
     "ViT-B/32": (224, 512, 768, 12, 512),
@@ -68,6 +68,36 @@ def test_text_is_read_at_end_of_text_token(tiny):
   np.testing.assert_allclose(f(garbage)[0], f(tokens)[0], rtol=1e-6)
   # A shorter context with the same prefix gives the same features.
   np.testing.assert_allclose(f(tokens[:, :16]), f(tokens), rtol=1e-5, atol=1e-6)
+
+
+def test_trimmed_prompts_give_the_same_features(tiny):
+  model, params, _, tokens = tiny
+  trimmed = trim_padding(tokens)
+  longest = int((np.asarray(tokens) != 0).sum(1).max())
+  assert trimmed.shape == (3, longest) and longest < tokens.shape[1]
+  np.testing.assert_array_equal(trimmed, np.asarray(tokens)[:, :longest])
+  f = lambda t: model.apply({"params": params}, jnp.asarray(t), method=model.encode_text)
+  np.testing.assert_allclose(f(trimmed), f(tokens), rtol=1e-5, atol=1e-6)
+  # One column shorter cuts the longest prompt's end-of-text token: its features change.
+  assert not np.allclose(f(trimmed[:, :-1])[2], f(tokens)[2], atol=1e-3)
+  with pytest.raises(ValueError, match=r"\[N, L\]"):
+    trim_padding(np.zeros(5, np.int32))
+
+
+def test_patch_embedding_is_the_strided_convolution():
+  import flax.linen as nn
+  from flyp_jax.models.clip import PatchEmbedding
+  conv = nn.Conv(16, (8, 8), strides=(8, 8), padding="VALID", use_bias=False)
+  ours = PatchEmbedding(8, 16)
+  images = jax.random.normal(jax.random.PRNGKey(2), (2, 32, 24, 3))
+  params = conv.init(jax.random.PRNGKey(3), images)
+  np.testing.assert_array_equal(ours.init(jax.random.PRNGKey(3), images)["params"]["kernel"],
+                                params["params"]["kernel"])  # same initial values for a seed
+  expected = conv.apply(params, images).reshape(2, 4 * 3, 16)  # row-major patch order
+  np.testing.assert_allclose(ours.apply(params, images), expected, rtol=1e-5, atol=1e-5)
+  grad = lambda f: jax.grad(lambda p: jnp.sum(jnp.sin(f(p))))(params)["params"]["kernel"]
+  np.testing.assert_allclose(grad(lambda p: ours.apply(p, images)),
+                             grad(lambda p: conv.apply(p, images).reshape(2, 12, 16)), rtol=1e-4, atol=1e-5)
 
 
 def test_attention_maps_out_and_in(tiny):

@@ -42,7 +42,7 @@ class LayerNorm(nn.Module):
 
 
 @jax.custom_vjp
-def _matmul(x: Array, w: Array) -> Array:
+def matmul(x: Array, w: Array) -> Array:
   """x [N, K] @ w [K, M], with the weight gradient computed as x.T @ dy (see `Projection`)."""
   return jnp.dot(x, w)
 
@@ -56,7 +56,7 @@ def _matmul_bwd(residuals, dy):
   return jnp.dot(dy, w.T), jnp.dot(x.T, dy)
 
 
-_matmul.defvjp(_matmul_fwd, _matmul_bwd)
+matmul.defvjp(_matmul_fwd, _matmul_bwd)
 
 
 class Projection(nn.Module):
@@ -84,7 +84,7 @@ class Projection(nn.Module):
     kernel = self.param("kernel", init, in_shape + self.features, jnp.float32)
     bias = self.param("bias", nn.initializers.zeros, self.features, jnp.float32)
     batch_shape = x.shape[:x.ndim - self.in_axes]
-    y = _matmul(x.reshape(-1, n_in).astype(self.dtype), kernel.reshape(n_in, n_out).astype(self.dtype))
+    y = matmul(x.reshape(-1, n_in).astype(self.dtype), kernel.reshape(n_in, n_out).astype(self.dtype))
     return y.reshape(*batch_shape, *self.features) + bias.astype(self.dtype)
 
 
