@@ -84,6 +84,29 @@ def test_trimmed_prompts_give_the_same_features(tiny):
     trim_padding(np.zeros(5, np.int32))
 
 
+def test_last_block_at_the_pooled_token_gives_the_same_features_and_gradients(tiny):
+  model, params, images, tokens = tiny
+  # Rows whose end-of-text token sits early, late, and at the very last position.
+  tokens = jnp.concatenate([tokens, jnp.asarray(tokenize(["word " * 100]))])
+  assert int(jnp.argmax(tokens[-1])) == tokens.shape[1] - 1
+  pairs = {"image": (lambda p: model.apply({"params": p}, images, method=model.encode_image),
+                     lambda p: model.apply({"params": p}, images, method=model.image_tower)[0]),
+           "text": (lambda p: model.apply({"params": p}, tokens, method=model.encode_text),
+                    lambda p: model.apply({"params": p}, tokens, method=lambda m, t: m.text(t)[0]))}
+  for tower, (pooled, full) in pairs.items():
+    np.testing.assert_allclose(pooled(params), full(params), rtol=1e-5, atol=1e-6, err_msg=tower)
+    grad = lambda f: jax.grad(lambda p: jnp.sum(jnp.sin(f(p))))(params)
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grad(pooled)),
+                            jax.tree_util.tree_leaves(grad(full))):
+      if "'key']['bias'" in jax.tree_util.keystr(path):
+        continue  # attention is invariant to the key bias: its gradient is rounding noise around zero
+      # float32 rounding of sums over tokens: compared at the scale of each leaf's largest entry
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-6 * float(jnp.abs(b).max()) + 1e-9,
+                                 err_msg=f"{tower} {jax.tree_util.keystr(path)}")
+  with pytest.raises(ValueError, match="pool_index cannot be combined"):
+    model.apply({"params": params}, images, method=lambda m, x: m.visual(x, return_attention=True, pool_only=True))
+
+
 def test_patch_embedding_is_the_strided_convolution():
   import flax.linen as nn
   from flyp_jax.models.clip import PatchEmbedding

@@ -51,6 +51,8 @@ class VisionTransformer(nn.Module):
 
   aux: 'attention' (per-layer maps [B, H, T, T] with T = 1 + patches, or None unless requested),
   'pooled' (the class token after ln_post, [B, width]), 'tokens' (last block's output, [B, T, width]).
+  With `pool_only` the last block is computed at the class token only (`Transformer`'s pool_index): the
+  same features, and aux 'tokens' is None.
   """
   config: CLIPConfig
   dtype: Any = jnp.float32
@@ -58,7 +60,7 @@ class VisionTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
-               return_attention: bool = False) -> tuple[Array, dict]:
+               return_attention: bool = False, pool_only: bool = False) -> tuple[Array, dict]:
     c = self.config
     if images.ndim != 4 or images.shape[1:] != (c.image_size, c.image_size, 3):
       raise ValueError(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), "
@@ -70,13 +72,14 @@ class VisionTransformer(nn.Module):
     x = x + self.param("positional_embedding", normal(scale), (c.num_patches + 1, c.vision_width),
                        jnp.float32).astype(x.dtype)
     x = LayerNorm(c.layer_norm_eps, name="ln_pre")(x)
+    pool_index = jnp.zeros(x.shape[:1], jnp.int32) if pool_only else None
     x, maps = Transformer(c.vision_layers, c.vision_heads, c.mlp_ratio, c.activation, causal=False,
                           eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(
-                              x, attention_maps, return_attention)
+                              x, attention_maps, return_attention, pool_index)
     pooled = LayerNorm(c.layer_norm_eps, name="ln_post")(x[:, 0])
     proj = self.param("proj", normal(scale), (c.vision_width, c.embed_dim), jnp.float32)
     features = jnp.dot(pooled, proj.astype(pooled.dtype)).astype(jnp.float32)
-    return features, {"attention": maps, "pooled": pooled, "tokens": x}
+    return features, {"attention": maps, "pooled": pooled, "tokens": None if pool_only else x}
 
 
 class TextTransformer(nn.Module):
@@ -84,14 +87,15 @@ class TextTransformer(nn.Module):
 
   The sequence is read at its end-of-text token, found as the highest id in each row: the tokenizer's
   end-of-text id is the largest in the vocabulary, as in OpenAI's CLIP.
-  aux: 'pooled' ([B, width], after ln_final), 'tokens' ([B, L, width]).
+  aux: 'pooled' ([B, width], after ln_final), 'tokens' ([B, L, width]; None with `pool_only`, which
+  computes the last block at the end-of-text token only, as `VisionTransformer`).
   """
   config: CLIPConfig
   dtype: Any = jnp.float32
   remat: bool = False
 
   @nn.compact
-  def __call__(self, tokens: Array) -> tuple[Array, dict]:
+  def __call__(self, tokens: Array, pool_only: bool = False) -> tuple[Array, dict]:
     c = self.config
     if tokens.ndim != 2 or tokens.shape[1] > c.context_length:
       raise ValueError(f"expected token ids of shape [B, L] with L <= {c.context_length}, got {tokens.shape}")
@@ -99,21 +103,24 @@ class TextTransformer(nn.Module):
                  embedding_init=normal(0.02), name="token_embedding")(tokens)
     pos = self.param("positional_embedding", normal(0.01), (c.context_length, c.text_width), jnp.float32)
     x = x + pos[: tokens.shape[1]].astype(x.dtype)
+    eot = jnp.argmax(tokens, axis=-1)
     x, _ = Transformer(c.text_layers, c.text_heads, c.mlp_ratio, c.activation, causal=True,
-                       eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(x)
+                       eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(
+                           x, pool_index=eot if pool_only else None)
     x = LayerNorm(c.layer_norm_eps, name="ln_final")(x)
-    pooled = jnp.take_along_axis(x, jnp.argmax(tokens, axis=-1)[:, None, None], axis=1)[:, 0]
+    pooled = x[:, 0] if pool_only else jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
     proj = self.param("text_projection", normal(c.text_width ** -0.5), (c.text_width, c.embed_dim),
                       jnp.float32)
     features = jnp.dot(pooled, proj.astype(pooled.dtype)).astype(jnp.float32)
-    return features, {"pooled": pooled, "tokens": x}
+    return features, {"pooled": pooled, "tokens": None if pool_only else x}
 
 
 class CLIP(nn.Module):
   """Both towers and the logit scale. Parameters are float32; `dtype` is the compute dtype.
 
   `encode_image` / `encode_text` return unnormalised projected features (float32), like open_clip's
-  `encode_image(..., normalize=False)`; the towers' aux outputs are reachable through `image_tower`.
+  `encode_image(..., normalize=False)`, computing the last block at the pooled token only; the towers'
+  aux outputs are reachable through `image_tower`.
   """
   config: CLIPConfig
   dtype: Any = jnp.float32
@@ -129,10 +136,10 @@ class CLIP(nn.Module):
     return self.visual(images, attention_maps, return_attention)
 
   def encode_image(self, images: Array) -> Array:
-    return self.visual(images)[0]
+    return self.visual(images, pool_only=True)[0]
 
   def encode_text(self, tokens: Array) -> Array:
-    return self.text(tokens)[0]
+    return self.text(tokens, pool_only=True)[0]
 
   def __call__(self, images: Array, tokens: Array) -> tuple[Array, dict]:
     """-> (logits_per_image [N_images, N_texts], aux with normalised features and exp(logit_scale))."""

@@ -92,7 +92,8 @@ class Attention(nn.Module):
   """Multi-head self-attention.
 
   `attention_map` ([B, H, T, T] probabilities) replaces the map computed from queries and keys: the
-  values are then mixed with the given map (attention copy). Query and key parameters exist either way,
+  values are then mixed with the given map (attention copy). `query_index` ([B] ints) computes the output
+  at one token per row only, [B, 1, W] (keys and values still come from every token). Query and key parameters exist either way,
   so the parameter tree does not depend on the mode; with a given map XLA drops their dead computation
   and they receive zero gradient.
   """
@@ -102,13 +103,21 @@ class Attention(nn.Module):
   out_std: float = 0.02
 
   @nn.compact
-  def __call__(self, x: Array, attention_map: Optional[Array] = None,
-               return_map: bool = False) -> tuple[Array, Optional[Array]]:
+  def __call__(self, x: Array, attention_map: Optional[Array] = None, return_map: bool = False,
+               query_index: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
     _, t, width = x.shape
     head_dim = width // self.heads
     proj = lambda name: Projection((self.heads, head_dim), dtype=self.dtype, kernel_init=normal(width ** -0.5),
                                    name=name)
     v = proj("value")(x)  # [B, T, H, D]
+    if query_index is not None:
+      if attention_map is not None or return_map:
+        raise ValueError("query_index computes one query per row: attention maps can be neither given nor returned")
+      q = proj("query")(jnp.take_along_axis(x, query_index[:, None, None], axis=1))  # [B, 1, H, D]
+      # A causal query at token p sees keys 0..p; the mask is [B, 1 (heads), 1 (query), T].
+      mask = (jnp.arange(t) <= query_index[:, None])[:, None, None, :] if self.causal else None
+      out = jax.nn.dot_product_attention(q, proj("key")(x), v, mask=mask)
+      return Projection((width,), in_axes=2, dtype=self.dtype, kernel_init=normal(self.out_std), name="out")(out), None
     weights = None
     if attention_map is not None:
       if attention_map.shape[-3:] != (self.heads, t, t):
@@ -155,9 +164,13 @@ class ResidualBlock(nn.Module):
   return_map: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, attention_map: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
+  def __call__(self, x: Array, attention_map: Optional[Array] = None,
+               query_index: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
+    """-> (x [B, T, W], or [B, 1, W] at `query_index` ([B] ints) when given; the attention map or None)."""
     y, weights = Attention(self.heads, self.causal, self.dtype, self.out_std, name="attn")(
-        LayerNorm(self.eps, name="ln_1")(x), attention_map, self.return_map)
+        LayerNorm(self.eps, name="ln_1")(x), attention_map, self.return_map, query_index)
+    if query_index is not None:
+      x = jnp.take_along_axis(x, query_index[:, None, None], axis=1)
     x = x + y
     x = x + MLP(int(x.shape[-1] * self.mlp_ratio), self.activation, self.dtype, self.out_std, name="mlp")(
         LayerNorm(self.eps, name="ln_2")(x))
@@ -170,6 +183,11 @@ class Transformer(nn.Module):
   `attention_maps`: None, or one entry per layer, each None (compute the layer's own map) or a
   [B, H, T, T] map to use instead. With `return_attention`, the second output is the tuple of every
   layer's map (the ones used, given or computed); otherwise it is None.
+
+  `pool_index` ([B] ints): the one token per row that is read after the stack (CLIP's class token or
+  end-of-text token). The last block then computes its output at that token only, [B, 1, W]: the same
+  values, without the last block's MLP, output projection and queries at every other token (about a
+  twelfth of a 12-layer tower's cost). Not with attention maps.
   """
   layers: int
   heads: int
@@ -182,9 +200,12 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
-               return_attention: bool = False) -> tuple[Array, Optional[tuple[Array, ...]]]:
+               return_attention: bool = False,
+               pool_index: Optional[Array] = None) -> tuple[Array, Optional[tuple[Array, ...]]]:
     if attention_maps is not None and len(attention_maps) != self.layers:
       raise ValueError(f"got {len(attention_maps)} attention maps for {self.layers} layers")
+    if pool_index is not None and (attention_maps is not None or return_attention):
+      raise ValueError("pool_index cannot be combined with attention maps given or returned")
     block = nn.remat(ResidualBlock) if self.remat else ResidualBlock
     # Residual projections start small so that the stack's output variance does not grow with depth.
     out_std = x.shape[-1] ** -0.5 * (2 * self.layers) ** -0.5
@@ -192,6 +213,7 @@ class Transformer(nn.Module):
     for i in range(self.layers):
       x, weights = block(self.heads, self.mlp_ratio, self.activation, self.causal, self.eps, self.dtype,
                          out_std, return_attention, name=f"resblocks_{i}")(
-                             x, None if attention_maps is None else attention_maps[i])
+                             x, None if attention_maps is None else attention_maps[i],
+                             pool_index if i == self.layers - 1 else None)
       maps.append(weights)
     return x, (tuple(maps) if return_attention else None)
