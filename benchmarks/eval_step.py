@@ -110,18 +110,21 @@ def measure(variant: str = "ViT-B/32", batch: int = 64, steps: int = 5, repeats:
 
   from flyp_jax import models
   config = models.get_config(variant)
-  flops = common.forward_flops(config, batch, towers="image")["total"] + 2 * batch * config.embed_dim * CLASSES
+  # flyp_jax computes the last block at the class token only (see benchmarks/common.py); PyTorch at every token.
+  flops = {name: common.forward_flops(config, batch, towers="image", pooled_last_block=name == "jax")["total"]
+           + 2 * batch * config.embed_dim * CLASSES for name in runners}
   import jax
   devices = runners["jax"].devices if "jax" in runners else 1
   peak, source = common.peak_flops_per_device(jax.devices()[0].device_kind, jax.devices()[0].platform, dtype, peak_flops)
   result = {"benchmark": "eval_step", "model": variant, "batch": batch, "steps": steps, "repeats": repeats,
-            "dtype": dtype, "classes": CLASSES, "analytic_flops_per_batch": flops, "peak_flops_per_device": peak,
+            "dtype": dtype, "classes": CLASSES, "analytic_flops_per_batch": flops.get("jax", flops.get("torch")),
+            "peak_flops_per_device": peak,
             "peak_source": source, "devices": devices, "environment": common.environment(torch_too="torch" in runners)}
   for name, runner in runners.items():
     rates = [steps * batch / t for t in times[name]]
     rate = common.median(rates)
     result[name] = {"images_per_s": rate, "images_per_s_spread": common.spread(rates), "compile_s": runner.compile_s,
-                    "mfu": flops * rate / batch / (peak * devices)}
+                    "mfu": flops[name] * rate / batch / (peak * devices), "analytic_flops_per_batch": flops[name]}
   if "jax" in runners:
     result.update(images_per_s=result["jax"]["images_per_s"], compile_s=result["jax"]["compile_s"],
                   mfu=result["jax"]["mfu"], xla_flops_per_batch_per_device=runners["jax"].xla_flops)

@@ -215,8 +215,10 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
 
   from flyp_jax import models
   config = models.get_config(variant)
-  # Each framework's own work: the text tower's cost follows its caption length.
-  flops = {name: common.train_flops(config, batch, runner.text_length) for name, runner in runners.items()}
+  # Each framework's own work: the text tower's cost follows its caption length, and flyp_jax computes the
+  # towers' last block at the pooled token only.
+  flops = {name: common.train_flops(config, batch, runner.text_length, pooled_last_block=name == "jax")
+           for name, runner in runners.items()}
   result = {"benchmark": "train_step", "model": variant, "batch": batch, "steps": steps, "repeats": repeats,
             "dtype": dtype, "remat": remat, "captions": captions,
             "text_length": {name: runner.text_length for name, runner in runners.items()},
@@ -253,7 +255,8 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
     result["xla_forward_flops"] = jax_runner.xla_forward_flops
     if jax_runner.xla_forward_flops:
       result["xla_over_analytic_forward"] = (jax_runner.xla_forward_flops /
-                                             common.forward_flops(config, batch, jax_runner.text_length)["total"])
+                                             common.forward_flops(config, batch, jax_runner.text_length,
+                                                                  pooled_last_block=True)["total"])
     if jax_runner.xla_step_flops:
       result["xla_over_analytic_step"] = jax_runner.xla_step_flops / (flops["jax"] / devices)
   else:

@@ -72,6 +72,11 @@ def test_flop_formula_by_hand():
   f = common.forward_flops(c, 4)
   assert f["image"] == 4 * image and f["text"] == 4 * text and f["loss"] == 4 * 4 * 4 * 64
   assert common.train_flops(c, 4) == 3 * f["total"]
+  # The last block at the pooled token only: k and v at every token; q, out, MLP and attention at one.
+  last = lambda t, w: 2 * t * 2 * w * w + 2 * (2 * w * w + 8 * w * w) + 4 * t * w
+  pooled = common.forward_flops(c, 4, text_length=22, pooled_last_block=True)
+  assert pooled["image"] == 4 * (image - per_layer(17, 128) + last(17, 128))
+  assert pooled["text"] == 4 * (per_layer(22, 128) + last(22, 128) + 2 * 128 * 64)
 
 
 def test_eval_step_smoke():
