@@ -102,7 +102,7 @@ def measure(variant: str = "ViT-B/32", batch: int = 64, steps: int = 5, repeats:
   if framework in ("jax", "both"):
     runners["jax"] = JaxEval(variant, batch, dtype)
   if framework in ("torch", "both"):
-    runners["torch"] = TorchEval(variant, batch, dtype, threads)
+    runners["torch"] = common.InChildProcess(TorchEval, variant, batch, dtype, threads)
   times = {name: [] for name in runners}
   for _ in range(repeats):
     for name, runner in runners.items():
@@ -129,11 +129,13 @@ def measure(variant: str = "ViT-B/32", batch: int = 64, steps: int = 5, repeats:
     result.update(images_per_s=result["jax"]["images_per_s"], compile_s=result["jax"]["compile_s"],
                   mfu=result["jax"]["mfu"], xla_flops_per_batch_per_device=runners["jax"].xla_flops)
   if "torch" in runners:
-    result["torch"].update(threads=runners["torch"].threads, device=str(runners["torch"].device),
+    result["torch"].update(threads=runners["torch"].threads, device=runners["torch"].device,
                            autocast_bf16=runners["torch"].autocast)
     if "jax" in runners:
       result["speedup_vs_torch"] = result["jax"]["images_per_s"] / result["torch"]["images_per_s"]
       result["speedup_vs_torch_paired"] = common.spread([tt / tj for tj, tt in zip(times["jax"], times["torch"])])
+  if "torch" in runners:
+    runners["torch"].close()
   return result
 
 

@@ -23,7 +23,8 @@ with bfloat16 autocast when --dtype=bfloat16, on CPU in float32.
 
 Timing: one untimed step (JAX: compilation; its time is `compile_s`, measured as lower + compile), then
 `--repeats` windows of `--steps` steps each, synchronised only at the end of a window; examples/s is the median
-over windows. With --framework=both the JAX and PyTorch windows alternate, so both see the same machine load.
+over windows. With --framework=both the JAX and PyTorch windows alternate, so both see the same machine load;
+PyTorch runs in a child process (`common.InChildProcess`: its thread pools slowed the JAX step in the same process).
 MFU = analytic training FLOPs per step (see benchmarks/common.py for the formula) x steps/s / (peak x devices).
 """
 
@@ -207,7 +208,8 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
   if framework in ("jax", "both"):
     runners["jax"] = JaxStep(variant, batch, dtype, remat, captions=captions)
   if framework in ("torch", "both"):
-    runners["torch"] = TorchStep(variant, batch, dtype, threads, compile_model=torch_compile, captions=captions)
+    runners["torch"] = common.InChildProcess(TorchStep, variant, batch, dtype, threads, compile_model=torch_compile,
+                                             captions=captions)
   times = {name: [] for name in runners}
   for _ in range(repeats):
     for name, runner in runners.items():
@@ -264,13 +266,15 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
     result.update(examples_per_s=t["examples_per_s"], compile_s=t["compile_s"], mfu=t["mfu"])
   if "torch" in runners:
     result["torch"]["threads"] = runners["torch"].threads
-    result["torch"]["device"] = str(runners["torch"].device)
+    result["torch"]["device"] = runners["torch"].device
     result["torch"]["autocast_bf16"] = runners["torch"].autocast
     if jax_runner is not None:
       result["speedup_vs_torch"] = result["jax"]["examples_per_s"] / result["torch"]["examples_per_s"]
       # Per-window ratios of adjacent windows: less sensitive to slow drifts in machine load.
       pairs = [tt / tj for tj, tt in zip(times["jax"], times["torch"])]
       result["speedup_vs_torch_paired"] = common.spread(pairs)
+  if "torch" in runners:
+    runners["torch"].close()
   return result
 
 

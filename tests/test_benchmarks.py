@@ -125,3 +125,31 @@ def test_only_reruns_the_named_benchmarks_and_keeps_the_rest(tmp_path, monkeypat
   assert [r["command"] for r in out["results"]] == [r["command"] for r in old]  # suite order, nothing lost
   assert all(bool(r.get("old")) == (r["benchmark"] != "eval_step") for r in out["results"])
   assert json.loads((tmp_path / "smoke.json").read_text()) == out
+
+
+class Counter:
+  """A stand-in for a PyTorch runner, built in the child process (importable by reference)."""
+
+  def __init__(self, fail: bool = False):
+    if fail:
+      raise ValueError("bad settings")
+    self.steps, self.name, self.device = 0, "counter", "cpu"
+
+  def run(self, steps: int) -> float:
+    self.steps += steps
+    return float(self.steps)
+
+  def loss(self) -> float:
+    return 1.5
+
+
+def test_runner_in_child_process_forwards_calls_and_errors():
+  import os
+  r = common.InChildProcess(Counter)
+  assert (r.name, r.device, r.steps) == ("counter", "cpu", 0)
+  assert r.run(2) == 2.0 and r.run(3) == 5.0 and r.loss() == 1.5  # state kept in the child between calls
+  assert r._process.pid != os.getpid()
+  r.close()
+  assert not r._process.is_alive()
+  with pytest.raises(RuntimeError, match="bad settings"):
+    common.InChildProcess(Counter, fail=True)
