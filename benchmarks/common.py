@@ -145,6 +145,22 @@ def _timed(fn: Callable[[], Any]) -> float:
   return time.perf_counter() - start
 
 
+def alternate(runners: dict, steps: int, repeats: int) -> dict:
+  """{name: [seconds per window]}: `repeats` rounds, each timing one window of `steps` steps per runner in turn
+  (so all see the same machine load), every window after one untimed step of the same runner.
+
+  The untimed step: on the 2-core CPU the JAX step right after a PyTorch step ran up to 1.4x slower than
+  in a run of JAX steps (ViT-B/16 batch 8: 6.4-6.6 s alone, 7.8-9.2 s after a PyTorch step, PyTorch in its
+  own process), whatever the cause; a training run never alternates, so each window measures the steady state.
+  """
+  times = {name: [] for name in runners}
+  for _ in range(repeats):
+    for name, runner in runners.items():
+      runner.run(1)
+      times[name].append(runner.run(steps))
+  return times
+
+
 def median(values) -> float:
   return float(statistics.median(values))
 
@@ -217,10 +233,9 @@ class InChildProcess:
   """`cls(*args, **kwargs)` built and run in a child process; `run(steps)` and `loss()` are forwarded, and its
   plain attributes (numbers, strings; `device` as a string) are copied here once it is built.
 
-  Why: the PyTorch reference runs beside the JAX step, windows alternating, but not in the same process. With
-  PyTorch's thread pools loaded in the process, the JAX step ran 12-40% slower on the 2-core CPU
-  (ViT-B/16 batch 8: 6.0 s alone, 6.7-8.6 s after a PyTorch step in the same process), which the ratio
-  would then have charged to JAX.
+  The PyTorch reference runs beside the JAX step, windows alternating (`alternate`), but in its own
+  interpreter: no shared thread pools or allocator, and JAX is never imported there. The calling script needs
+  the `if __name__ == "__main__":` guard, as for any spawned process (the benchmark modules have it).
   """
 
   def __init__(self, cls, *args, **kwargs):

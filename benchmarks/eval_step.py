@@ -103,10 +103,7 @@ def measure(variant: str = "ViT-B/32", batch: int = 64, steps: int = 5, repeats:
     runners["jax"] = JaxEval(variant, batch, dtype)
   if framework in ("torch", "both"):
     runners["torch"] = common.InChildProcess(TorchEval, variant, batch, dtype, threads)
-  times = {name: [] for name in runners}
-  for _ in range(repeats):
-    for name, runner in runners.items():
-      times[name].append(runner.run(steps))
+  times = common.alternate(runners, steps, repeats)
 
   from flyp_jax import models
   config = models.get_config(variant)

@@ -22,9 +22,9 @@ the same symmetric contrastive loss, `torch.optim.AdamW` with the same hyperpara
 with bfloat16 autocast when --dtype=bfloat16, on CPU in float32.
 
 Timing: one untimed step (JAX: compilation; its time is `compile_s`, measured as lower + compile), then
-`--repeats` windows of `--steps` steps each, synchronised only at the end of a window; examples/s is the median
-over windows. With --framework=both the JAX and PyTorch windows alternate, so both see the same machine load;
-PyTorch runs in a child process (`common.InChildProcess`: its thread pools slowed the JAX step in the same process).
+`--repeats` windows of `--steps` steps each, each after one untimed step, synchronised only at the end of a
+window; examples/s is the median over windows. With --framework=both the JAX and PyTorch windows alternate, so
+both see the same machine load (`common.alternate`), and PyTorch runs in a child process (`common.InChildProcess`).
 MFU = analytic training FLOPs per step (see benchmarks/common.py for the formula) x steps/s / (peak x devices).
 """
 
@@ -210,10 +210,7 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
   if framework in ("torch", "both"):
     runners["torch"] = common.InChildProcess(TorchStep, variant, batch, dtype, threads, compile_model=torch_compile,
                                              captions=captions)
-  times = {name: [] for name in runners}
-  for _ in range(repeats):
-    for name, runner in runners.items():
-      times[name].append(runner.run(steps))
+  times = common.alternate(runners, steps, repeats)
 
   from flyp_jax import models
   config = models.get_config(variant)

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flyp_jax.models.transformer import LayerNorm, Transformer, matmul
+from flyp_jax.models.transformer import LayerNorm, Transformer, matmul, token_at
 from flyp_jax.models.variants import CLIPConfig
 
 Array = jax.Array
@@ -108,7 +108,7 @@ class TextTransformer(nn.Module):
                        eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(
                            x, pool_index=eot if pool_only else None)
     x = LayerNorm(c.layer_norm_eps, name="ln_final")(x)
-    pooled = x[:, 0] if pool_only else jnp.take_along_axis(x, eot[:, None, None], axis=1)[:, 0]
+    pooled = (x if pool_only else token_at(x, eot))[:, 0]
     proj = self.param("text_projection", normal(c.text_width ** -0.5), (c.text_width, c.embed_dim),
                       jnp.float32)
     features = jnp.dot(pooled, proj.astype(pooled.dtype)).astype(jnp.float32)

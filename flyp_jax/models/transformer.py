@@ -41,6 +41,11 @@ class LayerNorm(nn.Module):
     return ((xf - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias).astype(x.dtype)
 
 
+def token_at(x: Array, index: Array) -> Array:
+  """x [B, T, ...] at one token per row, index [B] ints -> [B, 1, ...]."""
+  return jnp.take_along_axis(x, index.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)
+
+
 @jax.custom_vjp
 def matmul(x: Array, w: Array) -> Array:
   """x [N, K] @ w [K, M], with the weight gradient computed as x.T @ dy (see `Projection`)."""
@@ -92,10 +97,10 @@ class Attention(nn.Module):
   """Multi-head self-attention.
 
   `attention_map` ([B, H, T, T] probabilities) replaces the map computed from queries and keys: the
-  values are then mixed with the given map (attention copy). `query_index` ([B] ints) computes the output
-  at one token per row only, [B, 1, W] (keys and values still come from every token). Query and key parameters exist either way,
+  values are then mixed with the given map (attention copy). Query and key parameters exist either way,
   so the parameter tree does not depend on the mode; with a given map XLA drops their dead computation
-  and they receive zero gradient.
+  and they receive zero gradient. `query_index` ([B] ints) computes the output at one token per row only,
+  [B, 1, W], with keys and values from every token.
   """
   heads: int
   causal: bool = False
@@ -113,7 +118,7 @@ class Attention(nn.Module):
     if query_index is not None:
       if attention_map is not None or return_map:
         raise ValueError("query_index computes one query per row: attention maps can be neither given nor returned")
-      q = proj("query")(jnp.take_along_axis(x, query_index[:, None, None], axis=1))  # [B, 1, H, D]
+      q = proj("query")(token_at(x, query_index))  # [B, 1, H, D]
       # A causal query at token p sees keys 0..p; the mask is [B, 1 (heads), 1 (query), T].
       mask = (jnp.arange(t) <= query_index[:, None])[:, None, None, :] if self.causal else None
       out = jax.nn.dot_product_attention(q, proj("key")(x), v, mask=mask)
@@ -170,7 +175,7 @@ class ResidualBlock(nn.Module):
     y, weights = Attention(self.heads, self.causal, self.dtype, self.out_std, name="attn")(
         LayerNorm(self.eps, name="ln_1")(x), attention_map, self.return_map, query_index)
     if query_index is not None:
-      x = jnp.take_along_axis(x, query_index[:, None, None], axis=1)
+      x = token_at(x, query_index)
     x = x + y
     x = x + MLP(int(x.shape[-1] * self.mlp_ratio), self.activation, self.dtype, self.out_std, name="mlp")(
         LayerNorm(self.eps, name="ln_2")(x))
