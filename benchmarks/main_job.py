@@ -1,10 +1,10 @@
 """Wall time of the whole main job on the offline benchmark: `python main.py --config=configs/flyp.py`.
 
-  python -m benchmarks.main_job                  # fresh workdirs: pretraining of the demo CLIP + FLYP + evaluation
+  python -m benchmarks.main_job                  # a fresh workdir: FLYP from the shipped demo CLIP + evaluation
   python -m benchmarks.main_job --dry_run        # print the command only
 
-The job runs as a subprocess in a fresh temporary directory (so nothing is resumed and the demo's pretraining
-runs too), exactly as a user would start it; the wall time covers start-up, compilation, data preparation,
+The job runs as a subprocess in a fresh temporary directory (so nothing is resumed), exactly as a user would
+start it; the wall time covers start-up, compilation, data preparation,
 training and evaluation. The job's own JSON results (printed at its end) are parsed when present, for the
 accuracies and its `train_seconds`. This needs the full installation (TensorFlow Datasets); it is not part of
 the smoke tests.

@@ -201,8 +201,8 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
         lines.append("")
       if r.get("benchmark") == "main_job" and "error" not in r and "wall_s" in r:
         acc = {k: v for k, v in r.get("results", {}).items() if k.startswith("avg_") or k.endswith("/top1")}
-        lines += ["### Main job", "", f"`{r.get('job_command', r['command'])}` (fresh workdir, includes the demo's "
-                  f"pretraining; run by `{r['command']}`): "
+        lines += ["### Main job", "", f"`{r.get('job_command', r['command'])}` (fresh workdir, the shipped demo CLIP; "
+                  f"run by `{r['command']}`): "
                   f"**{r['wall_s']:.0f} s** wall, exit code {r['returncode']}; its own train_seconds "
                   f"{_fmt(r.get('train_seconds'), '.0f')}; last logged rate {_fmt(r.get('last_logged_examples_per_s'), '.0f')} "
                   f"examples/s.", ""]
