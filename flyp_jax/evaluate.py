@@ -23,7 +23,7 @@ from flyp_jax import files, models, parallel
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import label_maps, pipeline, suites
 from flyp_jax.data import templates as templates_lib
-from flyp_jax.tokenizer import tokenize, trim_padding
+from flyp_jax.tokenizer import prompt_tokens
 
 Array = jax.Array
 
@@ -36,10 +36,9 @@ def zeroshot_head(model: models.CLIP, params, classnames: Sequence[str], templat
 
   Prompts are encoded in sharded batches of `batch_size` (rounded up to the data axis), one compilation.
   """
-  prompts = [t.format(c) for c in classnames for t in templates]
-  tokens = trim_padding(tokenize(prompts, model.config.context_length))
+  tokens = prompt_tokens(classnames, templates, model.config.context_length)
   n_data = mesh.shape[parallel.DATA]
-  batch_size = max(n_data, min(batch_size, -(-len(prompts) // n_data) * n_data) // n_data * n_data)
+  batch_size = max(n_data, min(batch_size, -(-len(tokens) // n_data) * n_data) // n_data * n_data)
   tokens = np.concatenate([tokens, np.zeros((-len(tokens) % batch_size, tokens.shape[1]), tokens.dtype)])
   encode = _text_encoder(model, mesh)
   sharding = parallel.data_sharding(mesh)

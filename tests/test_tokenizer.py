@@ -245,3 +245,14 @@ def test_imagenet_prompts_match_open_clip(open_clip_tok, imagenet):
   prompts = [t(c) for c in classnames[::10] for t in templates]
   prompts += list(classnames) + [f"a photo of a {c}." for c in classnames]
   np.testing.assert_array_equal(tok.tokenize(prompts), open_clip_tok.tokenize(prompts).numpy())
+
+
+def test_prompt_tokens_are_cut_cached_and_read_only():
+  names, templates = ["cat", "sea lion"], ["a photo of a {}.", "{}"]
+  table = tok.prompt_tokens(names, templates, 77)
+  full = tok.tokenize(["a photo of a cat.", "cat", "a photo of a sea lion.", "sea lion"], 77)
+  np.testing.assert_array_equal(table, full[:, :table.shape[1]])  # class-major, same rows
+  assert table.shape[1] == (full != 0).sum(1).max() and not full[:, table.shape[1]:].any()
+  assert tok.prompt_tokens(tuple(names), tuple(templates), 77) is table  # tokenised once
+  with pytest.raises(ValueError):
+    table[0, 0] = 1

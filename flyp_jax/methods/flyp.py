@@ -1,7 +1,7 @@
 """FLYP: fine-tune both towers with CLIP's contrastive loss, captions made from the class names.
 
 Each example is paired with its class name in a template drawn at random per example and step (FLYP's
-image x template rows). All prompts are tokenised once and cut to the longest (`tokenizer.trim_padding`:
+image x template rows). All prompts are tokenised once and cut to the longest (`tokenizer.prompt_tokens`:
 the text tower's cost follows the token count); the step gathers the rows it needs on device. The
 evaluator rebuilds the zero-shot head from the current text tower at each evaluation.
 """
@@ -15,7 +15,7 @@ from flyp_jax import losses, parallel
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import templates as templates_lib
 from flyp_jax.methods import common
-from flyp_jax.tokenizer import tokenize, trim_padding
+from flyp_jax.tokenizer import prompt_tokens
 
 
 def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
@@ -29,7 +29,7 @@ def batches(config, model, mesh, start_step: int):
 def make_loss(config, model, mesh):
   classnames = classnames_lib.get(config.data.classnames)
   templates = templates_lib.get(config.data.templates)
-  prompts = trim_padding(tokenize([t.format(c) for c in classnames for t in templates], model.config.context_length))
+  prompts = prompt_tokens(classnames, templates, model.config.context_length)
   prompts = jax.device_put(prompts, parallel.replicated(mesh))  # [classes * templates, longest prompt]
   n_templates = len(templates)
 
