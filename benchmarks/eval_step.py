@@ -131,7 +131,6 @@ def measure(variant: str = "ViT-B/32", batch: int = 64, steps: int = 5, repeats:
     if "jax" in runners:
       result["speedup_vs_torch"] = result["jax"]["images_per_s"] / result["torch"]["images_per_s"]
       result["speedup_vs_torch_paired"] = common.spread([tt / tj for tj, tt in zip(times["jax"], times["torch"])])
-  if "torch" in runners:
     runners["torch"].close()
   return result
 

@@ -270,7 +270,6 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
       # Per-window ratios of adjacent windows: less sensitive to slow drifts in machine load.
       pairs = [tt / tj for tj, tt in zip(times["jax"], times["torch"])]
       result["speedup_vs_torch_paired"] = common.spread(pairs)
-  if "torch" in runners:
     runners["torch"].close()
   return result
 
