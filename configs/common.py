@@ -3,6 +3,7 @@
 import ml_collections
 
 from flyp_jax import demo_model
+from flyp_jax.data import suites
 
 
 def base(name: str) -> ml_collections.ConfigDict:
@@ -10,6 +11,7 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.name = name  # default workdir: workdirs/<name>
   c.method = ""
   c.seed = 0
+  c.seeds = 1  # N > 1: run N times (seeds seed, seed + 1, ...) and report each metric's mean and 95% interval
   c.batch_size = 128  # global, over all devices and hosts
   c.steps = 1000
   c.log_every = 50
@@ -32,7 +34,10 @@ def base(name: str) -> ml_collections.ConfigDict:
                                           # record ("error"), or leave it out and count it ("skip": never
                                           # trained on, not counted in the metrics)
                                           corrupt_images="error"))
-  c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False))
+  # select_on: the ID validation metric that picks the reported checkpoint ("": the suite's headline metric,
+  # flyp_jax.data.suites.select_on)
+  c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False,
+                                          select_on=""))
   c.optimizer = ml_collections.ConfigDict(dict(lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9, b2=0.999,
                                                eps=1e-8, grad_clip=0.0))
   c.trainable = ".*"  # regex over parameter paths ('clip/visual/...', 'clip/text/...', 'head')
@@ -55,6 +60,7 @@ def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.eval.suite = "domain_shapes"
   c.eval.batch_size = 256
   c.eval.at_start = True  # step 0 is the zero-shot model: the table at the end compares it with the result
+  c.eval.every_steps = 100  # the candidates the reported checkpoint is selected from, on ID validation
   c.batch_size = 128
   c.log_every = 25
   c.checkpoint_every = 100
@@ -68,6 +74,7 @@ def imagenet_b16(c: ml_collections.ConfigDict, lr: float) -> ml_collections.Conf
   """OpenAI's ViT-B/16 fine-tuned on ImageNet as FLYP and WiSE-FT do: batch 512, 10 epochs, 500 warmup steps,
   weight decay 0.1, AdamW with cosine decay, evaluation on the ImageNet suite every epoch."""
   c.model.update(path="ViT-B-16.pt", dtype="bfloat16")
+  c.data.train_split = suites.IMAGENET_TRAIN_SPLIT  # without the held-out ID validation images
   c.batch_size = 512
   c.steps = 10 * IMAGENET_TRAIN // 512
   c.eval.every_steps = IMAGENET_TRAIN // 512

@@ -65,6 +65,9 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.method not in known:
     raise ValueError(f"unknown method {config.method!r}; known: {known}")
   files.check_writable(workdir)
+  if config.get("seeds", 1) > 1:
+    from flyp_jax import seeds
+    return seeds.run(config, workdir, dispatch)
   if config.method in TRAINING_METHODS:
     return run(config, workdir)
   return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
@@ -98,9 +101,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "checkpoints")),
                                options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
                                                                     create=True))
-  # The best parameters on ID validation (the later step on ties), apart from the last checkpoints resuming uses.
+  # The parameters the run reports: the best evaluation on ID validation (the later step on ties), kept apart
+  # from the last checkpoints that resuming uses.
+  select_on = selection_key(config)
   best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max")) if validator else None
+      max_to_keep=1, create=True, best_fn=lambda m: m[select_on], best_mode="max")) if validator else None
   if ckpt.latest_step() is not None:
     state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
     logging.info("Resumed from step %d.", int(state["step"]))
@@ -110,17 +115,21 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = method.batches(config, model, mesh, start_step=start)
   writer = metric_writer.MetricWriter(workdir, resume_step=start)
 
-  def evaluate_at(step: int, filename: str) -> dict:
+  def evaluate_at(step: int) -> dict:
+    """The suite and ID validation at `step`, written to eval_<step>.json; a candidate for selection after step 0."""
     clip_params, head = _method_params(method, "eval_params", config, state["params"])
-    results = _evaluate(evaluator, {"clip": clip_params, "head": head}, workdir, filename) if evaluator else {}
+    results = _evaluate(evaluator, {"clip": clip_params, "head": head}) if evaluator else {}
     if validator:
       results.update(validator(clip_params, head))
-      best.save(step, args=ocp.args.StandardSave(state["params"]), metrics={BEST_KEY: results[BEST_KEY]})
+      if step > 0:  # step 0 is the starting point (zero-shot), not a result of the run
+        best.save(step, args=ocp.args.StandardSave(state["params"]), metrics={select_on: results[select_on]})
+    if jax.process_index() == 0:
+      files.write_json(os.path.join(workdir, f"eval_{step}.json"), results)
     writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
     return results
 
   if config.eval.at_start and start == 0 and (evaluator or validator):
-    evaluate_at(0, "eval_0.json")
+    evaluate_at(0)
   results, metrics = {}, None
   t0, timed_steps, t_start = time.time(), 0, time.time()
   preemption = _TermSignal()
@@ -147,7 +156,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _check_finite(metrics, done, ckpt.latest_step())  # never save a diverged state
         ckpt.save(done, args=ocp.args.StandardSave(state))
       if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-        evaluate_at(done, f"eval_{done}.json")
+        evaluate_at(done)
       if preemption.reached(ckpt, done):
         _check_finite(metrics, done, ckpt.latest_step())
         if ckpt.latest_step() != done:
@@ -167,39 +176,76 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   final = parallel.to_host(state["params"])
   _save_final(workdir, model, *_method_params(method, "final_params", config, final))
   if evaluator or validator:
-    results = evaluate_at(total, "results.json")
-    if hasattr(method, "finish"):  # results the method adds to the final evaluation (e.g. an ensemble)
-      results = method.finish(config, evaluator, state["params"], workdir, results)
-    if best:
-      best.wait_until_finished()
-      results["best_step"] = best.best_step()
+    results = _select(config, method, evaluator, best, state["params"], evaluate_at(total), total, workdir,
+                      model)
     start_results = files.read_json(os.path.join(workdir, "eval_0.json"), default={})
     if start_results:
-      print(comparison_table(start_results, results, _start_label(config), f"{config.method} (step {total})"))
+      print(comparison_table(start_results, results, _start_label(config),
+                             f"{config.method} (step {results['selected_step']})"))
   writer.close()
   results["train_seconds"] = time.time() - t_start
   return results
 
 
-BEST_KEY = "id_val/top1"  # the ID validation accuracy the best checkpoint is chosen on
+def selection_key(config) -> str:
+  """The ID validation metric that selects the reported checkpoint: `eval.select_on`, else the suite's headline."""
+  return config.eval.get("select_on") or suites.select_on(config.eval.suite)
+
+
+def _select(config, method, evaluator, best, last_params, last: dict, total: int, workdir: str, model) -> dict:
+  """results.json: the metrics of the checkpoint selected on ID validation at top level, with `selected_step`
+  and `selected_on`, and the last step's metrics under `last/<metric>`.
+
+  As FLYP reports the epoch picked on ID validation: every evaluation after step 0 is a candidate; without a
+  validation set (or none after step 0) the last step is reported. A selected step before the last is also
+  saved as `selected/` (loadable like `final/`, which keeps the last parameters).
+  """
+  selected, params = total, last_params
+  if best is not None:
+    best.wait_until_finished()
+    selected = best.best_step() if best.best_step() is not None else total
+  if selected != total:
+    params = best.restore(selected, args=ocp.args.StandardRestore(last_params))
+    _save_final(workdir, model, *_method_params(method, "final_params", config, parallel.to_host(params)),
+                folder="selected")
+  results = last if selected == total else files.read_json(os.path.join(workdir, f"eval_{selected}.json"))
+  if hasattr(method, "finish"):  # results the method adds to the reported evaluation (e.g. an ensemble)
+    results = method.finish(config, evaluator, params, workdir, results)
+  results = {**results, "selected_step": selected, "selected_on": selection_key(config) if best else "last step",
+             **{f"last/{k}": v for k, v in last.items()}}
+  if jax.process_index() == 0:
+    files.write_json(os.path.join(workdir, "results.json"), results)
+  return results
+
+
+def selected_dir(run_dir: str) -> str:
+  """The loadable parameters a finished run reports: `selected/` when selection picked an earlier step, else
+  `final/`."""
+  from flyp_jax import convert
+  selected = os.path.join(run_dir, "selected")
+  return selected if files.exists(os.path.join(selected, convert.CONVERTED_MARKER)) else os.path.join(run_dir, "final")
 
 
 def make_validator(config, model, mesh):
   """`fn(clip_params, head=None) -> {'id_val/top1': ...}` on the suite's ID validation set, or None if it has none.
 
-  The set is `flyp_jax.data.suites.VALIDATION[config.eval.suite]`; it chooses the best checkpoint and WiSE-FT's
-  mixing coefficient.
+  The set is `flyp_jax.data.suites.VALIDATION[config.eval.suite]`; its `selection_key(config)` metric selects
+  the reported checkpoint and WiSE-FT's mixing coefficient.
   """
   dataset = suites.VALIDATION.get(config.eval.suite) if config.eval.suite else None
   if dataset is None:
     return None
+  key = selection_key(config)
+  if key.partition("/")[::2] not in {(dataset.name, m) for m in dataset.metrics}:
+    raise ValueError(f"eval.select_on={key!r} is not a metric of the {config.eval.suite!r} suite's validation set; "
+                     f"choose one of {[f'{dataset.name}/{m}' for m in dataset.metrics]}")
   evaluator = evaluate.from_config(model, config, mesh, datasets=(dataset,))
 
   def validate(clip_params, head=None) -> dict:
     start = time.time()
     results = evaluator(clip_params, head=head)
     results = {k: v for k, v in results.items() if k.startswith(f"{dataset.name}/")}  # not its avg_id
-    print(f"validation ({time.time() - start:.0f}s): {BEST_KEY} {results[BEST_KEY]:.4f}", flush=True)
+    print(f"validation ({time.time() - start:.0f}s): {key} {results[key]:.4f}", flush=True)
     return results
 
   return validate
@@ -306,27 +352,28 @@ def _method_params(method, hook: str, config, params) -> tuple[Any, Optional[Any
   return params["clip"], params.get("head")
 
 
-def _evaluate(evaluator, params, workdir, filename) -> dict:
+def _evaluate(evaluator, params) -> dict:
   start = time.time()
-  results = evaluator(params["clip"], head=params.get("head"), workdir=workdir, filename=filename)
+  results = evaluator(params["clip"], head=params.get("head"))
   summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.startswith("avg_") or k.endswith("/top1"))
   print(f"evaluation ({time.time() - start:.0f}s): {summary}", flush=True)
   return results
 
 
-def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[Any]) -> None:
-  """The trained CLIP as a `flyp_jax.convert` directory (loadable by load_pretrained), and the head if any.
+def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[Any], folder: str = "final") -> None:
+  """The trained CLIP as a `flyp_jax.convert` directory `workdir/folder` (loadable by load_pretrained), and the
+  head if any.
 
   Every process takes part (orbax coordinates the write); the parameters are host copies, the same on each.
   """
   from flyp_jax import convert
-  final = os.path.join(workdir, "final")
-  parallel.sync("final:check")  # no process may see a directory that another has begun to write
+  final = os.path.join(workdir, folder)
+  parallel.sync(f"{folder}:check")  # no process may see a directory that another has begun to write
   if files.exists(os.path.join(final, convert.CONVERTED_MARKER)):
     return
   if files.exists(final):  # half-written by a run stopped while saving it (no marker yet): write it again
     if jax.process_index() == 0:
       files.rmtree(final)
-    parallel.sync("final:cleared")
+    parallel.sync(f"{folder}:cleared")
   convert.save_converted(final, model.config, clip_params, source=workdir,
                          arrays=None if head is None else {"head.npz": head})

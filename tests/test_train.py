@@ -146,17 +146,41 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, data_dir):
   assert not (tmp_path / "checkpoints" / "4").exists() and not (tmp_path / "final").exists()
 
 
-def test_start_evaluation_best_checkpoint_and_comparison_table(tmp_path, data_dir, capsys):
+def test_start_evaluation_selected_checkpoint_and_comparison_table(tmp_path, data_dir, capsys, monkeypatch):
+  """Evaluations at steps 2 and 4 are the candidates; the validator is made to prefer step 2, so results.json
+  must report step 2's evaluation at top level, step 4's under last/, and save step 2's parameters."""
+  scores = iter([0.5, 0.9, 0.1])  # steps 0 (not a candidate), 2, 4
+  make_validator = train.make_validator
+
+  def scripted_validator(config, model, mesh):
+    validate = make_validator(config, model, mesh)
+    return lambda clip, head=None: {**validate(clip, head), "id_val/top1": next(scores)}
+
+  monkeypatch.setattr(train, "make_validator", scripted_validator)
   config = tiny_config("configs/flyp.py:demo", data_dir)
   config.unlock()
   config.eval.update(at_start=True, every_steps=2)
   results = train.run(config, str(tmp_path))
   out = capsys.readouterr().out
-  start = json.loads((tmp_path / "eval_0.json").read_text())
-  assert "| zero-shot (step 0) | flyp (step 4) |" in out
-  assert f"| avg_ood | {100 * start['avg_ood/top1']:.2f} | {100 * results['avg_ood/top1']:.2f} |" in out
-  # The best of the validation accuracies at steps 0, 2 and 4 is kept apart from the last checkpoints.
-  scores = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "eval/id_val/top1" in l]
-  assert [s["step"] for s in scores] == [0, 2, 4]
-  best = max(scores, key=lambda s: (s["eval/id_val/top1"], s["step"]))  # ties: the later step
-  assert results["best_step"] == best["step"] and os.listdir(tmp_path / "best") == [str(best["step"])]
+  start, at2, at4 = (json.loads((tmp_path / f"eval_{s}.json").read_text()) for s in (0, 2, 4))
+  assert "| zero-shot (step 0) | flyp (step 2) |" in out
+  assert f"| avg_ood | {100 * start['avg_ood/top1']:.2f} | {100 * at2['avg_ood/top1']:.2f} |" in out
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert saved["selected_step"] == results["selected_step"] == 2 and saved["selected_on"] == "id_val/top1"
+  assert {k: saved[k] for k in at2} == at2 and {k: saved[f"last/{k}"] for k in at4} == at4
+  assert at2["avg_ood/top1"] != at4["avg_ood/top1"] or at2["avg_id/top1"] != at4["avg_id/top1"]
+  assert os.listdir(tmp_path / "best") == ["2"]
+  # selected/ holds step 2's parameters (loadable like final/, which keeps the last step's).
+  _, selected = models.load_pretrained(tmp_path / "selected")
+  _, final = models.load_pretrained(tmp_path / "final")
+  assert train.selected_dir(str(tmp_path)).endswith("selected")
+  differ = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), selected, final))
+  assert any(differ)
+
+
+def test_select_on_must_be_a_validation_metric(tmp_path, data_dir):
+  config = tiny_config("configs/ft.py:demo", data_dir)
+  config.unlock()
+  config.eval.select_on = "id_val/macro_f1"
+  with pytest.raises(ValueError, match="not a metric of the 'domain_shapes' suite's validation set"):
+    train.run(config, str(tmp_path))

@@ -83,12 +83,26 @@ SUITES: dict[str, tuple[EvalDataset, ...]] = {
         *(EvalDataset(f"domain_shapes_{d}", "domain_shapes", f"test_{d}", True, "domain_shapes", "domain_shapes")
           for d in _DOMAIN_SHAPES_OOD),
     ),
+    # Held-out data for choosing a pretraining recipe of the offline benchmark, never its test splits: ID
+    # validation photos, and the held-out image-caption split over every domain, scored per domain
+    # (`domain_shapes_pretrain_val/group<k>_top1`, k indexing domain_shapes.DOMAINS).
+    "domain_shapes_heldout": (
+        EvalDataset("domain_shapes_validation", "domain_shapes", "validation", False, "domain_shapes",
+                    "domain_shapes"),
+        EvalDataset("domain_shapes_pretrain_val", "domain_shapes", "pretrain_val", True, "domain_shapes",
+                    "domain_shapes", metrics=("top1", "worst_group_top1"), group_feature="domain", num_groups=5),
+    ),
 }
 
-# The held-out ID validation set of a suite: it picks the best checkpoint and WiSE-FT's mixing coefficient,
-# so that nothing is chosen on a test split. ImageNet has none here: FLYP and WiSE-FT report on its
-# validation split, which is this suite's ID test.
+# The fraction of ImageNet's train split held out as its ID validation set (big_vision's `minival` does the
+# same with 10,000 images): ImageNet's own validation split is this suite's ID test, on which FLYP and WiSE-FT
+# report, so nothing may be chosen on it. Training presets read IMAGENET_TRAIN_SPLIT, which excludes it.
+IMAGENET_VAL_SPLIT, IMAGENET_TRAIN_SPLIT = "train[98%:]", "train[:98%]"
+
+# The held-out ID validation set of a suite: it picks the checkpoint a run reports (`eval.select_on`) and
+# WiSE-FT's mixing coefficient, so that nothing is chosen on a test split.
 VALIDATION: dict[str, EvalDataset] = {
+    "imagenet": _imagenet("id_val", "imagenet2012", IMAGENET_VAL_SPLIT, False),
     "domain_shapes": EvalDataset("id_val", "domain_shapes", "validation", False, "domain_shapes", "domain_shapes"),
     "iwildcam": EvalDataset("id_val", "wilds_iwildcam", "id_val", False, "iwildcam", "iwildcam",
                             metrics=("top1", "macro_f1")),
@@ -96,6 +110,16 @@ VALIDATION: dict[str, EvalDataset] = {
                         metrics=("top1", "worst_group_top1"), group_feature="region", num_groups=6,
                         excluded_groups=(5,)),
 }
+
+
+# The headline ID metric of each suite, on its validation set: what a run's reported checkpoint is selected on
+# (FLYP reports iWildCam by macro-F1 and FMoW by worst-region accuracy; top-1 elsewhere).
+_SELECT_ON = {"iwildcam": "id_val/macro_f1", "fmow": "id_val/worst_group_top1"}
+
+
+def select_on(suite: str) -> str:
+  """The validation metric ('id_val/<metric>') that picks a run's reported checkpoint for `suite`."""
+  return _SELECT_ON.get(suite, "id_val/top1")
 
 
 def get(name: str) -> tuple[EvalDataset, ...]:

@@ -175,8 +175,8 @@ def final_params(config, params) -> tuple[dict, Any]:
 
 
 def finish(config, evaluator, params, workdir: str, results: dict) -> dict:
-  """Adds the teacher alone ('teacher/...') and its ensemble with the student ('ensemble/...') to the final
-  results and results.json; the student's own numbers keep the usual keys."""
+  """Adds the teacher alone ('teacher/...') and its ensemble with the student ('ensemble/...') to the reported
+  results (`params`: the selected step's); the student's own numbers keep the usual keys."""
   if evaluator is None:
     return results
   path = _ensemble_teacher_dir(config, workdir)
@@ -203,8 +203,6 @@ def finish(config, evaluator, params, workdir: str, results: dict) -> dict:
         f"avg_id/top1 {_get(out['student'], 'avg_id/top1')} / {_get(out['teacher'], 'avg_id/top1')} / "
         f"{_get(out['ensemble'], 'avg_id/top1')}, avg_ood/top1 {_get(out['student'], 'avg_ood/top1')} / "
         f"{_get(out['teacher'], 'avg_ood/top1')} / {_get(out['ensemble'], 'avg_ood/top1')}", flush=True)
-  if jax.process_index() == 0:
-    files.write_json(os.path.join(workdir, "results.json"), results)
   return results
 
 

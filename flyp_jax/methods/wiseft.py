@@ -209,9 +209,10 @@ def run(config, workdir: str) -> dict:
     if not config.wiseft.finetuned_config:
       raise FileNotFoundError(f"{ft_dir} holds no finished fine-tuning run (final/)")
     train.run(configs_lib.load(config.wiseft.finetuned_config), ft_dir)
-  _, finetuned = models.load_pretrained(os.path.join(ft_dir, "final"), dtype=config.model.dtype)
+  reported = train.selected_dir(ft_dir)  # the checkpoint the run selected on ID validation
+  _, finetuned = models.load_pretrained(reported, dtype=config.model.dtype)
   zeroshot, finetuned = {"clip": zeroshot}, {"clip": finetuned}
-  head_path = os.path.join(ft_dir, "final", "head.npz")
+  head_path = os.path.join(reported, "head.npz")
   if files.exists(head_path):
     finetuned["head"] = files.load_npz(head_path)
     kernel = np.asarray(evaluate.zeroshot_head(model, jax.device_put(zeroshot["clip"], parallel.replicated(mesh)),
@@ -227,8 +228,8 @@ def run(config, workdir: str) -> dict:
     return {**results, **(validator(params["clip"], params.get("head")) if validator else {})}
 
   results = sweep(evaluate_fn, zeroshot, finetuned, alphas=tuple(config.wiseft.alphas))
-  # On the held-out ID validation set where the suite has one, else (ImageNet) on ID accuracy as WiSE-FT does.
-  pick_key = train.BEST_KEY if validator else ID_KEY
+  # On the held-out ID validation set (the suite's selection metric) where the suite has one, else on ID accuracy.
+  pick_key = train.selection_key(config) if validator else ID_KEY
   picked = write(results, workdir, title=f"WiSE-FT: {config.name}", pick_key=pick_key)
   return {"picked_alpha": picked["alpha"], "picked_on": pick_key,
           **{k: v for k, v in picked.items() if k != "alpha"}}

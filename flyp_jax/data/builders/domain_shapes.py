@@ -63,10 +63,13 @@ DOMAIN_PHRASES: Dict[str, str] = {
 SEED = 20230117  # fixed: the dataset is a function of this seed, the config and the code version
 # Split ids feed the per-example seeds; fixed numbers (not list positions) so adding a split changes nothing.
 SPLIT_IDS: Dict[str, int] = {
-    "pretrain": 0, "train": 1, "validation": 2,
+    "pretrain": 0, "train": 1, "validation": 2, "pretrain_val": 3,
     **{f"test_{d}": 10 + i for i, d in enumerate(DOMAINS)},
 }
 SPLITS: List[str] = list(SPLIT_IDS)
+# Image-caption splits over every domain: `pretrain` trains the demo CLIP; `pretrain_val` (held out, never
+# trained on) judges its zero-shot accuracy per domain without touching the test splits of the comparison.
+PRETRAIN_SPLITS = ("pretrain", "pretrain_val")
 
 _BATCH = 512  # examples rendered together: large enough to amortise numpy call overhead, small in memory
 
@@ -193,7 +196,7 @@ def example_label_domain(split: str, index: int) -> Tuple[int, str]:
   Exact balance keeps accuracies comparable across splits and makes the small config balanced too.
   """
   label = index % len(CLASSNAMES)
-  if split == "pretrain":  # every (class, domain) pair equally often
+  if split in PRETRAIN_SPLITS:  # every (class, domain) pair equally often
     return label, DOMAINS[(index // len(CLASSNAMES)) % len(DOMAINS)]
   if split.startswith("test_"):
     return label, split[len("test_"):]
@@ -217,7 +220,7 @@ def generate_batches(split: str, start: int, stop: int, image_size: int = 32,
       rng = np.random.default_rng([SEED, split_id, int(index)])
       label, domain = example_label_domain(split, int(index))
       p = render_lib.sample_example(rng, label, domain, image_size, color_bias)
-      captions.append(pretrain_caption(rng, label, domain, p) if split == "pretrain" else
+      captions.append(pretrain_caption(rng, label, domain, p) if split in PRETRAIN_SPLITS else
                       canonical_caption(label, domain))
       labels.append(label)
       domains.append(domain)
@@ -246,27 +249,35 @@ class DomainShapesConfig(tfds.core.BuilderConfig):
 
   image_size: int = 32
   pretrain_size: int = 20000
+  pretrain_val_size: int = 2000
   train_size: int = 5000
   validation_size: int = 1000
   test_size: int = 1000  # per domain
   color_bias: float = 0.5
 
   def split_sizes(self) -> Dict[str, int]:
-    return {"pretrain": self.pretrain_size, "train": self.train_size, "validation": self.validation_size,
+    return {"pretrain": self.pretrain_size, "pretrain_val": self.pretrain_val_size, "train": self.train_size,
+            "validation": self.validation_size,
             **{f"test_{d}": self.test_size for d in DOMAINS}}
 
 
 class DomainShapes(tfds.core.GeneratorBasedBuilder):
   """Ten shapes in five visual domains; pretrain on all, fine-tune on photos, test on each domain."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "Initial release.",
+                   "1.1.0": "A held-out image-caption split `pretrain_val`; the `pretrain_200k` config. The other "
+                            "splits are unchanged."}
   BUILDER_CONFIGS = [
-      DomainShapesConfig(name="default", description="32x32 images; pretrain 20000, train 5000, "
-                         "validation 1000, 1000 per test domain."),
+      DomainShapesConfig(name="default", description="32x32 images; pretrain 20000, pretrain_val 2000, train "
+                         "5000, validation 1000, 1000 per test domain."),
       DomainShapesConfig(name="small", description="32x32 images; pretrain 500, 100 in every other split "
-                         "(tests and demos).", pretrain_size=500, train_size=100, validation_size=100,
-                         test_size=100),
+                         "(tests and demos).", pretrain_size=500, pretrain_val_size=100, train_size=100,
+                         validation_size=100, test_size=100),
+      # The demo CLIP's pretraining data: the default config's images (the same first 20,000 pretraining pairs)
+      # and 180,000 more pairs, so that long pretraining sees few repeats.
+      DomainShapesConfig(name="pretrain_200k", description="As `default` with 200,000 pretraining pairs.",
+                         pretrain_size=200000),
       DomainShapesConfig(name="default_64px", description="As `default` with 64x64 images.", image_size=64),
   ]
   DEFAULT_BUILDER_CONFIG_NAME = "default"
