@@ -30,7 +30,7 @@ def caption_tokens(data_dir: str | None = None) -> np.ndarray:
 
   from flyp_jax.data import classnames, pipeline, templates
   from flyp_jax.tokenizer import tokenize
-  builder = pipeline.get_builder("domain_shapes", data_dir)
+  builder = pipeline.get_builder("domain_shapes/pretrain_200k", data_dir)
   captions = [c.decode("utf-8") for c in
               tfds.as_numpy(builder.as_dataset(split="pretrain").map(lambda e: e["caption"]))]
   prompts = [t.format(c) for c in classnames.get("domain_shapes") for t in templates.get("domain_shapes")]

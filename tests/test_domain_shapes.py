@@ -18,7 +18,7 @@ from flyp_jax.data.builders import domain_shapes as ds
 tfds.disable_progress_bar()  # display only: keeps pytest's output readable
 
 NAME = "domain_shapes/small"
-SMALL = {"pretrain": 500, "train": 100, "validation": 100, **{f"test_{d}": 100 for d in ds.DOMAINS}}
+SMALL = {"pretrain": 500, "pretrain_val": 100, "train": 100, "validation": 100, **{f"test_{d}": 100 for d in ds.DOMAINS}}
 
 
 class _NoNetwork(socket.socket):
@@ -186,7 +186,11 @@ def test_constants():
   assert set(ds.SPLITS) == set(SMALL)
   builder = tfds.builder("domain_shapes", data_dir="/nonexistent")  # configs only, nothing is built
   assert builder.builder_config.split_sizes() == {
-      "pretrain": 20000, "train": 5000, "validation": 1000, **{f"test_{d}": 1000 for d in ds.DOMAINS}}
+      "pretrain": 20000, "pretrain_val": 2000, "train": 5000, "validation": 1000,
+      **{f"test_{d}": 1000 for d in ds.DOMAINS}}
+  # The demo CLIP's pretraining data: the same splits with ten times the pretraining pairs.
+  big = tfds.builder("domain_shapes/pretrain_200k", data_dir="/nonexistent").builder_config.split_sizes()
+  assert big == {**builder.builder_config.split_sizes(), "pretrain": 200000}
   assert builder.info.features["image"].shape == (32, 32, 3)
   assert tfds.builder("domain_shapes/default_64px", data_dir="/nonexistent").info.features["image"].shape == (
       64, 64, 3)
@@ -208,7 +212,7 @@ def test_splits_features_and_domains(builds, data):
       assert np.all(ex["domain"] == ds.DOMAINS.index(ds.ID_DOMAIN)), split
     elif split.startswith("test_"):
       assert np.all(ex["domain"] == ds.DOMAINS.index(split[len("test_"):])), split
-    else:  # pretrain: every (class, domain) pair equally often
+    else:  # pretrain, pretrain_val: every (class, domain) pair equally often
       pairs = np.bincount(ex["label"] * len(ds.DOMAINS) + ex["domain"], minlength=50)
       assert np.all(pairs == n // 50)
     # Images are not blank and not all alike.
@@ -222,8 +226,10 @@ def test_captions(data):
     for c, label, domain in zip(captions, ex["label"], ex["domain"]):
       assert ds.CLASSNAMES[label] in c.split(" ") or ds.CLASSNAMES[label] + "." in c.split(" ") or (
           c == ds.CLASSNAMES[label]), (split, c)
-      if split != "pretrain":
+      if split not in ds.PRETRAIN_SPLITS:
         assert c == ds.canonical_caption(label, ds.DOMAINS[domain])
+  # The held-out pretraining split shares no image with the pretraining split.
+  assert not set(_hashes(data["pretrain"]["image"])) & set(_hashes(data["pretrain_val"]["image"]))
   pretrain = [c.decode() for c in data["pretrain"]["caption"]]
   assert len(set(pretrain)) > 250  # varied, not one caption per (class, domain)
   # Most pretraining captions name their domain (by one of its words); some deliberately do not.

@@ -40,6 +40,7 @@ def _sub_config(spec: str, parent, **updates):
     config.data.data_dir = parent.data.data_dir
     config.model.update(parent.model.to_dict())
     config.eval.batch_size = parent.eval.batch_size
+    config.eval.at_start = False  # the zero-shot model is evaluated once, by the comparison itself
     for key, value in updates.items():
       node = config
       *path, last = key.split(".")
