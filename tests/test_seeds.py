@@ -1,6 +1,8 @@
 """Several seeds: the mean and 95% interval of each metric, and the comparison's claim tests, on known inputs."""
 
+import json
 import math
+import os
 
 import pytest
 
@@ -38,7 +40,6 @@ def test_seeds_run_each_seed_once_and_reuse_finished_ones(tmp_path):
 
   def run_one(c, path):
     calls.append((c.seed, c.seeds, path))
-    import json, os
     os.makedirs(path)
     result = {"avg_id/top1": c.seed / 10}
     open(os.path.join(path, "results.json"), "w").write(json.dumps(result))
@@ -82,3 +83,21 @@ def test_claims_from_per_seed_results():
   assert claims["b"]["parts"]["LP-FT OOD - FT OOD"]["mean"] == pytest.approx(0.05)
   worse = [dict(r, **{"avg_ood/top1": r["avg_ood/top1"] - 0.05}) for r in ft]
   assert compare.test_claims({"zero-shot": [zs], "FT": ft, "LP-FT": worse}, {}, None)["b"]["outcome"] == "not held"
+
+
+def test_dispatch_runs_seeds_through_the_single_run_command(tmp_path, monkeypatch):
+  from flyp_jax import configs_lib, train
+  config = configs_lib.load("configs/flyp.py:demo")
+  config.unlock()
+  config.seeds = 2
+  seen = []
+
+  def fake_run(c, path):
+    seen.append((c.seed, c.seeds, os.path.basename(path)))
+    return {"avg_id/top1": 0.5 + c.seed / 10}
+
+  monkeypatch.setattr(train, "run", fake_run)
+  out = train.dispatch(config, str(tmp_path))
+  assert seen == [(0, 1, "seed_0"), (1, 1, "seed_1")]
+  assert out["mean"]["avg_id/top1"] == pytest.approx(0.55)
+  assert json.loads((tmp_path / "results.json").read_text())["values"]["avg_id/top1"] == [0.5, 0.6]
