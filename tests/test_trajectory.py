@@ -12,12 +12,15 @@ from reading the reference code, cited in each test:
           (CosineAnnealingLR, T_max = epochs), unlabeled_extrapolation/baseline_train.py (scheduler.step() per epoch)
   LP      AnanyaKumar/transfer_learning unlabeled_extrapolation/log_reg_sk.py (`test_log_reg_warm_starting`)
 
-Tolerance: per parameter tensor, max |ours - reference| <= 2e-3 * max |reference - initial|, i.e. 0.2% of how far
-the step moved that tensor. Both sides compute in float32 but sum in different orders (XLA vs ATen kernels),
-so gradients agree to ~1e-6 relative; Adam divides each gradient by its running RMS, which keeps those
-relative errors (~1e-5 after six steps here) far below the bound. Each mutation the tests were checked against
-(weight decay mask, warmup off by one, no gradient clipping, logit-scale clamp, SGD without momentum, cosine
-stepped per step instead of per epoch) moves some tensor by 3% to 100% of its update, above the bound.
+Tolerance: per parameter tensor, ||ours - reference|| <= 1e-2 * ||reference - initial|| (L2 norms over the
+tensor), i.e. 1% of how far the reference moved it. Both sides compute in float32 but sum in different orders
+(XLA vs ATen), so gradients agree to ~1e-6 relative; Adam divides each gradient element by its running RMS,
+which turns that into update errors of ~1e-3 of the movement where a gradient element is small compared with
+its own rounding error (measured here: at most 3e-3 over all tensors of the four training tests). Each
+mutation the tests were checked against (weight decay on all parameters vs open_clip's mask, warmup
+lr * step / warmup instead of lr * (step + 1) / warmup, no gradient clipping in FT, a logit-scale clamp, SGD
+without momentum, cosine stepped per step instead of per epoch, l2 = 1 / C without N, alpha reversed) makes
+the test fail.
 """
 
 from __future__ import annotations
@@ -214,7 +217,8 @@ def zeroshot_weights(clip, names, templates):
     return torch.stack(rows) * clip.logit_scale.exp()
 
 
-def run_classifier_reference(spec, ref_clip, head_weight, data, make_opt, lr_at, clip_norm):
+def run_classifier_reference(ref_clip, head_weight, data, make_opt, lr_at, clip_norm):
+  """finetune.py's loop: lr set before each step, zero_grad, cross-entropy, backward, clip_grad_norm_, step."""
   model = _WiseFTClassifier(ref_clip, head_weight)
   params_t = [p for p in model.parameters() if p.requires_grad]
   opt = make_opt(params_t)
@@ -249,7 +253,7 @@ def test_trajectory_ft_matches_wise_ft_finetune_py():
 
   o = config.optimizer
   trained = run_classifier_reference(
-      "ft", ref, weight, data, lambda p: torch.optim.AdamW(p, lr=o.lr, weight_decay=o.weight_decay),
+      ref, weight, data, lambda p: torch.optim.AdamW(p, lr=o.lr, weight_decay=o.weight_decay),
       reference_cosine_lr(o.lr, o.warmup_steps, config.steps), clip_norm=1.0)
   sd = {k[len("clip."):]: v for k, v in trained.state_dict().items() if k.startswith("clip.")}
   sd.update({k: v for k, v in torch_clip(seed=1).state_dict().items() if k.startswith("transformer.")})
@@ -288,7 +292,7 @@ def test_trajectory_lpft_matches_transfer_learning_sgd():
       holder["sched"].step()
     return holder["opt"].param_groups[0]["lr"]
 
-  trained = run_classifier_reference("lpft", ref, torch.from_numpy(head["kernel"].T.copy()), data, make_opt,
+  trained = run_classifier_reference(ref, torch.from_numpy(head["kernel"].T.copy()), data, make_opt,
                                      lr_at, clip_norm=0.0)
   sd = {k[len("clip."):]: v for k, v in trained.state_dict().items() if k.startswith("clip.")}
   sd.update({k: v for k, v in torch_clip(seed=2).state_dict().items() if k.startswith("transformer.")})
