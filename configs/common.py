@@ -79,8 +79,9 @@ def epochs_of(c: ml_collections.ConfigDict, train_examples: int, epochs: int) ->
   """`epochs` passes over `train_examples` at `c.batch_size`, counted as the references' DataLoaders do.
 
   Their loaders keep the last partial batch (drop_last=False), so an epoch is ceil(N / B) steps and the
-  cosine schedule spans epochs * ceil(N / B) steps; here every step is a full batch (static shapes), so a run
-  sees up to `epochs` * B - N more examples than the reference, on the same schedule. Evaluation each epoch.
+  cosine schedule spans epochs * ceil(N / B) steps; here every step is a full batch (static shapes), so each
+  epoch sees ceil(N / B) * B - N (< B) more examples than the reference's, on the same schedule. Evaluation
+  every epoch.
   """
   epoch_steps = -(-train_examples // c.batch_size)
   c.steps = epochs * epoch_steps
