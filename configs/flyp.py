@@ -12,7 +12,7 @@ steps, the logit scale trained and never clamped. Not run here. FLYP's ObjectNet
 ObjectNet download (locuslab/FLYP issue 7), so average OOD accuracy over the suite with the full ObjectNet is not
 comparable with the paper's.
 iwildcam_b16 / fmow_b16: FLYP's WILDS commands (batch 256, 20 epochs, weight decay 0.2, otherwise the same); the
-paper reports iWildCam macro-F1 and FMoW worst-region accuracy, ID and OOD, as means over 5 seeds.
+paper reports iWildCam macro-F1 and FMoW worst-region accuracy, ID and OOD, over repeated runs.
 README.md's "Reproduction presets" table cites the reference line of each setting.
 """
 
