@@ -169,11 +169,13 @@ def test_trajectory_flyp_matches_flyp_loss_py():
   params_t = [p for p in ref.parameters() if p.requires_grad]
   opt = torch.optim.AdamW(params_t, lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
   lr_at = reference_cosine_lr(config.optimizer.lr, config.optimizer.warmup_steps, config.steps)
+  # One compiled draw rather than op-by-op dispatch (seconds of compilation per op on a loaded CPU).
+  draw = jax.jit(lambda s: jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(config.seed), s), (BATCH,), 0,
+                                              len(templates)))
   for step, (images, labels) in enumerate(data):
     for group in opt.param_groups:
       group["lr"] = lr_at(step)
-    rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), step)
-    template = np.asarray(jax.random.randint(rng, labels.shape, 0, len(templates)))
+    template = np.asarray(draw(jnp.int32(step)))
     text = tokenize([templates[t].format(names[y]) for y, t in zip(labels, template)], 77)
     opt.zero_grad()
     img, txt, scale = flyp_forward(ref, nchw(images), torch.from_numpy(text.astype(np.int64)))
