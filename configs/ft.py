@@ -4,7 +4,10 @@
   python main.py --config=configs/ft.py:imagenet_b16 --config.model.path=ViT-B-16.pt --config.data.data_dir=...
 
 The text tower is frozen (only the image tower and the head train), as in WiSE-FT's end-to-end fine-tuning.
-imagenet_b16: WiSE-FT's recipe (batch 512, lr 3e-5, weight decay 0.1, 10 epochs, 500 warmup steps).
+imagenet_b16: WiSE-FT's src/models/finetune.py with its README's ImageNet command (batch 512, lr 3e-5, weight
+decay 0.1, 10 epochs, 500 warmup steps, AdamW on all trainable parameters, `cosine_lr`, gradient norm clipped
+to 1.0, float32). iwildcam_b16 / fmow_b16: the same loop with FLYP's WILDS batch, epochs and weight decay
+(neither repository has a WILDS fine-tuning command; README.md's reference table says so).
 """
 
 from configs import common
@@ -20,8 +23,10 @@ def get_config(arg: str = "demo"):
     c.optimizer.update(lr=1e-4, warmup_steps=20, weight_decay=0.1)
   elif arg == "imagenet_b16":
     common.imagenet_b16(c, lr=3e-5)
+    c.optimizer.grad_clip = 1.0  # finetune.py: clip_grad_norm_(params, 1.0) before every step
   elif arg in ("iwildcam_b16", "fmow_b16"):
     common.wilds_b16(c, arg.split("_")[0], lr=3e-5)
+    c.optimizer.grad_clip = 1.0
   else:
     raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
   return c

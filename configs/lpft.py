@@ -1,9 +1,19 @@
-"""LP-FT: a linear probe first (configs/lp.py, in lp.lp_workdir), then full fine-tuning from its head.
+"""LP-FT: a linear probe first (configs/lp.py, in ft.lp_workdir), then full fine-tuning from its head.
 
   python main.py --config=configs/lp.py --workdir=workdirs/lp_demo      # 1. the probe
   python main.py --config=configs/lpft.py                                # 2. fine-tune from it
+
+imagenet_b16 / iwildcam_b16 / fmow_b16: the fine-tuning stage of LP-FT's code (AnanyaKumar/transfer_learning:
+configs/adaptation/resnet50_transfer.yaml and imagenet.yaml, unlabeled_extrapolation/baseline_train.py):
+torch.optim.SGD with momentum 0.9 and no weight decay, CosineAnnealingLR stepped once per epoch (T_max = epochs),
+no warmup, no gradient clipping; ImageNet at batch 128 for 10 epochs, WILDS with FLYP's batch and epochs. The
+reference sweeps lr over {3e-7, 1e-6, ..., 1e-2} (scripts/run_adaptation_experiments.py SWEEP_LRS) and keeps
+the run best on ID validation: run this preset once per lr (--config.optimizer.lr=...) and compare their
+`id_val/top1` (each results.json reports its checkpoint selected on ID validation); the preset's lr is one point
+of that grid.
 """
 
+from configs import common
 from configs import ft
 
 
@@ -14,4 +24,10 @@ def get_config(arg: str = "demo"):
   c.ft.lp_workdir = f"workdirs/lp_{arg}"
   if arg == "demo":
     c.optimizer.lr = 3e-5  # LP-FT fine-tunes gently from a good head (Kumar et al., 2022)
+    return c
+  if arg == "imagenet_b16":
+    c.batch_size = 128  # configs/adaptation/imagenet.yaml
+    common.epochs_of(c, common.IMAGENET_TRAIN, 10)
+  c.optimizer.update(name="sgd", momentum=0.9, weight_decay=0.0, lr=1e-5, warmup_steps=0, schedule="epoch_cosine",
+                     grad_clip=0.0, decay="all", clamp_logit_scale=False)
   return c

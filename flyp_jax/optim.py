@@ -1,16 +1,37 @@
-"""The optimiser of the training loop: AdamW, warmup + cosine, parameter groups chosen by regex.
+"""The optimiser of the training loop: AdamW or SGD, a learning-rate schedule, parameter groups chosen by regex.
 
 Kept apart from `flyp_jax.train` so that benchmarks and notebooks can build the same optimiser without
 importing the data pipeline (TensorFlow).
+
+Config fields (`config.optimizer`; fields missing from an older config take the defaults in brackets):
+  name ['adamw']: 'adamw' (FLYP, WiSE-FT) or 'sgd' (heavy-ball momentum `momentum`, LP-FT's code).
+  schedule ['warmup_cosine']: 'warmup_cosine' (optax: linear warmup from 0 at step 0, cosine to 0 at
+    `total_steps`), 'reference_cosine' (FLYP's and WiSE-FT's `cosine_lr`: warmup lr * (step + 1) / warmup,
+    then 0.5 (1 + cos(pi (step - warmup) / (total - warmup))) lr + min_lr), 'epoch_cosine' (PyTorch's
+    CosineAnnealingLR stepped once per epoch of `epoch_steps` steps, as LP-FT's code does), or 'constant'.
+  decay ['matrices']: which parameters weight decay applies to: 'matrices' (not biases, norms, positional and
+    class embeddings or the logit scale, as open_clip pretrains) or 'all' (torch.optim.AdamW(all params) in
+    FLYP and WiSE-FT).
+  min_lr [0.0]: added to the cosine part of 'reference_cosine' (FLYP's --min_lr).
+  momentum [0.9], epoch_steps [0]: for 'sgd' and 'epoch_cosine'.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
+
+SCHEDULES = ("warmup_cosine", "reference_cosine", "epoch_cosine", "constant")
+DECAY_RULES = ("matrices", "all")
+OPTIMIZERS = ("adamw", "sgd")
+
+# Parameters open_clip's pretraining exempts from weight decay (gains, biases, tables added to activations).
+_NO_DECAY = r"(bias|scale|positional_embedding|class_embedding|logit_scale)$"
 
 
 def path_names(tree) -> Any:
@@ -18,22 +39,73 @@ def path_names(tree) -> Any:
   return jax.tree_util.tree_map_with_path(lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), tree)
 
 
+def _get(opt, name: str, default):
+  # getattr, not ConfigDict.get: benchmarks pass a SimpleNamespace holding only the fields they set.
+  return getattr(opt, name, default)
+
+
+def make_schedule(opt, total_steps: int) -> Callable[[jax.Array], jax.Array]:
+  """The learning rate (float32 scalar) as a function of the optimiser step, 0 for the first update."""
+  kind = _get(opt, "schedule", "warmup_cosine")
+  lr, warmup = opt.lr, int(opt.warmup_steps)
+  if kind == "warmup_cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(total_steps - 1, 1)), max(total_steps, 1),
+                                              end_value=0.0)
+  if kind == "constant":
+    return optax.constant_schedule(lr)
+  if kind == "reference_cosine":
+    min_lr = float(_get(opt, "min_lr", 0.0))
+    decay_steps = max(total_steps - warmup, 1)
+
+    def reference_cosine(step):
+      step = jnp.asarray(step, jnp.float32)
+      # The reference's first step already has lr / warmup, not 0; min_lr is added after warmup only.
+      ramp = lr * (step + 1) / max(warmup, 1)
+      cosine = 0.5 * (1 + jnp.cos(math.pi * (step - warmup) / decay_steps)) * lr + min_lr
+      return jnp.where(step < warmup, ramp, cosine)
+
+    return reference_cosine
+  if kind == "epoch_cosine":
+    epoch_steps = int(_get(opt, "epoch_steps", 0))
+    if epoch_steps <= 0:
+      raise ValueError(f"optimizer.schedule='epoch_cosine' needs optimizer.epoch_steps > 0 (steps per epoch), "
+                       f"got {epoch_steps}")
+    epochs = max(math.ceil(total_steps / epoch_steps), 1)
+
+    def epoch_cosine(step):
+      epoch = jnp.floor(jnp.asarray(step, jnp.float32) / epoch_steps)
+      return 0.5 * (1 + jnp.cos(math.pi * epoch / epochs)) * lr
+
+    return epoch_cosine
+  raise ValueError(f"unknown optimizer.schedule {kind!r}; known: {SCHEDULES}")
+
+
 def make_optimizer(config, params, total_steps: int) -> optax.GradientTransformation:
-  """AdamW with linear warmup and cosine decay on the parameters whose path matches `config.trainable`.
+  """The optimiser (`config.optimizer`, see the module docstring) on the parameters matching `config.trainable`.
 
   `config.frozen` (regex) wins over `trainable`; frozen parameters get no update and no optimiser state use.
-  Weight decay skips biases, norms, embeddings' positional tables and the logit scale, as CLIP trains.
+  Gradient clipping (`grad_clip` > 0: global L2 norm over the trainable parameters) comes first, as
+  `torch.nn.utils.clip_grad_norm_` before `optimizer.step()`.
   """
   opt = config.optimizer
-  schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, min(opt.warmup_steps, max(total_steps - 1, 1)),
-                                                max(total_steps, 1), end_value=0.0)
+  schedule = make_schedule(opt, total_steps)
   names = path_names(params)
   trainable = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
   if not any(trainable(n) for n in jax.tree_util.tree_leaves(names)):
     raise ValueError(f"no parameter matches trainable={config.trainable!r} (frozen={config.frozen!r})")
-  decays = lambda n: not re.search(r"(bias|scale|positional_embedding|class_embedding|logit_scale)$", n)
-  adamw = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay,
-                      mask=jax.tree_util.tree_map(decays, names))
-  chain = optax.chain(optax.clip_by_global_norm(opt.grad_clip), adamw) if opt.grad_clip else adamw
+  rule = _get(opt, "decay", "matrices")
+  if rule not in DECAY_RULES:
+    raise ValueError(f"unknown optimizer.decay {rule!r}; known: {DECAY_RULES}")
+  decays = jax.tree_util.tree_map(lambda n: rule == "all" or not re.search(_NO_DECAY, n), names)
+  name = _get(opt, "name", "adamw")
+  if name == "adamw":
+    base = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=decays)
+  elif name == "sgd":
+    # torch.optim.SGD: weight decay is added to the gradient before momentum (coupled L2), dampening 0.
+    base = optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=decays),
+                       optax.sgd(schedule, momentum=_get(opt, "momentum", 0.9) or None))
+  else:
+    raise ValueError(f"unknown optimizer.name {name!r}; known: {OPTIMIZERS}")
+  chain = optax.chain(optax.clip_by_global_norm(opt.grad_clip), base) if opt.grad_clip else base
   labels = jax.tree_util.tree_map(lambda n: "train" if trainable(n) else "freeze", names)
   return optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()}, labels)

@@ -257,9 +257,12 @@ def make_train_step(config, loss_fn, tx, mesh, state):
   With `config.grad_accum_steps` = k > 1, the batch is cut into k micro-batches (each still sharded over the
   data axis) whose gradients are averaged before one optimiser update. A contrastive loss then sees
   batch_size / k examples per row's negatives, as in PyTorch implementations that accumulate gradients.
+  With `config.optimizer.clamp_logit_scale` (default True) the logit scale is clipped to [0, ln 100] after
+  each update.
   """
   rng = jax.random.PRNGKey(config.seed)
   accum = config.grad_accum_steps
+  clamp = config.optimizer.get("clamp_logit_scale", True)
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
   def gradients(params, batch, step_rng):
@@ -285,7 +288,8 @@ def make_train_step(config, loss_fn, tx, mesh, state):
     (loss, metrics), grads = gradients(state["params"], batch, step_rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)
-    new_params["clip"]["logit_scale"] = losses.clamp_logit_scale(new_params["clip"]["logit_scale"])
+    if clamp:  # open_clip's pretraining loop does this after each step; FLYP's and WiSE-FT's loops do not
+      new_params["clip"]["logit_scale"] = losses.clamp_logit_scale(new_params["clip"]["logit_scale"])
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
     return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 

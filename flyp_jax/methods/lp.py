@@ -103,6 +103,15 @@ def fit_with_validation(train_x, train_y, val_x, val_y, num_classes: int,
   return {**best, "grid": grid}
 
 
+def l2_from_C(C, num_train: int) -> np.ndarray:
+  """scikit-learn's inverse regularisation strengths C -> this module's l2 = 1 / (C * N).
+
+  LogisticRegression minimises 0.5 ||W||^2 + C * sum of the N cross-entropies (intercept not penalised);
+  divided by C * N that is `objective` with l2 = 1 / (C * N), so both have the same minimiser.
+  """
+  return 1.0 / (np.asarray(C, np.float64) * num_train)
+
+
 # ---------------------------------------------------------------------------------------- the LP command
 def extract_features(model, params, dataset: str, split: str, mesh, *, batch_size: int, data_dir=None,
                      image_size=None, corrupt_images: str = "error") -> tuple[np.ndarray, np.ndarray]:
@@ -145,8 +154,9 @@ def run(config, workdir: str) -> dict:
   n_classes = len(classnames.get(d.classnames))
   for split, y in ((d.train_split, train_y), (config.lp.val_split, val_y)):
     pipeline.check_labels(y, d.dataset, split, n_classes, d.classnames)
+  c_grid = list(config.lp.get("C_grid") or [])
   fit = fit_with_validation(train_x, train_y, val_x, val_y, n_classes,
-                            l2_grid=np.asarray(config.lp.l2_grid))
+                            l2_grid=l2_from_C(c_grid, len(train_y)) if c_grid else np.asarray(config.lp.l2_grid))
   logging.info("linear probe: l2 %.1e picked, validation top-1 %.4f", fit["l2"], fit["val_top1"])
   head = {"kernel": np.asarray(fit["kernel"]), "bias": np.asarray(fit["bias"])}
   if jax.process_index() == 0:
@@ -154,4 +164,6 @@ def run(config, workdir: str) -> dict:
   evaluator = evaluate.from_config(model, config, mesh)
   results = evaluator(params, head=jax.device_put(head, parallel.replicated(mesh)), workdir=workdir)
   results.update(lp_l2=float(fit["l2"]), lp_val_top1=float(fit["val_top1"]))
+  if c_grid:
+    results["lp_C"] = 1.0 / (float(fit["l2"]) * len(train_y))
   return results

@@ -1,0 +1,394 @@
+"""Training parity: the reference implementations' training steps and ours, from the same random tiny CLIP and
+the same batches, compared parameter by parameter after several optimiser steps (float32, CPU).
+
+Our side runs the product's code paths: a reproduction preset's config (configs/<method>.py:imagenet_b16, with
+a shorter schedule and a larger learning rate so that a few steps move the parameters), the method's
+`make_loss`, `flyp_jax.optim.make_optimizer` and `flyp_jax.train.make_train_step`. The PyTorch side is written
+from reading the reference code, cited in each test:
+  FLYP    locuslab/FLYP src/models/flyp_loss.py (`flyp_loss`), src/models/utils.py (`cosine_lr`), clip/loss.py
+  FT      mlfoundations/wise-ft src/models/finetune.py, src/models/modeling.py, src/models/zeroshot.py
+  WiSE-FT mlfoundations/wise-ft src/wise_ft.py (`_merge`)
+  LP-FT   AnanyaKumar/transfer_learning configs/adaptation/resnet50_transfer.yaml (SGD), imagenet.yaml
+          (CosineAnnealingLR, T_max = epochs), unlabeled_extrapolation/baseline_train.py (scheduler.step() per epoch)
+  LP      AnanyaKumar/transfer_learning unlabeled_extrapolation/log_reg_sk.py (`test_log_reg_warm_starting`)
+
+Tolerance: per parameter tensor, ||ours - reference|| <= 1e-2 * ||reference - initial|| (L2 norms over the
+tensor), i.e. 1% of how far the reference moved it. Both sides compute in float32 but sum in different orders
+(XLA vs ATen), so gradients agree to ~1e-6 relative; Adam divides each gradient element by its running RMS,
+which turns that into update errors of ~1e-3 of the movement where a gradient element is small compared with
+its own rounding error (measured here: at most 3e-3 over all tensors of the four training tests). Each
+mutation the tests were checked against (weight decay on all parameters vs open_clip's mask, warmup
+lr * step / warmup instead of lr * (step + 1) / warmup, no gradient clipping in FT, a logit-scale clamp, SGD
+without momentum, cosine stepped per step instead of per epoch, l2 = 1 / C without N, alpha reversed) makes
+the test fail.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from flyp_jax import configs_lib, convert, models, optim, parallel, train  # noqa: E402
+from flyp_jax.data import classnames as classnames_lib  # noqa: E402
+from flyp_jax.data import templates as templates_lib  # noqa: E402
+from flyp_jax.methods import flyp, ft, lp, wiseft  # noqa: E402
+from flyp_jax.tokenizer import tokenize  # noqa: E402
+from tests.references import load_open_clip_loss_module, load_openai_clip_module  # noqa: E402
+
+BATCH, STEPS, IMAGE = 8, 4, 32
+# One device: the sharded paths have their own tests (test_train_step, test_losses); here they would only add
+# compilation time on the CPU's simulated devices.
+MESH = lambda: parallel.make_mesh(devices=jax.devices()[:1])
+TOL = 1e-2  # of each tensor's movement; see the module docstring
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def torch_clip(seed: int = 0, log_scale: float = math.log(100.0)):
+  """A random tiny OpenAI-layout CLIP (clip/model.py), float32, every tensor perturbed so all of them matter.
+
+  The logit scale starts at `log_scale` (OpenAI's released CLIPs: ln 100).
+  """
+  clip_model = load_openai_clip_module("model")
+  torch.manual_seed(seed)
+  # embed, image size, vision layers, vision width, patch, context, vocab, text width, text heads, text layers
+  m = clip_model.CLIP(48, IMAGE, 2, 128, 8, 77, 49408, 128, 2, 2).float()
+  with torch.no_grad():
+    for p in m.parameters():
+      p.add_(0.02 * torch.randn_like(p))
+    m.logit_scale.fill_(log_scale)
+  return m
+
+
+def to_ours(state_dict) -> tuple[convert.CLIPConfig, dict]:
+  sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in state_dict.items()}
+  cfg = convert.infer_config(sd, {"activation": "quick_gelu"})
+  return cfg, convert.openai_to_params(sd, cfg)
+
+
+def preset(spec: str, **optimizer):
+  """A reproduction preset with a short schedule: 2 warmup steps then cosine, so both parts are exercised."""
+  config = configs_lib.load(spec)
+  config.unlock()
+  config.data.update(classnames="domain_shapes", templates="domain_shapes")
+  config.update(batch_size=BATCH, steps=STEPS)
+  config.optimizer.update({"warmup_steps": 2, **optimizer})
+  config.lock()
+  return config
+
+
+def batches(num_classes: int, seed: int = 0):
+  rng = np.random.default_rng(seed)
+  return [(rng.normal(size=(BATCH, IMAGE, IMAGE, 3)).astype(np.float32),
+           rng.integers(0, num_classes, BATCH).astype(np.int32)) for _ in range(STEPS)]
+
+
+def run_ours(config, method, model, params, data, mesh):
+  tx = optim.make_optimizer(config, params, config.steps)
+  state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
+                               mesh)
+  step = train.make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
+  for images, labels in data:
+    state, _ = step(state, parallel.global_batch({"image": images, "label": labels}, mesh))
+  return jax.device_get(state["params"])
+
+
+def nchw(images):
+  return torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+
+
+def reference_cosine_lr(base_lr, warmup_length, steps, min_lr=0.0):
+  """FLYP src/models/utils.py `cosine_lr` (WiSE-FT's is the same without min_lr), as a function of the step."""
+  def lr(step):
+    if step < warmup_length:
+      return base_lr * (step + 1) / warmup_length
+    e, es = step - warmup_length, steps - warmup_length
+    return 0.5 * (1 + np.cos(np.pi * e / es)) * base_lr + min_lr
+  return lr
+
+
+def assert_same_trajectory(ours, ref, initial, prefix=""):
+  """Every leaf of `ours` within TOL of `ref`, relative to how far `ref` moved from `initial`."""
+  moved = []
+  for (path, o), r, i in zip(jax.tree_util.tree_flatten_with_path(ours)[0], jax.tree_util.tree_leaves(ref),
+                             jax.tree_util.tree_leaves(initial)):
+    o, r, i = (np.asarray(x, np.float64) for x in (o, r, i))
+    movement = np.abs(r - i).max()
+    name = prefix + jax.tree_util.keystr(path)
+    if name.endswith("['key']['bias']"):
+      # Adding b to every key adds q.b to a whole row of attention logits, which softmax ignores: the exact
+      # gradient is 0, both sides compute rounding noise (~1e-10), and Adam scales noise to full-size steps of
+      # its sign. Nothing downstream depends on these values.
+      continue
+    if movement == 0:  # never trained on either side (frozen, or unused token rows)
+      assert np.array_equal(o, r), f"{name}: moved here but not in the reference"
+      continue
+    # L2 norms over the tensor: a few elements whose gradient is near its own rounding error (cancellation)
+    # get relative errors of several percent from Adam's division by the RMS, and must not decide alone.
+    err, movement = np.linalg.norm(o - r), np.linalg.norm(r - i)
+    if os.environ.get("TRAJECTORY_DEBUG"):
+      print(f"{name} {err / movement:.2e}")
+    assert err <= TOL * movement, f"{name}: error {err:.3e} > {TOL} x movement {movement:.3e} (L2 norms)"
+    moved.append(name)
+  assert moved, "nothing trained: the comparison would be between initial parameters"
+  return moved
+
+
+# ----------------------------------------------------------------------------------------------------- FLYP
+def flyp_forward(clip, images, text):
+  """FLYP's clip/model.py `CLIP.forward`: normalised image and text features and exp(logit_scale)."""
+  img, txt = clip.encode_image(images), clip.encode_text(text)
+  return img / img.norm(dim=-1, keepdim=True), txt / txt.norm(dim=-1, keepdim=True), clip.logit_scale.exp()
+
+
+def test_trajectory_flyp_matches_flyp_loss_py():
+  """FLYP's step (src/models/flyp_loss.py): both towers, ClipLoss on normalised features with the trained
+  logit scale (clip/model.py `forward` returns logit_scale.exp()), torch.optim.AdamW over all parameters,
+  `cosine_lr` called with the step before `optimizer.step()`, no clamp, no clipping."""
+  config = preset("configs/flyp.py:imagenet_b16", lr=1e-4)
+  mesh = MESH()
+  ref = torch_clip(log_scale=math.log(100.0) + 0.05)  # above where a clamp would pull it back to ln(100)
+  cfg, params = to_ours(ref.state_dict())
+  model = models.create_model(cfg, dtype="float32")
+  initial = {"clip": params}
+  names = classnames_lib.get(config.data.classnames)
+  templates = templates_lib.get(config.data.templates)
+  data = batches(len(names))
+  ours = run_ours(config, flyp, model, {"clip": jax.tree_util.tree_map(np.copy, params)}, data, mesh)
+
+  # The template of each example is the one our loss draws (fold_in(PRNGKey(seed), step), one per example), so
+  # both sides see the same captions; FLYP's CSV has one row per (image, template) pair instead.
+  clip_loss = load_open_clip_loss_module().ClipLoss(local_loss=False, gather_with_grad=False, cache_labels=True,
+                                                    rank=0, world_size=1)
+  params_t = [p for p in ref.parameters() if p.requires_grad]
+  opt = torch.optim.AdamW(params_t, lr=config.optimizer.lr, weight_decay=config.optimizer.weight_decay)
+  lr_at = reference_cosine_lr(config.optimizer.lr, config.optimizer.warmup_steps, config.steps)
+  # One compiled draw rather than op-by-op dispatch (seconds of compilation per op on a loaded CPU).
+  draw = jax.jit(lambda s: jax.random.randint(jax.random.fold_in(jax.random.PRNGKey(config.seed), s), (BATCH,), 0,
+                                              len(templates)))
+  for step, (images, labels) in enumerate(data):
+    for group in opt.param_groups:
+      group["lr"] = lr_at(step)
+    template = np.asarray(draw(jnp.int32(step)))
+    text = tokenize([templates[t].format(names[y]) for y, t in zip(labels, template)], 77)
+    opt.zero_grad()
+    img, txt, scale = flyp_forward(ref, nchw(images), torch.from_numpy(text.astype(np.int64)))
+    clip_loss(img, txt, scale).backward()
+    opt.step()
+  _, ref_params = to_ours(ref.state_dict())
+  moved = assert_same_trajectory(ours, {"clip": ref_params}, initial)
+  assert any("text" in m for m in moved) and any("visual" in m for m in moved) and any("logit_scale" in m for m in moved)
+  assert float(ours["clip"]["logit_scale"]) > math.log(100.0)  # never clamped
+
+
+# ------------------------------------------------------------------------------------------------------- FT
+class _WiseFTClassifier(torch.nn.Module):
+  """WiSE-FT's ImageClassifier (src/models/modeling.py): ImageEncoder (CLIP without `transformer`, so the
+  text tower's other tensors get no gradient) and ClassificationHead(normalize=True, zero-shot weights)."""
+
+  def __init__(self, clip, weight):
+    super().__init__()
+    del clip.transformer  # ImageEncoder(keep_lang=False)
+    self.clip = clip
+    self.head = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+      self.head.weight.copy_(weight)
+      self.head.bias.zero_()
+
+  def forward(self, images):
+    features = self.clip.encode_image(images)
+    return self.head(features / features.norm(dim=-1, keepdim=True))
+
+
+def zeroshot_weights(clip, names, templates):
+  """src/models/zeroshot.py `get_zeroshot_classifier`: [classes, embed] normalised mean of normalised prompt
+  embeddings, times exp(logit_scale)."""
+  rows = []
+  with torch.no_grad():
+    for name in names:
+      e = clip.encode_text(torch.from_numpy(tokenize([t.format(name) for t in templates], 77).astype(np.int64)))
+      e = e / e.norm(dim=-1, keepdim=True)
+      e = e.mean(dim=0)
+      rows.append(e / e.norm())
+    return torch.stack(rows) * clip.logit_scale.exp()
+
+
+def run_classifier_reference(ref_clip, head_weight, data, make_opt, lr_at, clip_norm):
+  """finetune.py's loop: lr set before each step, zero_grad, cross-entropy, backward, clip_grad_norm_, step."""
+  model = _WiseFTClassifier(ref_clip, head_weight)
+  params_t = [p for p in model.parameters() if p.requires_grad]
+  opt = make_opt(params_t)
+  for step, (images, labels) in enumerate(data):
+    for group in opt.param_groups:
+      group["lr"] = lr_at(step)
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(model(nchw(images)), torch.from_numpy(labels.astype(np.int64)))
+    loss.backward()
+    if clip_norm:
+      torch.nn.utils.clip_grad_norm_(params_t, clip_norm)
+    opt.step()
+  return model
+
+
+def test_trajectory_ft_matches_wise_ft_finetune_py():
+  """WiSE-FT's end-to-end fine-tuning (src/models/finetune.py): zero-shot-initialised normalised head,
+  cross-entropy, clip_grad_norm_(params, 1.0), torch.optim.AdamW over the trainable parameters, `cosine_lr`."""
+  config = preset("configs/ft.py:imagenet_b16", lr=1e-4)
+  mesh = MESH()
+  ref = torch_clip(seed=1)
+  cfg, clip_params = to_ours(ref.state_dict())
+  model = models.create_model(cfg, dtype="float32")
+  names = classnames_lib.get(config.data.classnames)
+  head = ft.extra_params(config, model, jax.device_put(clip_params, parallel.replicated(mesh)), mesh, None)["head"]
+  weight = zeroshot_weights(ref, names, templates_lib.get(config.data.templates))
+  np.testing.assert_allclose(np.asarray(head["kernel"]), weight.numpy().T, rtol=1e-4, atol=1e-4)
+  weight = torch.from_numpy(np.asarray(head["kernel"]).T.copy())  # the same start, to the last bit
+  initial = {"clip": clip_params, "head": jax.device_get(head)}
+  data = batches(len(names), seed=1)
+  ours = run_ours(config, ft, model, jax.tree_util.tree_map(np.copy, initial), data, mesh)
+
+  o = config.optimizer
+  trained = run_classifier_reference(
+      ref, weight, data, lambda p: torch.optim.AdamW(p, lr=o.lr, weight_decay=o.weight_decay),
+      reference_cosine_lr(o.lr, o.warmup_steps, config.steps), clip_norm=1.0)
+  sd = {k[len("clip."):]: v for k, v in trained.state_dict().items() if k.startswith("clip.")}
+  sd.update({k: v for k, v in torch_clip(seed=1).state_dict().items() if k.startswith("transformer.")})
+  _, ref_clip = to_ours(sd)
+  ref_params = {"clip": ref_clip, "head": {"kernel": trained.head.weight.detach().numpy().T,
+                                           "bias": trained.head.bias.detach().numpy()}}
+  moved = assert_same_trajectory(ours, ref_params, initial)
+  assert all(m.startswith(("['clip']['visual']", "['head']")) for m in moved), moved  # the text tower stays
+
+
+def test_trajectory_lpft_matches_transfer_learning_sgd():
+  """LP-FT's fine-tuning stage (AnanyaKumar/transfer_learning): torch.optim.SGD(momentum=0.9, weight_decay=0),
+  CosineAnnealingLR(T_max=epochs) stepped once per epoch, no warmup and no clipping, from a given head."""
+  config = preset("configs/lpft.py:imagenet_b16", lr=0.3, warmup_steps=0, epoch_steps=2)
+  mesh = MESH()
+  ref = torch_clip(seed=2)
+  cfg, clip_params = to_ours(ref.state_dict())
+  model = models.create_model(cfg, dtype="float32")
+  n = len(classnames_lib.get(config.data.classnames))
+  rng = np.random.default_rng(2)
+  head = {"kernel": rng.normal(0, 1.0, (cfg.embed_dim, n)).astype(np.float32), "bias": np.zeros(n, np.float32)}
+  initial = {"clip": clip_params, "head": head}
+  data = batches(n, seed=2)
+  ours = run_ours(config, ft, model, jax.tree_util.tree_map(np.copy, initial), data, mesh)
+
+  epochs = config.steps // config.optimizer.epoch_steps
+  holder = {}
+
+  def make_opt(p):
+    holder["opt"] = torch.optim.SGD(p, lr=config.optimizer.lr, momentum=0.9, weight_decay=0.0)
+    holder["sched"] = torch.optim.lr_scheduler.CosineAnnealingLR(holder["opt"], T_max=epochs)
+    return holder["opt"]
+
+  def lr_at(step):  # baseline_train.py calls scheduler.step() after each epoch's batches
+    if step and step % config.optimizer.epoch_steps == 0:
+      holder["sched"].step()
+    return holder["opt"].param_groups[0]["lr"]
+
+  trained = run_classifier_reference(ref, torch.from_numpy(head["kernel"].T.copy()), data, make_opt,
+                                     lr_at, clip_norm=0.0)
+  sd = {k[len("clip."):]: v for k, v in trained.state_dict().items() if k.startswith("clip.")}
+  sd.update({k: v for k, v in torch_clip(seed=2).state_dict().items() if k.startswith("transformer.")})
+  _, ref_clip = to_ours(sd)
+  ref_params = {"clip": ref_clip, "head": {"kernel": trained.head.weight.detach().numpy().T,
+                                           "bias": trained.head.bias.detach().numpy()}}
+  assert_same_trajectory(ours, ref_params, initial)
+
+
+# --------------------------------------------------------------------------------------------------- WiSE-FT
+def wise_ft_merge(alpha, theta_0, theta_1):
+  """src/wise_ft.py `_merge` without Fisher weights: every tensor of the state dicts interpolated."""
+  return {key: (1 - alpha) * theta_0[key] + alpha * theta_1[key] for key in theta_0.keys()}
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
+def test_trajectory_wiseft_interpolation_matches_wise_ft_merge(alpha):
+  """Whole CLIPs (both towers, as for FLYP) plus a head (as for FT): our `interpolate` on params equals
+  `_merge` on the PyTorch state dicts, converted."""
+  zero, tuned = torch_clip(seed=3), torch_clip(seed=4)
+  head0, head1 = torch.nn.Linear(48, 5), torch.nn.Linear(48, 5)
+  theta_0 = {**zero.state_dict(), **{f"head.{k}": v for k, v in head0.state_dict().items()}}
+  theta_1 = {**tuned.state_dict(), **{f"head.{k}": v for k, v in head1.state_dict().items()}}
+  merged = wise_ft_merge(alpha, theta_0, theta_1)
+
+  def ours_of(sd):
+    _, clip = to_ours({k: v for k, v in sd.items() if not k.startswith("head.")})
+    return {"clip": clip, "head": {"kernel": sd["head.weight"].numpy().T, "bias": sd["head.bias"].numpy()}}
+
+  got = wiseft.interpolate(ours_of(theta_0), ours_of(theta_1), alpha)
+  expected = ours_of(merged)
+  for (path, g), e in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree_util.tree_leaves(expected)):
+    # The same two products and one sum per element; float32 rounding of alpha * x alone may differ by 1 ulp.
+    np.testing.assert_allclose(g, e, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+  if 0 < alpha < 1:  # the two ends differ, so the comparison is not between copies of one model
+    assert not all(np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(got),
+                                                     jax.tree_util.tree_leaves(ours_of(theta_0))))
+
+
+# -------------------------------------------------------------------------------------------------------- LP
+def test_trajectory_lp_selects_the_same_C_as_scikit_learn():
+  """LP-FT's probe sweep (log_reg_sk.py `test_log_reg_warm_starting`): LogisticRegression per C (ascending),
+  the first C with the best validation accuracy kept. Ours with l2 = 1 / (C N) picks the same C and reaches
+  the same accuracy and weights."""
+  linear_model = pytest.importorskip("sklearn.linear_model")
+  rng = np.random.default_rng(0)
+  n_train, n_val, dim, classes = 240, 200, 12, 4
+  centres = rng.normal(0, 0.6, (classes, dim))
+
+  def sample(n):
+    y = rng.integers(0, classes, n)
+    return (centres[y] + rng.normal(size=(n, dim))).astype(np.float32), y.astype(np.int32)
+
+  (train_x, train_y), (val_x, val_y) = sample(n_train), sample(n_val)
+  grid = np.logspace(-4, 2, 13)
+  best_acc, best_c, best_clf, accs = -1.0, None, None, []
+  for c in grid:  # cold starts at tight tolerance, so each fit is the optimum rather than where warm start stopped
+    clf = linear_model.LogisticRegression(C=c, max_iter=10_000, tol=1e-10).fit(train_x, train_y)
+    acc = float(np.mean(clf.predict(val_x) == val_y))
+    accs.append(acc)
+    if acc > best_acc:
+      best_acc, best_c, best_clf = acc, c, clf
+  assert len(set(accs)) > 2, accs  # the choice of C matters on this data
+
+  fit = lp.fit_with_validation(train_x, train_y, val_x, val_y, classes, l2_grid=lp.l2_from_C(grid, n_train),
+                               max_iter=5000, tol=1e-7)
+  assert 1.0 / (fit["l2"] * n_train) == pytest.approx(best_c, rel=1e-9)
+  assert fit["val_top1"] == pytest.approx(best_acc, abs=1e-6)  # float32 mean vs float64
+  # Along the grid, at most one validation example apart: under strong regularisation the logits of a few
+  # examples are within float32 rounding of a tie (ours float32, scikit-learn float64).
+  assert [a for _, a in sorted(fit["grid"], reverse=True)] == pytest.approx(accs, abs=1 / n_val + 1e-6)
+  # The intercepts are fixed only up to a shared constant (softmax); both fits keep their sum at 0.
+  np.testing.assert_allclose(np.asarray(fit["kernel"]), best_clf.coef_.T, rtol=1e-3, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(fit["bias"]), best_clf.intercept_ - best_clf.intercept_.mean(), atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------------- schedules
+def test_trajectory_schedules_equal_the_references_learning_rates():
+  """'reference_cosine' is FLYP's `cosine_lr` (min_lr included) and 'epoch_cosine' PyTorch's CosineAnnealingLR
+  stepped per epoch, at every step; the learning rate the first update uses is lr / warmup, not 0."""
+  from types import SimpleNamespace
+  opt = SimpleNamespace(lr=1e-3, warmup_steps=5, schedule="reference_cosine", min_lr=1e-5)
+  ours = optim.make_schedule(opt, 40)
+  ref = reference_cosine_lr(1e-3, 5, 40, min_lr=1e-5)
+  np.testing.assert_allclose([float(ours(s)) for s in range(40)], [ref(s) for s in range(40)], rtol=1e-6)
+
+  opt = SimpleNamespace(lr=0.1, warmup_steps=0, schedule="epoch_cosine", epoch_steps=7)
+  ours = optim.make_schedule(opt, 70)
+  sgd = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+  sched = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=10)
+  expected = []
+  for s in range(70):
+    if s and s % 7 == 0:
+      sgd.step()  # no gradient: nothing moves; only keeps PyTorch's step-order check quiet
+      sched.step()
+    expected.append(sgd.param_groups[0]["lr"])
+  np.testing.assert_allclose([float(ours(s)) for s in range(70)], expected, rtol=1e-6, atol=1e-12)
