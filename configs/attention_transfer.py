@@ -51,6 +51,9 @@ from configs import common
 DEMO_LR = {"demo": 5e-3, "demo_copy": 3e-3, "demo_none": 1e-3}
 
 
+PRESETS = ("demo", "demo_copy", "demo_none", "imagenet_b16_distill", "imagenet_b16_copy")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"attention_transfer_{arg}")
   c.method = "attention_transfer"
@@ -93,6 +96,5 @@ def get_config(arg: str = "demo"):
       c.optimizer.update(lr=1e-3 * 2048 / 256, warmup_steps=5 * epoch, weight_decay=0.05, b2=0.999)
     c.at.ensemble.update(path="../ft_imagenet_b16", config="")
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, demo_copy, demo_none, imagenet_b16_distill, "
-                     "imagenet_b16_copy")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

@@ -10,6 +10,9 @@ imagenet_b16: WiSE-FT's recipe (batch 512, lr 3e-5, weight decay 0.1, 10 epochs,
 from configs import common
 
 
+PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"ft_{arg}")
   c.method = "ft"
@@ -23,5 +26,5 @@ def get_config(arg: str = "demo"):
   elif arg in ("iwildcam_b16", "fmow_b16"):
     common.wilds_b16(c, arg.split("_")[0], lr=3e-5)
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

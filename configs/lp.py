@@ -7,6 +7,9 @@
 from configs import common
 
 
+PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"lp_{arg}")
   c.method = "lp"
@@ -22,5 +25,5 @@ def get_config(arg: str = "demo"):
     common.wilds_b16(c, arg.split("_")[0], lr=0.0)
     c.lp.val_split = "id_val"  # WILDS' held-out ID split
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

@@ -6,6 +6,8 @@
 
 from configs import ft
 
+PRESETS = ft.PRESETS  # the first is the default
+
 
 def get_config(arg: str = "demo"):
   c = ft.get_config(arg)

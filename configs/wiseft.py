@@ -9,12 +9,15 @@ Writes wiseft.json, wiseft.md (table) and wiseft.png (ID vs average OOD accuracy
 from configs import common
 
 
+PRESETS = ("demo", "flyp")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"wiseft_{arg}")
   c.method = "wiseft"
   common.demo(c)
   if arg not in ("demo", "flyp"):
-    raise ValueError(f"unknown preset {arg!r}; known: demo, flyp")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   source = "ft" if arg == "demo" else "flyp"
   c.wiseft = common.ml_collections.ConfigDict(dict(
       finetuned=f"../{source}_demo", finetuned_config=f"configs/{source}.py:demo",

@@ -140,7 +140,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
         metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
         eta = (total - done) * elapsed / max(timed_steps, 1)
-        logging.info("step %d/%d loss %.4f, %.1f examples/s, %.0fs left", done, total, metrics["loss"], rate, eta)
         print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
         writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
       if config.checkpoint_every and done % config.checkpoint_every == 0:
