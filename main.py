@@ -95,7 +95,10 @@ def quiet_libraries() -> None:
 
   Called once absl has parsed the flags (it sets the log level from --verbosity while parsing).
   """
-  absl_logging.set_verbosity(absl_logging.WARNING)  # orbax and TFDS log through absl
+  absl_logging.set_verbosity(absl_logging.WARNING)
+  # orbax and TFDS log through absl's logger, warnings included (e.g. a dataset folder without its info file,
+  # which the error that follows explains); this package's own warnings (root logger) still show.
+  logging.getLogger("absl").setLevel(logging.ERROR)
   # TensorFlow's deprecation notices (warnings about TFDS's own calls, nothing the user can change).
   logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
@@ -108,6 +111,7 @@ def main(argv):
 
   def run():
     from flyp_jax import parallel, train
+    logging.info("main.py %s\nconfig:\n%s", " ".join(sys.argv[1:]), _CONFIG.value)  # with -v: what ran
     parallel.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     train.main(_CONFIG.value, _WORKDIR.value)
 
