@@ -18,6 +18,13 @@ def path_names(tree) -> Any:
   return jax.tree_util.tree_map_with_path(lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), tree)
 
 
+def learning_rate(config, total_steps: int) -> optax.Schedule:
+  """The learning rate at each step (0-based: the rate of the step's update): linear warmup, cosine decay."""
+  opt = config.optimizer
+  return optax.warmup_cosine_decay_schedule(0.0, opt.lr, min(opt.warmup_steps, max(total_steps - 1, 1)),
+                                            max(total_steps, 1), end_value=0.0)
+
+
 def make_optimizer(config, params, total_steps: int) -> optax.GradientTransformation:
   """AdamW with linear warmup and cosine decay on the parameters whose path matches `config.trainable`.
 
@@ -25,8 +32,7 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   Weight decay skips biases, norms, embeddings' positional tables and the logit scale, as CLIP trains.
   """
   opt = config.optimizer
-  schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, min(opt.warmup_steps, max(total_steps - 1, 1)),
-                                                max(total_steps, 1), end_value=0.0)
+  schedule = learning_rate(config, total_steps)
   names = path_names(params)
   trainable = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
   if not any(trainable(n) for n in jax.tree_util.tree_leaves(names)):

@@ -123,10 +123,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluate_at(0, "eval_0.json")
   results, metrics = {}, None
   t0, timed_steps, t_start = time.time(), 0, time.time()
+  window, lr = metric_writer.RunningMean(), optim.learning_rate(config, total)
   preemption = _TermSignal()
   try:
     for step in range(start, total):
       state, metrics = step_fn(state, next(batches))
+      window.add(metrics)
       if step == start:  # throughput counts from here: compilation excluded
         jax.block_until_ready(metrics)
         t0 = time.time()
@@ -134,11 +136,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         timed_steps += 1
       done = step + 1
       if done % config.log_every == 0 or done == total:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics = window.read()  # means since the last log
         _check_finite(metrics, done, ckpt.latest_step())
         elapsed = time.time() - t0
         rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
-        metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
+        metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count(),
+                       lr=float(lr(done - 1)))  # the rate of this step's update
         eta = (total - done) * elapsed / max(timed_steps, 1)
         print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
         writer.write(done, {f"train/{k}": v for k, v in metrics.items()})

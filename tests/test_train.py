@@ -160,3 +160,24 @@ def test_start_evaluation_best_checkpoint_and_comparison_table(tmp_path, data_di
   assert [s["step"] for s in scores] == [0, 2, 4]
   best = max(scores, key=lambda s: (s["eval/id_val/top1"], s["step"]))  # ties: the later step
   assert results["best_step"] == best["step"] and os.listdir(tmp_path / "best") == [str(best["step"])]
+
+
+def test_logged_loss_is_the_mean_since_the_last_log_and_lr_is_recorded(tmp_path, data_dir):
+  def train_lines(workdir, log_every):
+    config = tiny_config("configs/flyp.py:demo", data_dir, log_every=log_every, checkpoint_every=0)
+    config.eval.unlock().suite = ""  # training metrics only: no evaluation
+    train.run(config, str(workdir))
+    lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {l["step"]: l for l in lines if "train/loss" in l}
+
+  every_step = train_lines(tmp_path / "a", 1)
+  every_two = train_lines(tmp_path / "b", 2)  # the same run, logged every second step
+  assert sorted(every_two) == [2, 4]
+  for step in (2, 4):
+    mean = (every_step[step - 1]["train/loss"] + every_step[step]["train/loss"]) / 2
+    assert every_two[step]["train/loss"] == pytest.approx(mean, rel=1e-6)
+  assert every_step[1]["train/loss"] != every_step[2]["train/loss"]  # so the mean differs from the last step's
+  from flyp_jax import optim
+  schedule = optim.learning_rate(tiny_config("configs/flyp.py:demo", data_dir), 4)
+  lrs = [every_step[s]["train/lr"] for s in (1, 2, 3, 4)]
+  assert lrs == pytest.approx([float(schedule(s - 1)) for s in (1, 2, 3, 4)]) and len(set(lrs)) == 4
