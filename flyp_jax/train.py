@@ -101,6 +101,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # The best parameters on ID validation (the later step on ties), apart from the last checkpoints resuming uses.
   best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max")) if validator else None
+  if ckpt.latest_step() == total and files.exists(os.path.join(workdir, "results.json")):
+    # A finished run: training and its final evaluation are not done again (a metrics.jsonl row, a time).
+    print(f"{files.absolute(workdir)} holds a finished run of {total} steps: its results.json is reported as it is "
+          f"(another --workdir trains anew).", flush=True)
+    return files.read_json(os.path.join(workdir, "results.json"))
   if ckpt.latest_step() is not None:
     state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
     logging.info("Resumed from step %d.", int(state["step"]))
@@ -179,7 +184,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if start_results:
       print(comparison_table(start_results, results, _start_label(config), f"{config.method} (step {total})"))
   writer.close()
-  results["train_seconds"] = time.time() - t_start
+  if start < total:  # only for training this call did
+    results["train_seconds"] = time.time() - t_start
   return results
 
 

@@ -181,3 +181,20 @@ def test_logged_loss_is_the_mean_since_the_last_log_and_lr_is_recorded(tmp_path,
   schedule = optim.learning_rate(tiny_config("configs/flyp.py:demo", data_dir), 4)
   lrs = [every_step[s]["train/lr"] for s in (1, 2, 3, 4)]
   assert lrs == pytest.approx([float(schedule(s - 1)) for s in (1, 2, 3, 4)]) and len(set(lrs)) == 4
+
+
+def test_rerunning_a_finished_run_reports_it_without_training_or_evaluating_again(tmp_path, data_dir, capsys):
+  config = tiny_config("configs/flyp.py:demo", data_dir, steps=2, checkpoint_every=0)
+  config.eval.unlock().suite = ""
+  first = train.run(config, str(tmp_path))
+  assert first["train_seconds"] > 0
+  # As the final evaluation leaves it (with an evaluation suite, the evaluator writes results.json and a row).
+  (tmp_path / "results.json").write_text(json.dumps({"avg_id/top1": 0.5}))
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 2, "eval/avg_id/top1": 0.5}) + "\n")
+  metrics = (tmp_path / "metrics.jsonl").read_text()
+  capsys.readouterr()
+  again = train.run(config, str(tmp_path))
+  assert again == {"avg_id/top1": 0.5}  # no train_seconds: no training happened
+  assert (tmp_path / "metrics.jsonl").read_text() == metrics  # no second final row
+  assert "holds a finished run" in capsys.readouterr().out
