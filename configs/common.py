@@ -47,7 +47,8 @@ def base(name: str) -> ml_collections.ConfigDict:
 def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The offline benchmark on CPU: the tiny CLIP pretrained by configs/pretrain.py:demo, domain_shapes."""
   # Shipped with the package (flyp_jax/demo_model.py says how it was made). To use your own pretraining:
-  # --config.model.init=run --config.model.path=../pretrain_demo --config.model.config=configs/pretrain.py:demo
+  # --config.model.init=run --config.model.path=pretrain_demo --config.model.config=configs/pretrain.py:demo
+  # (paths to other runs are relative to the parent of the workdir: flyp_jax/run_paths.py)
   c.model.init = "pretrained"
   c.model.path = demo_model.PATH
   c.data.dataset = "domain_shapes"

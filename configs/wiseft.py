@@ -20,6 +20,7 @@ def get_config(arg: str = "demo"):
     raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   source = "ft" if arg == "demo" else "flyp"
   c.wiseft = common.ml_collections.ConfigDict(dict(
-      finetuned=f"../{source}_demo", finetuned_config=f"configs/{source}.py:demo",
+      # the fine-tuned run: beside this run's workdir (flyp_jax/run_paths.py), made with finetuned_config if unfinished
+      finetuned=f"{source}_demo", finetuned_config=f"configs/{source}.py:demo",
       alphas=[i / 10 for i in range(11)]))
   return c

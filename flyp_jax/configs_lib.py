@@ -53,6 +53,29 @@ def load(spec: str) -> ml_collections.ConfigDict:
   return config
 
 
+# What a run that another run starts (the comparison's methods, WiSE-FT's fine-tuning) takes from it: the model,
+# the data's location and the seed that make their results comparable; so `--config.data.data_dir=...` given to
+# the comparison reaches every method it runs.
+SHARED = ("seed", "model_axis", "model", "data.data_dir", "data.shards", "data.corrupt_images", "eval.batch_size")
+
+
+def load_sub_run(spec: str, parent: ml_collections.ConfigDict, keys=SHARED) -> ml_collections.ConfigDict:
+  """`load(spec)` with `parent`'s values of `keys` (dotted field names; whole sub-configs such as 'model')."""
+  config = load(spec)
+  config.unlock()
+  for key in keys:
+    *path, name = key.split(".")
+    source, target = parent, config
+    for part in path:
+      source, target = source.get(part), target.get(part)
+    if source is None or target is None or name not in source or name not in target:
+      continue  # a field one of the two configs does not have
+    value = source[name]
+    target[name] = ml_collections.ConfigDict(value.to_dict()) if isinstance(value, ml_collections.ConfigDict) else value
+  config.lock()
+  return config
+
+
 def catalogue() -> list[tuple[str, str, tuple]]:
   """(config file, the first line of its docstring, its presets) for every method config file."""
   out = []

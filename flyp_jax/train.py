@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel
+from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel, run_paths
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
@@ -39,7 +39,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
     return model, jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(config.seed))
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
-    run_dir = files.join(workdir, m.path)
+    run_dir = run_paths.resolve(workdir, m.path)
     if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
       if not m.get("config"):
         raise FileNotFoundError(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
@@ -75,6 +75,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.method not in TRAINING_METHODS:
     raise ValueError(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
   files.makedirs(workdir)
+  config = run_paths.absolute(config, workdir)  # other runs' paths, for the methods (which get no workdir)
   method = importlib.import_module(f"flyp_jax.methods.{config.method}")
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   accum = config.grad_accum_steps

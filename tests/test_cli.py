@@ -85,7 +85,8 @@ def test_run_errors_are_one_paragraph_without_traceback_unless_verbose(case, dat
                   ["'imagenet2012'", "not available", "download_and_prepare"]),
       "lpft_before_lp": (("--config=configs/lpft.py", f"--config.data.data_dir={data_dir}",
                           "--config.data.dataset=domain_shapes/small", "--config.eval.suite="),
-                         ["LP-FT needs a linear probe first", "configs/lp.py"]),
+                         ["LP-FT needs a linear probe first", "configs/lp.py",
+                          f"{tmp_path}/lp_demo/lp_head.npz"]),  # beside the workdir, tmp_path/run
   }[case]
   args = (*args, f"--workdir={tmp_path}/run")
   if case == "dataset":  # -v: the libraries' logs come back, the error stays one paragraph

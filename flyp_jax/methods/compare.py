@@ -1,21 +1,24 @@
 """Every method on one benchmark: zero-shot, LP, FT, LP-FT, FLYP and WiSE-FT, as a table and a plot.
 
-Each method runs in its own workdir beside this one (`../<config name>`), and a finished run is reused, so
-the comparison can be re-run cheaply and shares its runs with the single-method commands.
+Each method runs in its own workdir beside this one (`<workdir>/../<config name>`, as every path to another run:
+`flyp_jax.run_paths`), and a finished run is reused, so the comparison can be re-run cheaply and shares its runs
+with the single-method commands. The sub-runs take the comparison's values of `configs_lib.SHARED` (model,
+data location, seed, ...), so overrides of those given to the comparison reach them.
 """
 
 from __future__ import annotations
 
 import os
 
-from flyp_jax import configs_lib, evaluate, files, parallel, train
+from flyp_jax import configs_lib, evaluate, files, parallel, run_paths, train
 from flyp_jax.data import suites
 from flyp_jax.methods import wiseft
 
 
-def _run_or_reuse(spec: str, workdir: str) -> dict:
-  config = configs_lib.load(spec)
-  path = os.path.join(workdir, config.name)
+def _run_or_reuse(spec: str, parent, workdir: str) -> dict:
+  """The results of `spec` run beside `workdir` with `parent`'s shared settings, running it if unfinished."""
+  config = configs_lib.load_sub_run(spec, parent)
+  path = run_paths.resolve(workdir, config.name)
   done = os.path.join(path, "wiseft.json" if config.method == "wiseft" else "results.json")
   if not files.exists(done):
     train.dispatch(config, path)
@@ -25,14 +28,13 @@ def _run_or_reuse(spec: str, workdir: str) -> dict:
 def run(config, workdir: str) -> dict:
   """Writes comparison.md (one row per method: ID, each OOD dataset, average OOD) and comparison.png."""
   files.makedirs(workdir)
-  parent = os.path.dirname(files.absolute(workdir).rstrip("/"))
   model, params = train.load_clip(config, workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   evaluator = evaluate.from_config(model, config, mesh)
   rows = {"zero-shot": evaluator(params, workdir=workdir, filename="zeroshot.json")}
   for label, spec in config.compare.methods.items():
-    rows[label] = _run_or_reuse(spec, parent)
-  curve = _run_or_reuse(config.compare.wiseft, parent)
+    rows[label] = _run_or_reuse(spec, config, workdir)
+  curve = _run_or_reuse(config.compare.wiseft, config, workdir)
   picked = min(curve["results"], key=lambda r: abs(r["alpha"] - curve["picked_alpha"]))
   best_ood = max(curve["results"], key=lambda r: r["avg_ood/top1"])
   picked_on = curve.get("picked_on", wiseft.ID_KEY)
