@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel, run_paths
+from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel, profiling, run_paths
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
@@ -130,10 +130,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results, metrics = {}, None
   t0, timed_steps, t_start = time.time(), 0, time.time()
   window, lr = metric_writer.RunningMean(), optim.learning_rate(config, total)
+  trace = profiling.StepTrace(workdir, config.get("profile_steps", 0), start, total)
   preemption = _TermSignal()
   try:
     for step in range(start, total):
+      trace.before_step(step)
       state, metrics = step_fn(state, next(batches))
+      trace.after_step(step, metrics)
       window.add(metrics)
       if step == start:  # throughput counts from here: compilation excluded
         jax.block_until_ready(metrics)
@@ -166,6 +169,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
               flush=True)
         raise Preempted(PREEMPTED_EXIT_CODE)
   finally:
+    trace.close()
     preemption.restore()
   if metrics is not None:
     _check_finite(metrics, total, ckpt.latest_step())

@@ -81,7 +81,8 @@ def test_run_errors_are_one_paragraph_without_traceback_unless_verbose(case, dat
   args, fragments = {
       "checkpoint": (("--config=configs/flyp.py", f"--config.model.path={tmp_path}/ViT-B-16.pt"),
                      ["ViT-B-16.pt' not found", "openai:ViT-B/16"]),
-      "dataset": (("--config=configs/lp.py", "--config.data.dataset=imagenet2012", f"--config.data.data_dir={tmp_path}"),
+      "dataset": (("--config=configs/lp.py", "--config.data.dataset=imagenet2012",
+                   f"--config.data.data_dir={tmp_path}"),
                   ["'imagenet2012'", "not available", "download_and_prepare"]),
       "lpft_before_lp": (("--config=configs/lpft.py", f"--config.data.data_dir={data_dir}",
                           "--config.data.dataset=domain_shapes/small", "--config.eval.suite="),
