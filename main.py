@@ -149,4 +149,6 @@ if __name__ == "__main__":
   if problem:
     print(f"error: {problem}", file=sys.stderr)
     sys.exit(USAGE_ERROR_EXIT)
+  import jax
+  jax.config.config_with_absl()  # JAX's own options as flags: --jax_debug_nans, --jax_log_compiles, ...
   app.run(main)

@@ -95,9 +95,9 @@ def fetch(name: str) -> str:
 
 def missing_checkpoint_message(path: str) -> str:
   """Where to get a CLIP checkpoint, for a model path that names no existing file."""
-  names = ", ".join(PREFIX + n for n in OPENAI)
+  names = ", ".join(PREFIX + n for n in OPENAI if n != "ViT-B/16")
   where = f" (a relative path is read from {os.getcwd()})" if not os.path.isabs(path) else ""
   return (f"checkpoint {path!r} not found{where}. Name one of OpenAI's released CLIPs instead to download it once "
-          f"into {cache_dir()}: --config.model.path={PREFIX}ViT-B/16 (also {names}); or download the file yourself "
+          f"into {cache_dir()}: --config.model.path={PREFIX}ViT-B/16 (or {names}); or download the file yourself "
           f"(the URLs are in OpenAI CLIP's clip/clip.py, e.g. {OPENAI_URL}/{OPENAI['ViT-B/16'][0]}/ViT-B-16.pt) "
           f"and give its path; open_clip and Hugging Face CLIP checkpoints work too (see the README).")

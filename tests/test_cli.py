@@ -84,7 +84,8 @@ def test_run_errors_are_one_paragraph_without_traceback_unless_verbose(case, dat
       "dataset": (("--config=configs/lp.py", "--config.data.dataset=imagenet2012",
                    f"--config.data.data_dir={tmp_path}"),
                   ["'imagenet2012'", "not available", "download_and_prepare"]),
-      "lpft_before_lp": (("--config=configs/lpft.py", f"--config.data.data_dir={data_dir}",
+      # with one of JAX's own flags, which main.py accepts through absl
+      "lpft_before_lp": (("--config=configs/lpft.py", "--jax_debug_nans", f"--config.data.data_dir={data_dir}",
                           "--config.data.dataset=domain_shapes/small", "--config.eval.suite="),
                          ["LP-FT needs a linear probe first", "configs/lp.py",
                           f"{tmp_path}/lp_demo/lp_head.npz"]),  # beside the workdir, tmp_path/run
