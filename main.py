@@ -21,7 +21,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes of the j
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's id, with --coordinator_address")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "the libraries' logs, and the traceback of an error")
 
-USAGE_ERROR_EXIT = 2  # as argparse and absl's flag errors: the command needs changing, not re-running
+USAGE_ERROR_EXIT = 2  # as argparse's usage errors: the command needs changing, not re-running
 _HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
@@ -57,8 +57,7 @@ def normalise_argv(argv: list[str]) -> list[str]:
   """The command line as absl and the config checks expect it.
 
   `--config FILE` (a space, which absl accepts) becomes `--config=FILE`, so the unknown-key check below sees the
-  file; the config file is found from the working directory, else from the repository; a bare `-v` (absl's
-  needs a level) means `--verbosity=0`, the libraries' INFO logs.
+  file; a bare `-v` (absl's needs a level) means `--verbosity=0`, the libraries' INFO logs.
   """
   out, i = [argv[0]], 1
   while i < len(argv):
@@ -140,6 +139,7 @@ if __name__ == "__main__":
   from flyp_jax import configs_lib
 
   def check_config():
+    # The config file found from the working directory, else from the repository (main.py run from elsewhere).
     for i, arg in enumerate(sys.argv):
       if arg.startswith("--config="):
         sys.argv[i] = "--config=" + configs_lib.resolve(arg.split("=", 1)[1])
