@@ -22,7 +22,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's id, with 
 _VERBOSE = flags.DEFINE_bool("verbose", False, "the libraries' logs, and the traceback of an error")
 
 USAGE_ERROR_EXIT = 2  # as argparse's usage errors: the command needs changing, not re-running
-_HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
+_HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 
 
 def error_message(e: BaseException):
@@ -134,7 +134,14 @@ if __name__ == "__main__":
     _quiet = True
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up lines; read at its import
   if any(arg in _HELP for arg in sys.argv[1:]):
-    sys.modules["__main__"].__doc__ = help_text()  # absl prints the main module's docstring above the flags
+    # Printed here rather than by absl, whose --help exits with status 1, as a failure.
+    sys.modules["__main__"].__doc__ = help_text()  # app.usage prints the main module's docstring above the flags
+    full = "--helpfull" in sys.argv
+    if full:
+      import jax
+      jax.config.config_with_absl()
+    app.usage(shorthelp=not full, writeto_stdout=True)
+    sys.exit(0)
   flags.mark_flag_as_required("config")
   from flyp_jax import configs_lib
 

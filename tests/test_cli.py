@@ -111,3 +111,5 @@ def test_help_lists_methods_and_presets():
     assert f"configs/{name}.py: " in out, name
   assert "presets: demo, imagenet_b16, iwildcam_b16, fmow_b16" in out and "presets: demo, flyp" in out
   assert "--verbose" in out
+  code, out, err = main_py("--helpfull")
+  assert code == 0 and "--[no]jax_debug_nans" in out  # JAX's own options are flags of main.py
