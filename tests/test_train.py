@@ -116,7 +116,7 @@ def test_config_typo_is_a_clear_error(tmp_path):
   assert "learning_rate" in run.stderr and "lr" in run.stderr  # names the typo and the valid keys
 
 
-def test_rerunning_a_finished_run_only_evaluates(tmp_path, data_dir, capsys):
+def test_rerunning_a_finished_run_trains_nothing(tmp_path, data_dir, capsys):
   config = tiny_config("configs/flyp.py:demo", data_dir, steps=2)
   first = train.run(config, str(tmp_path))
   capsys.readouterr()
