@@ -146,6 +146,9 @@ if __name__ == "__main__":
   from flyp_jax import configs_lib
 
   def check_config():
+    if not any(arg.startswith("--config=") for arg in sys.argv):
+      return ("--config is required: the method's config file, e.g. --config=configs/flyp.py (the offline demo); "
+              "python main.py --help lists the config files and their presets")
     # The config file found from the working directory, else from the repository (main.py run from elsewhere).
     for i, arg in enumerate(sys.argv):
       if arg.startswith("--config="):

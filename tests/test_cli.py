@@ -65,6 +65,7 @@ def test_the_demo_prints_progress_evaluations_and_the_table_only(data_dir, tmp_p
 
 
 @pytest.mark.parametrize("args,fragments", [
+    ((), ["--config is required", "configs/flyp.py", "--help"]),
     (("--config=configs/flyp.py:bogus",), ["no preset 'bogus'", "imagenet_b16", "--help"]),
     (("--config=configs/flypp.py",), ["config file 'configs/flypp.py' not found", "configs/flyp.py"]),
     # a space instead of '=': absl accepts it; the unknown-key check must see the file too
