@@ -8,7 +8,7 @@ setup(
     description="Finetune Like You Pretrain (FLYP), WiSE-FT, LP-FT and attention transfer for CLIP in JAX/Flax",
     long_description=open("README.md").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["flyp_jax", "flyp_jax.*"]),
     package_data={"flyp_jax": ["assets/*.gz", "assets/*.npz"]},
     install_requires=[

@@ -51,6 +51,9 @@ from configs import common
 DEMO_LR = {"demo": 5e-3, "demo_copy": 3e-3, "demo_none": 1e-3}
 
 
+PRESETS = ("demo", "demo_copy", "demo_none", "imagenet_b16_distill", "imagenet_b16_copy")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"attention_transfer_{arg}")
   c.method = "attention_transfer"
@@ -62,7 +65,8 @@ def get_config(arg: str = "demo"):
       weight=3.0,  # of the attention loss in distill mode (the paper's 3)
       skip_last=0,  # transfer the first L - skip_last layers
       label_smoothing=0.0,
-      # The ensemble's teacher: a fine-tuned run's workdir (relative to this run's workdir) and the config that
+      # The ensemble's teacher: a fine-tuned run's workdir (relative to the parent of this run's workdir) and the
+      # config that
       # makes it if it has not finished; an empty path ensembles with the pretrained teacher's zero-shot head.
       ensemble=ml_collections.ConfigDict(dict(path="", config="")),
   ))
@@ -76,7 +80,7 @@ def get_config(arg: str = "demo"):
     # Only the mode and the learning rate differ between the three demos: each has the best lr of a sweep
     # on seed 0 (see the docstring), so the comparison is at equal steps, data and tuning effort.
     c.optimizer.update(lr=DEMO_LR[arg], warmup_steps=60, weight_decay=0.05, b2=0.98)
-    c.at.ensemble.update(path="../ft_demo", config="configs/ft.py:demo")
+    c.at.ensemble.update(path="ft_demo", config="configs/ft.py:demo")
   elif arg in ("imagenet_b16_distill", "imagenet_b16_copy"):
     common.imagenet_b16(c, lr=0.0)
     epoch = common.IMAGENET_TRAIN // 2048
@@ -91,8 +95,7 @@ def get_config(arg: str = "demo"):
       c.steps = 100 * epoch
       c.at.update(mode="copy", skip_last=0)
       c.optimizer.update(lr=1e-3 * 2048 / 256, warmup_steps=5 * epoch, weight_decay=0.05, b2=0.999)
-    c.at.ensemble.update(path="../ft_imagenet_b16", config="")
+    c.at.ensemble.update(path="ft_imagenet_b16", config="")
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, demo_copy, demo_none, imagenet_b16_distill, "
-                     "imagenet_b16_copy")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

@@ -19,6 +19,7 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2  # the last N; the best on ID validation is kept apart in WORKDIR/best
   c.grad_accum_steps = 1  # micro-batches per optimiser step (batch_size is the whole step's batch)
   c.model_axis = 1  # devices per model replica (parameter sharding); the rest is the data axis
+  c.profile_steps = 0  # >0: a profiler trace of that many steps after the first into WORKDIR/tensorboard
   # Where the CLIP comes from: "pretrained" (path: OpenAI/open_clip/HF checkpoint or convert output),
   # "run" (path: the workdir of another run, made first with `config` if it has not finished), "random".
   c.model = ml_collections.ConfigDict(dict(init="pretrained", path="", config="", variant="ViT-B/16",
@@ -56,7 +57,8 @@ def base(name: str) -> ml_collections.ConfigDict:
 def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The offline benchmark on CPU: the tiny CLIP pretrained by configs/pretrain.py:demo, domain_shapes."""
   # Shipped with the package (flyp_jax/demo_model.py says how it was made). To use your own pretraining:
-  # --config.model.init=run --config.model.path=../pretrain_demo --config.model.config=configs/pretrain.py:demo
+  # --config.model.init=run --config.model.path=pretrain_demo --config.model.config=configs/pretrain.py:demo
+  # (paths to other runs are relative to the parent of the workdir: flyp_jax/run_paths.py)
   c.model.init = "pretrained"
   c.model.path = demo_model.PATH
   c.data.dataset = "domain_shapes"

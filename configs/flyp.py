@@ -19,6 +19,9 @@ README.md's "Reproduction presets" table cites the reference line of each settin
 from configs import common
 
 
+PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"flyp_{arg}")
   c.method = "flyp"
@@ -31,5 +34,5 @@ def get_config(arg: str = "demo"):
   elif arg in ("iwildcam_b16", "fmow_b16"):
     common.wilds_b16(c, arg.split("_")[0], lr=1e-5)
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

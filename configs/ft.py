@@ -13,6 +13,9 @@ to 1.0, float32). iwildcam_b16 / fmow_b16: the same loop with FLYP's WILDS batch
 from configs import common
 
 
+PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"ft_{arg}")
   c.method = "ft"
@@ -28,5 +31,5 @@ def get_config(arg: str = "demo"):
     common.wilds_b16(c, arg.split("_")[0], lr=3e-5)
     c.optimizer.grad_clip = 1.0
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

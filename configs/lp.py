@@ -16,6 +16,9 @@ from configs import common
 from flyp_jax.data import suites
 
 
+PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"lp_{arg}")
   c.method = "lp"
@@ -36,5 +39,5 @@ def get_config(arg: str = "demo"):
     c.lp.val_split = "id_val"  # WILDS' held-out ID split
     c.lp.C_grid = reference_grid
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: demo, imagenet_b16, iwildcam_b16, fmow_b16")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

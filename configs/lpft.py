@@ -1,6 +1,6 @@
 """LP-FT: a linear probe first (configs/lp.py, in ft.lp_workdir), then full fine-tuning from its head.
 
-  python main.py --config=configs/lp.py --workdir=workdirs/lp_demo      # 1. the probe
+  python main.py --config=configs/lp.py                                  # 1. the probe, in workdirs/lp_demo
   python main.py --config=configs/lpft.py                                # 2. fine-tune from it
 
 imagenet_b16 / iwildcam_b16 / fmow_b16: the fine-tuning stage of LP-FT's code (AnanyaKumar/transfer_learning:
@@ -11,17 +11,22 @@ reference sweeps lr over {3e-7, 1e-6, ..., 1e-2} (scripts/run_adaptation_experim
 the run best on ID validation: run this preset once per lr (--config.optimizer.lr=...) and compare their
 `id_val/top1` (each results.json reports its checkpoint selected on ID validation); the preset's lr is one point
 of that grid.
+
+ft.lp_workdir (lp_<preset>) is relative to the parent of this run's workdir, like every path to another run:
+with a custom --workdir, run the probe beside it (or give an absolute --config.ft.lp_workdir).
 """
 
 from configs import common
 from configs import ft
+
+PRESETS = ft.PRESETS  # the first is the default
 
 
 def get_config(arg: str = "demo"):
   c = ft.get_config(arg)
   c.name = f"lpft_{arg}"
   c.ft.head_init = "lp"
-  c.ft.lp_workdir = f"workdirs/lp_{arg}"
+  c.ft.lp_workdir = f"lp_{arg}"  # beside this run's workdir: the default workdir of configs/lp.py:<arg>
   if arg == "demo":
     c.optimizer.lr = 3e-5  # LP-FT fine-tunes gently from a good head (Kumar et al., 2022)
     return c

@@ -11,11 +11,14 @@ split `pretrain_val`, per domain), never on the test splits. The shipped demo CL
 from configs import common
 
 
+PRESETS = ("demo",)  # the first is the default
+
+
 def get_config(arg: str = "demo"):
   c = common.base(f"pretrain_{arg}")
   c.method = "pretrain"
   if arg != "demo":
-    raise ValueError(f"unknown preset {arg!r}; known: demo")
+    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   c.model.init = "random"
   c.model.variant = "ViT-T/4"
   c.model.overrides = {"context_length": 16}  # captions are at most 15 tokens

@@ -289,8 +289,10 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
   activation: "quick_gelu" or "gelu" when the source does not say (plain open_clip state dicts).
   dtype: the model's compute dtype ("bfloat16" on TPU). Put params on devices with `jax.device_put`.
   """
-  from flyp_jax import files
-  path = os.fspath(path)
+  from flyp_jax import files, pretrained
+  path = pretrained.resolve(os.fspath(path))  # openai:NAME -> the cached, checked download
+  if not files.is_remote(path) and not os.path.exists(path):
+    raise FileNotFoundError(pretrained.missing_checkpoint_message(path))
   converted = files.exists(os.path.join(path, CONVERTED_MARKER))
   if converted or (path.endswith(".npz") and os.path.isfile(path)):
     config, params = load_converted(path) if converted else load_npz(path)

@@ -9,6 +9,7 @@ import json
 import os
 
 import jax
+import jax.numpy as jnp
 
 
 class MetricWriter:
@@ -44,3 +45,26 @@ class MetricWriter:
   def close(self) -> None:
     if self._summary is not None:
       self._summary.close()
+
+
+class RunningMean:
+  """The mean of each training metric over the steps since it was last read, summed on the devices.
+
+  A logged loss is then the mean since the last log rather than one step's value, which on small batches says
+  little; summing jax arrays adds no host sync to the steps in between.
+  """
+
+  def __init__(self):
+    self._sum, self._count = None, 0
+
+  def add(self, metrics: dict) -> None:
+    self._sum = metrics if self._sum is None else jax.tree_util.tree_map(jnp.add, self._sum, metrics)
+    self._count += 1
+
+  def read(self) -> dict:
+    """{name: float mean} since the last read (empty if no step was added), and starts a new window."""
+    if self._sum is None:
+      return {}
+    means = {k: float(v) / self._count for k, v in jax.device_get(self._sum).items()}
+    self._sum, self._count = None, 0
+    return means

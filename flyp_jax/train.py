@@ -23,7 +23,7 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel
+from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel, profiling, run_paths
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
@@ -39,7 +39,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
     return model, jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(config.seed))
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
-    run_dir = files.join(workdir, m.path)
+    run_dir = run_paths.resolve(workdir, m.path)
     if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
       if not m.get("config"):
         raise FileNotFoundError(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
@@ -78,6 +78,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.method not in TRAINING_METHODS:
     raise ValueError(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
   files.makedirs(workdir)
+  config = run_paths.absolute(config, workdir)  # other runs' paths, for the methods (which get no workdir)
   method = importlib.import_module(f"flyp_jax.methods.{config.method}")
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   accum = config.grad_accum_steps
@@ -106,6 +107,11 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   select_on = selection_key(config)
   best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True, best_fn=lambda m: m[select_on], best_mode="max")) if validator else None
+  if ckpt.latest_step() == total and files.exists(os.path.join(workdir, "results.json")):
+    # A finished run: training and its final evaluation are not done again (a metrics.jsonl row, a time).
+    print(f"{files.absolute(workdir)} holds a finished run of {total} steps: its results.json is reported as it is "
+          f"(another --workdir trains anew).", flush=True)
+    return files.read_json(os.path.join(workdir, "results.json"))
   if ckpt.latest_step() is not None:
     state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
     logging.info("Resumed from step %d.", int(state["step"]))
@@ -132,10 +138,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluate_at(0)
   results, metrics = {}, None
   t0, timed_steps, t_start = time.time(), 0, time.time()
+  window, lr = metric_writer.RunningMean(), optim.make_schedule(config.optimizer, total)
+  trace = profiling.StepTrace(workdir, config.get("profile_steps", 0), start, total)
   preemption = _TermSignal()
   try:
     for step in range(start, total):
+      trace.before_step(step)
       state, metrics = step_fn(state, next(batches))
+      trace.after_step(step, metrics)
+      window.add(metrics)
       if step == start:  # throughput counts from here: compilation excluded
         jax.block_until_ready(metrics)
         t0 = time.time()
@@ -143,13 +154,13 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
         timed_steps += 1
       done = step + 1
       if done % config.log_every == 0 or done == total:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        metrics = window.read()  # means since the last log
         _check_finite(metrics, done, ckpt.latest_step())
         elapsed = time.time() - t0
         rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
-        metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count())
+        metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count(),
+                       lr=float(lr(done - 1)))  # the rate of this step's update
         eta = (total - done) * elapsed / max(timed_steps, 1)
-        logging.info("step %d/%d loss %.4f, %.1f examples/s, %.0fs left", done, total, metrics["loss"], rate, eta)
         print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
         writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
       if config.checkpoint_every and done % config.checkpoint_every == 0:
@@ -167,6 +178,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
               flush=True)
         raise Preempted(PREEMPTED_EXIT_CODE)
   finally:
+    trace.close()
     preemption.restore()
   if metrics is not None:
     _check_finite(metrics, total, ckpt.latest_step())
@@ -183,7 +195,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
       print(comparison_table(start_results, results, _start_label(config),
                              f"{config.method} (step {results['selected_step']})"))
   writer.close()
-  results["train_seconds"] = time.time() - t_start
+  if start < total:  # only for training this call did
+    results["train_seconds"] = time.time() - t_start
   return results
 
 

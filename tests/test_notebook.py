@@ -73,3 +73,40 @@ def test_notebook_runs_on_cpu(kernel_env):
   # alpha 0 is the zero-shot model itself: the same accuracies as the zero-shot evaluation.
   assert summary["wiseft"][0]["avg_id/top1"] == pytest.approx(summary["zeroshot"]["avg_id/top1"], abs=1e-6)
   assert summary["picked_alpha"] in (0.0, 0.5, 1.0)
+
+
+def _install_cell():
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  return next(c.source for c in nb.cells if c.cell_type == "code" and "pip" in c.source)
+
+
+@pytest.mark.parametrize("colab_tensorflow", [True, False])
+def test_install_cell_keeps_colabs_tensorflow(colab_tensorflow, monkeypatch):
+  """The install cell, run with pip and git replaced by a recorder: from a local folder (no placeholder URL),
+  and without tensorflow-cpu where a tensorflow is installed (Colab's)."""
+  import importlib.util
+  import subprocess
+  calls, real_find_spec = [], importlib.util.find_spec
+  fake_spec = lambda name, *a: {"flyp_jax": None, "tensorflow": object() if colab_tensorflow else None}.get(
+      name, real_find_spec(name, *a)) if name in ("flyp_jax", "tensorflow") else real_find_spec(name, *a)
+  monkeypatch.setattr(importlib.util, "find_spec", fake_spec)
+  monkeypatch.setattr(subprocess, "run", lambda command, **kw: calls.append(command))
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  monkeypatch.delenv("FLYP_SKIP_INSTALL", raising=False)
+  monkeypatch.chdir(ROOT)  # the cell changes into the project folder; restored after
+  exec(_install_cell(), {"os": os, "REPO": str(ROOT)})
+  installs = [c for c in calls if c[1:4] == ["-m", "pip", "install"]]
+  assert not [c for c in calls if "git" in c[0]] and installs
+  if colab_tensorflow:
+    deps, project = installs
+    assert "tensorflow-datasets" in deps and "orbax-checkpoint" in deps
+    assert not any(w.startswith("tensorflow-cpu") for w in deps)
+    assert project[-3:] == ["--no-deps", "-e", str(ROOT)]
+  else:
+    (project,) = installs
+    assert project[-2:] == ["-e", str(ROOT)]  # tensorflow-cpu comes with the project's dependencies
+
+
+def test_notebook_names_no_placeholder_repository():
+  text = NOTEBOOK.read_text()
+  assert "YOUR_ACCOUNT" not in text

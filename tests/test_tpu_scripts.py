@@ -357,3 +357,31 @@ def test_setup_ships_the_working_tree_of_tracked_files():
   on_disk = subprocess.run(["git", "-C", str(ROOT), "hash-object", "tpu/setup.sh"], capture_output=True, text=True,
                            check=True).stdout.strip()
   assert listed[1:3] == ["blob", on_disk]
+
+
+def run_script(script, *args, **env):
+  """(commands, stderr) of `tpu/<script> args` as given (no --dry-run added), with the stand-in gcloud on PATH."""
+  proc = subprocess.run(["bash", str(TPU / script), *args], capture_output=True, text=True, env=_env(**env), cwd=ROOT,
+                        timeout=60)
+  assert proc.returncode == 0, f"{script} {args} failed ({proc.returncode}):\n{proc.stderr}"
+  return [shlex.split(line) for line in proc.stdout.splitlines() if line.strip()], proc.stderr
+
+
+@pytest.mark.parametrize("flag_", ["--dry-run", "--dry_run"])
+def test_launch_dry_run_after_the_double_dash_acts_on_nothing(flag_, gcloud_log):
+  """tpu/README.md's form for more main.py flags, with --dry-run appended at the end: still a dry run."""
+  commands, _ = run_script("launch.sh", *LAUNCH, "--", "--config.eval.batch_size=1024", flag_)
+  assert not gcloud_log.exists(), f"gcloud was called:\n{gcloud_log.read_text()}"
+  (ssh,) = gcloud(commands)  # printed, not run
+  args = _main_py_words(ssh)
+  assert "--config.eval.batch_size=1024" in args and flag_ not in args  # not handed to main.py
+
+
+@pytest.mark.parametrize("position", ["end", "first"])
+def test_resume_dry_run_anywhere_acts_on_nothing(position, gcloud_log):
+  tail = ("--", "--config.eval.batch_size=1024")
+  args = ("--dry-run", *LAUNCH, *tail) if position == "first" else (*LAUNCH, *tail, "--dry-run")
+  commands, _ = run_script("resume.sh", *args, TPU_ASSUME_STATE="PREEMPTED")
+  assert not gcloud_log.exists(), f"gcloud was called:\n{gcloud_log.read_text()}"
+  assert _kinds(commands)[:3] == ["tpu-vm describe", "tpu-vm delete", "tpu-vm create"]
+  assert "--dry-run" not in _main_py_words(commands[-1])

@@ -116,7 +116,7 @@ def test_config_typo_is_a_clear_error(tmp_path):
   assert "learning_rate" in run.stderr and "lr" in run.stderr  # names the typo and the valid keys
 
 
-def test_rerunning_a_finished_run_only_evaluates(tmp_path, data_dir, capsys):
+def test_rerunning_a_finished_run_trains_nothing(tmp_path, data_dir, capsys):
   config = tiny_config("configs/flyp.py:demo", data_dir, steps=2)
   first = train.run(config, str(tmp_path))
   capsys.readouterr()
@@ -184,3 +184,41 @@ def test_select_on_must_be_a_validation_metric(tmp_path, data_dir):
   config.eval.select_on = "id_val/macro_f1"
   with pytest.raises(ValueError, match="not a metric of the 'domain_shapes' suite's validation set"):
     train.run(config, str(tmp_path))
+
+
+def test_logged_loss_is_the_mean_since_the_last_log_and_lr_is_recorded(tmp_path, data_dir):
+  def train_lines(workdir, log_every):
+    config = tiny_config("configs/flyp.py:demo", data_dir, log_every=log_every, checkpoint_every=0)
+    config.eval.unlock().suite = ""  # training metrics only: no evaluation
+    train.run(config, str(workdir))
+    lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return {l["step"]: l for l in lines if "train/loss" in l}
+
+  every_step = train_lines(tmp_path / "a", 1)
+  every_two = train_lines(tmp_path / "b", 2)  # the same run, logged every second step
+  assert sorted(every_two) == [2, 4]
+  for step in (2, 4):
+    mean = (every_step[step - 1]["train/loss"] + every_step[step]["train/loss"]) / 2
+    assert every_two[step]["train/loss"] == pytest.approx(mean, rel=1e-6)
+  assert every_step[1]["train/loss"] != every_step[2]["train/loss"]  # so the mean differs from the last step's
+  from flyp_jax import optim
+  schedule = optim.make_schedule(tiny_config("configs/flyp.py:demo", data_dir).optimizer, 4)
+  lrs = [every_step[s]["train/lr"] for s in (1, 2, 3, 4)]
+  assert lrs == pytest.approx([float(schedule(s - 1)) for s in (1, 2, 3, 4)]) and len(set(lrs)) == 4
+
+
+def test_rerunning_a_finished_run_reports_it_without_training_or_evaluating_again(tmp_path, data_dir, capsys):
+  config = tiny_config("configs/flyp.py:demo", data_dir, steps=2, checkpoint_every=0)
+  config.eval.unlock().suite = ""
+  first = train.run(config, str(tmp_path))
+  assert first["train_seconds"] > 0
+  # As the final evaluation leaves it (with an evaluation suite, the evaluator writes results.json and a row).
+  (tmp_path / "results.json").write_text(json.dumps({"avg_id/top1": 0.5}))
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 2, "eval/avg_id/top1": 0.5}) + "\n")
+  metrics = (tmp_path / "metrics.jsonl").read_text()
+  capsys.readouterr()
+  again = train.run(config, str(tmp_path))
+  assert again == {"avg_id/top1": 0.5}  # no train_seconds: no training happened
+  assert (tmp_path / "metrics.jsonl").read_text() == metrics  # no second final row
+  assert "holds a finished run" in capsys.readouterr().out

@@ -39,7 +39,13 @@ while (($#)); do
       envs+=("${1#*=}") ;;
     --allow-local-workdir) local_ok=1 ;;
     --validate-only) validate_only=1 ;;
-    --) shift; extra=("$@"); break ;;
+    --)
+      shift
+      # --dry-run there is this script's (lib.sh has seen it), not an argument for main.py.
+      for arg in "$@"; do
+        case "$arg" in --dry-run | --dry_run) ;; *) extra+=("$arg") ;; esac
+      done
+      break ;;
     -h | --help) usage; exit 0 ;;
     *) tpu_parse_flag "$1" || tpu_die "unknown argument '$1' (see --help; main.py arguments go after --)" ;;
   esac

@@ -10,6 +10,13 @@ REPO_ROOT="$(dirname "$TPU_DIR")"
 # shellcheck source=config.sh
 . "$TPU_DIR/config.sh"
 : "${TPU_DRY_RUN:=0}"
+# --dry-run anywhere in the arguments, also after the `--` that hands the rest to main.py (tpu/README.md shows
+# flags appended at the end of a command): a dry run asked for in any position must never act. lib.sh is
+# sourced without arguments, so "$@" here are the calling script's.
+for _tpu_arg in "$@"; do
+  case "$_tpu_arg" in --dry-run | --dry_run) TPU_DRY_RUN=1 ;; esac
+done
+unset _tpu_arg
 
 tpu_die() {
   echo "error: $*" >&2
@@ -68,7 +75,7 @@ tpu_parse_flag() {
     --on-demand) TPU_CAPACITY=on-demand ;;
     --queued) TPU_QUEUED=1 ;;
     --queue-timeout=*) TPU_QUEUE_TIMEOUT="${1#*=}" ;;
-    --dry-run) TPU_DRY_RUN=1 ;;
+    --dry-run | --dry_run) TPU_DRY_RUN=1 ;;
     *) return 1 ;;
   esac
 }
@@ -83,7 +90,8 @@ TPU_COMMON_USAGE="Common flags (defaults in tpu/config.sh, or the TPU_* environm
                          capacity (TPU_CAPACITY, now: $TPU_CAPACITY); spot and preemptible VMs can be preempted
   --queued               request through a queued resource (TPU_QUEUED=1)
   --queue-timeout=DUR    queued only: give up waiting after DUR, e.g. 6h (TPU_QUEUE_TIMEOUT)
-  --dry-run              print the commands (gcloud and others) instead of running them; needs no gcloud"
+  --dry-run              print the commands (gcloud and others) instead of running them; needs no gcloud;
+                         anywhere among the arguments, also after --"
 
 # After parsing: check the configuration and make it visible to the scripts this one calls.
 tpu_finish_flags() {

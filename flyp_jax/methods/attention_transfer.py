@@ -214,13 +214,13 @@ def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
   """The fine-tuned teacher's run directory ('' for the zero-shot teacher), made first if it has not finished
   and a config says how; None if it has not finished and none does.
 
-  A relative path is relative to the workdir, as `model.path` of `model.init='run'` is.
+  A relative path is relative to the workdir's parent (`flyp_jax.run_paths`), as every path to another run is.
   """
-  from flyp_jax import configs_lib, convert, train  # train imports the methods: import it when called
+  from flyp_jax import configs_lib, convert, run_paths, train  # train imports the methods: import it when called
   e = config.at.ensemble
   if not e.path:
     return ""
-  path = files.join(workdir, e.path)
+  path = run_paths.resolve(workdir, e.path)
   if not files.exists(os.path.join(path, "final", convert.CONVERTED_MARKER)):
     if not e.config:
       return None

@@ -33,13 +33,10 @@ ID, OOD = wiseft.ID_KEY, wiseft.OOD_KEY
 
 
 def _sub_config(spec: str, parent, **updates):
-  """The method config `spec` with the comparison's data and model settings (so `--config.data.data_dir` and
-  the model reach every run) and `updates` ('a.b' -> value)."""
-  config = configs_lib.load(spec)
+  """The method config `spec` with the comparison's shared settings (`configs_lib.SHARED`: model, data location,
+  ...) and `updates` ('a.b' -> value)."""
+  config = configs_lib.load_sub_run(spec, parent)
   with config.unlocked():
-    config.data.data_dir = parent.data.data_dir
-    config.model.update(parent.model.to_dict())
-    config.eval.batch_size = parent.eval.batch_size
     config.eval.at_start = False  # the zero-shot model is evaluated once, by the comparison itself
     for key, value in updates.items():
       node = config

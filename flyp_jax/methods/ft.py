@@ -26,7 +26,8 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
     path = os.path.join(config.ft.lp_workdir, "lp_head.npz")
     if not files.exists(path):
       raise FileNotFoundError(f"LP-FT needs a linear probe first: {path} is missing; run configs/lp.py with "
-                              f"--workdir={config.ft.lp_workdir}")
+                              f"--workdir={config.ft.lp_workdir}, or point --config.ft.lp_workdir at a finished "
+                              f"probe (a relative path is relative to this run's workdir's parent)")
     head = files.load_npz(path)
   else:
     raise ValueError(f"ft.head_init must be 'zeroshot' or 'lp', got {config.ft.head_init!r}")

@@ -199,16 +199,22 @@ def run(config, workdir: str) -> dict:
   A fine-tuned run with a linear head (FT, LP-FT) is interpolated head included, the zero-shot side using
   the zero-shot head (bias 0), as WiSE-FT does; a FLYP run has no head and is scored zero-shot throughout.
   """
-  from flyp_jax import configs_lib, evaluate, models, parallel, train
+  from flyp_jax import configs_lib, evaluate, models, parallel, run_paths, train
   from flyp_jax.data import classnames, templates
   files.makedirs(workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   model, zeroshot = train.load_clip(config, workdir)
-  ft_dir = files.join(workdir, config.wiseft.finetuned)
+  ft_dir = run_paths.resolve(workdir, config.wiseft.finetuned)
   if not files.exists(os.path.join(ft_dir, "final")):
     if not config.wiseft.finetuned_config:
-      raise FileNotFoundError(f"{ft_dir} holds no finished fine-tuning run (final/)")
-    train.run(configs_lib.load(config.wiseft.finetuned_config), ft_dir)
+      raise FileNotFoundError(f"{ft_dir} holds no finished fine-tuning run (final/); run one there, or point "
+                              f"--config.wiseft.finetuned at one (a relative path is relative to the workdir's parent)")
+    # Said, not silent: with a custom --workdir the fine-tuning run is made beside it, not in workdirs/.
+    print(f"WiSE-FT's fine-tuned run {ft_dir} (wiseft.finetuned={config.wiseft.finetuned!r}, beside the workdir) "
+          f"has not finished: running {config.wiseft.finetuned_config} there first", flush=True)
+    train.run(configs_lib.load_sub_run(config.wiseft.finetuned_config, config), ft_dir)
+  else:
+    print(f"WiSE-FT's fine-tuned run: {ft_dir}", flush=True)
   reported = train.selected_dir(ft_dir)  # the checkpoint the run selected on ID validation
   _, finetuned = models.load_pretrained(reported, dtype=config.model.dtype)
   zeroshot, finetuned = {"clip": zeroshot}, {"clip": finetuned}

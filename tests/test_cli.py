@@ -1,0 +1,116 @@
+"""The command line as a user meets it: quiet output, errors as one paragraph with exit status 2, --help.
+
+Each test runs `main.py` in a child process, as a user would. The demo's evaluation suite is pointed at the
+small domain_shapes variant (`domain_shapes/small`) by a few lines that run before main.py in the child.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flyp_jax.data import pipeline
+
+ROOT = Path(__file__).resolve().parents[1]
+LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's log prefix, e.g. 'I1125 18:01:12.135657'
+
+SMALL_SUITE = """
+import dataclasses, runpy, sys
+from flyp_jax.data import suites
+suites.SUITES["domain_shapes"] = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small")
+                                       for d in suites.SUITES["domain_shapes"])
+suites.VALIDATION["domain_shapes"] = dataclasses.replace(suites.VALIDATION["domain_shapes"],
+                                                         tfds_name="domain_shapes/small")
+sys.argv = ["main.py", *sys.argv[1:]]
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("tfds"))
+  pipeline.get_builder("domain_shapes/small", path)
+  return path
+
+
+def main_py(*args, small_suite=False, timeout=300):
+  """(exit status, stdout, stderr) of `python main.py args` in this checkout."""
+  command = [sys.executable, "-c", SMALL_SUITE] if small_suite else [sys.executable, "main.py"]
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+         "XLA_FLAGS": ""}  # one CPU device, as a user's CPU run (and quicker to compile than 8)
+  proc = subprocess.run(command + list(args), capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+  return proc.returncode, proc.stdout, proc.stderr
+
+
+def demo_args(data_dir, workdir, *more):
+  return ("--config=configs/flyp.py", f"--workdir={workdir}", "--config.steps=4", "--config.log_every=1",
+          "--config.batch_size=32",
+          "--config.data.dataset=domain_shapes/small", f"--config.data.data_dir={data_dir}",
+          "--config.eval.batch_size=64", *more)
+
+
+def test_the_demo_prints_progress_evaluations_and_the_table_only(data_dir, tmp_path):
+  code, out, err = main_py(*demo_args(data_dir, tmp_path / "run"), small_suite=True)
+  assert code == 0, err
+  lines = (out + err).splitlines()
+  assert not [l for l in lines if LOG_LINE.match(l)], "library log lines in the default output"
+  for step in range(1, 5):  # each progress line once, not through both logging and print
+    assert sum(l.startswith(f"step {step}/4:") for l in lines) == 1, f"step {step}"
+  assert sum(l.startswith("evaluation (") for l in lines) == 2 and "| top-1 (%) |" in out
+  # The 300-step demo adds 11 progress lines (log_every 25) to what these 4 steps print.
+  assert len(lines) <= 45, "\n".join(lines)
+
+
+@pytest.mark.parametrize("args,fragments", [
+    ((), ["--config is required", "configs/flyp.py", "--help"]),
+    (("--config=configs/flyp.py:bogus",), ["no preset 'bogus'", "imagenet_b16", "--help"]),
+    (("--config=configs/flypp.py",), ["config file 'configs/flypp.py' not found", "configs/flyp.py"]),
+    # a space instead of '=': absl accepts it; the unknown-key check must see the file too
+    (("--config", "configs/flyp.py", "--config.data.bogus=1"), ["unknown config key 'config.data.bogus'"]),
+])
+def test_config_errors_are_one_paragraph_without_traceback(args, fragments):
+  code, out, err = main_py(*args)
+  assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+  assert "Traceback" not in err and all(f in err for f in fragments), err
+
+
+@pytest.mark.parametrize("case", ["checkpoint", "dataset", "lpft_before_lp"])
+def test_run_errors_are_one_paragraph_without_traceback_unless_verbose(case, data_dir, tmp_path):
+  args, fragments = {
+      "checkpoint": (("--config=configs/flyp.py", f"--config.model.path={tmp_path}/ViT-B-16.pt"),
+                     ["ViT-B-16.pt' not found", "openai:ViT-B/16"]),
+      "dataset": (("--config=configs/lp.py", "--config.data.dataset=imagenet2012",
+                   f"--config.data.data_dir={tmp_path}"),
+                  ["'imagenet2012'", "not available", "download_and_prepare"]),
+      # with one of JAX's own flags, which main.py accepts through absl
+      "lpft_before_lp": (("--config=configs/lpft.py", "--jax_debug_nans", f"--config.data.data_dir={data_dir}",
+                          "--config.data.dataset=domain_shapes/small", "--config.eval.suite="),
+                         ["LP-FT needs a linear probe first", "configs/lp.py",
+                          f"{tmp_path}/lp_demo/lp_head.npz"]),  # beside the workdir, tmp_path/run
+  }[case]
+  args = (*args, f"--workdir={tmp_path}/run")
+  if case == "dataset":  # -v: the libraries' logs come back, the error stays one paragraph
+    code, out, err = main_py(*args, "-v")
+    assert any(LOG_LINE.match(l) for l in err.splitlines()), err
+    err = err.splitlines()[-1] + "\n"
+  else:
+    code, out, err = main_py(*args)
+  assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+  assert "Traceback" not in err and all(f in err for f in fragments), err
+  if case == "checkpoint":  # --verbose: the traceback too
+    code, out, err = main_py(*args, "--verbose")
+    assert code != 0 and "Traceback" in err and "FileNotFoundError" in err
+
+
+def test_help_lists_methods_and_presets():
+  code, out, err = main_py("--help")
+  assert code == 0
+  for name in ("flyp", "ft", "lp", "lpft", "wiseft", "compare", "pretrain", "attention_transfer"):
+    assert f"configs/{name}.py: " in out, name
+  assert "presets: demo, imagenet_b16, iwildcam_b16, fmow_b16" in out and "presets: demo, flyp" in out
+  assert "--verbose" in out
+  code, out, err = main_py("--helpfull")
+  assert code == 0 and "--[no]jax_debug_nans" in out  # JAX's own options are flags of main.py
