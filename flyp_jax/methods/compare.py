@@ -19,9 +19,8 @@ comparison resumes. Writes comparison.md, comparison.png, claims.md and comparis
 from __future__ import annotations
 
 import io
-import json
 import os
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
