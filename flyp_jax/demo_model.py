@@ -51,12 +51,44 @@ def export(run_dir: str, dst: str = PATH, data_dir: str | None = None) -> dict:
   return {"kept_tokens": int(len(used)), "vocab_size": int(table.shape[0]), "bytes": os.path.getsize(dst)}
 
 
+def plot_curve(run_dir: str, path: str) -> str:
+  """A PNG of a pretraining run's zero-shot top-1 (%) on held-out data at each evaluation (`eval_<step>.json`
+  of the `domain_shapes_heldout` suite): photo validation and each domain of `pretrain_val`. Returns `path`."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  from flyp_jax import files
+  from flyp_jax.data.builders import domain_shapes
+  steps = sorted(int(n[5:-5]) for n in files.listdir(run_dir) if n.startswith("eval_") and n.endswith(".json"))
+  runs = [files.read_json(os.path.join(run_dir, f"eval_{s}.json")) for s in steps]
+  fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
+  ax.plot(steps, [100 * r["domain_shapes_validation/top1"] for r in runs], "-o", color="black",
+          label="photo validation (ID)")
+  for g, domain in enumerate(domain_shapes.DOMAINS):
+    ax.plot(steps, [100 * r[f"domain_shapes_pretrain_val/group{g}_top1"] for r in runs], "--.",
+            label=f"pretrain_val: {domain}")
+  ax.axhline(10, color="gray", linewidth=0.8, linestyle=":", label="chance")
+  ax.set_xlabel("pretraining step (batch 128)")
+  ax.set_ylabel("zero-shot top-1 (%)")
+  ax.set_title("Demo CLIP pretraining: zero-shot accuracy on held-out data")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+  return path
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog="python -m flyp_jax.demo_model", description=__doc__.split("\n\n")[0])
   parser.add_argument("run_dir", help="workdir of a finished configs/pretrain.py:demo run")
   parser.add_argument("--dst", default=PATH, help="output .npz (default: the file shipped with the package)")
   parser.add_argument("--data_dir", default=None, help="TFDS data directory holding domain_shapes")
+  parser.add_argument("--curve", default=None, help="also plot the run's held-out zero-shot curve to this PNG")
   args = parser.parse_args(argv)
+  if args.curve:
+    print(f"wrote {plot_curve(args.run_dir, args.curve)}")
   info = export(args.run_dir, args.dst, args.data_dir)
   print(f"kept {info['kept_tokens']} of {info['vocab_size']} token embeddings; wrote {args.dst} "
         f"({info['bytes'] / 1e6:.1f} MB)")
