@@ -18,7 +18,6 @@ comparison resumes. Writes comparison.md, comparison.png, claims.md and comparis
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Optional, Sequence
 
@@ -309,15 +308,4 @@ def plot(summary: dict, curves: dict, path: str, title: str, n_seeds: int) -> st
     xe, ye = (np.nan_to_num(100 * s["ci95"][k]) for k in (ID, OOD))
     ax.errorbar([x], [y], xerr=[xe], yerr=[ye], fmt=next(markers), markersize=9, capsize=3,
                 color=colors.get(label, None), label=label)
-  ax.set_xlabel("ID top-1 accuracy (%)")
-  ax.set_ylabel("average OOD top-1 accuracy (%)")
-  ax.set_title(f"{title} (mean and 95% interval, {n_seeds} seeds)")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, loc="best")
-  fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png")
-  plt.close(fig)
-  with files.open_file(path, "wb") as f:
-    f.write(buffer.getvalue())
-  return path
+  return wiseft.save_accuracy_plot(fig, ax, path, f"{title} (mean and 95% interval, {n_seeds} seeds)", legend_size=7)

@@ -152,11 +152,17 @@ def plot(results: Sequence[dict], path: str, title: str = "WiSE-FT", extra: Opti
     ax.scatter([100 * xi], [100 * yi], marker=marker, s=140, color=color, zorder=3, label=label)
     ax.annotate(label, (100 * xi, 100 * yi), textcoords="offset points", xytext=(6, 6), fontsize=8, color=color)
   ax.margins(0.08)  # room for the alpha labels and markers at the ends of the path
+  return save_accuracy_plot(fig, ax, path, title)
+
+
+def save_accuracy_plot(fig, ax, path: str, title: str, legend_size: int = 8) -> str:
+  """Labels an average-OOD-vs-ID top-1 (%) plot, writes it as a PNG to `path` (local or gs://), closes it."""
+  import matplotlib.pyplot as plt
   ax.set_xlabel("ID top-1 accuracy (%)")
   ax.set_ylabel("average OOD top-1 accuracy (%)")
   ax.set_title(title)
   ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, loc="best")
+  ax.legend(fontsize=legend_size, loc="best")
   fig.tight_layout()
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png")
