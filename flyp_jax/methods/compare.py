@@ -279,7 +279,8 @@ def comparison_table(summary: dict, datasets: Sequence[suites.EvalDataset], n_se
             + (["effective robustness"] if fit else []))
   lines = [f"Top-1 accuracy (%), mean ± 95% interval over {n_seeds} seeds (one run where a method has no "
            "randomness).", "", "| " + " | ".join(header) + " |", "|---|---:" + "|---:" * (len(header) - 2) + "|"]
-  for label, s in summary.items():
+  order = ["zero-shot", "LP", "FT", "LP-FT", "FLYP"]  # ml_collections sorts the config's method names
+  for label, s in sorted(summary.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
     name = f"{label} (lr {picked_lr[label]:g})" if label in picked_lr else label
     lines.append(f"| {name} | {len(s['seeds'])} | " + " | ".join(_cell(s, k) for k in keys) + " |")
   return "\n".join(lines) + "\n"
