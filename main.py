@@ -18,7 +18,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments {argv[1:]}")
   from flyp_jax import parallel, train
   parallel.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-  train.main(_CONFIG.value, _WORKDIR.value)
+  from flyp_jax import checkpoint_guard, config_checks, workdir_lock
+  try:
+    train.main(_CONFIG.value, _WORKDIR.value)
+  except (config_checks.ConfigError, workdir_lock.WorkdirLocked, checkpoint_guard.CheckpointError) as e:
+    print(f"error: {e}", file=sys.stderr)  # one paragraph that says what to do: a traceback would bury it
+    sys.exit(2)
 
 
 if __name__ == "__main__":

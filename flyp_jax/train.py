@@ -23,7 +23,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel
+from flyp_jax import (checkpoint_guard, config_checks, configs_lib, evaluate, files, losses, metric_writer, models,
+                      optim, parallel, workdir_lock)
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
@@ -64,17 +65,27 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   known = TRAINING_METHODS + OTHER_METHODS
   if config.method not in known:
     raise ValueError(f"unknown method {config.method!r}; known: {known}")
+  config_checks.validate(config)
   files.check_writable(workdir)
   if config.method in TRAINING_METHODS:
     return run(config, workdir)
-  return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
+  with workdir_lock.hold(workdir):
+    return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train `config.method` in `workdir` (resuming from its checkpoints), evaluate, write results.json."""
   if config.method not in TRAINING_METHODS:
     raise ValueError(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
+  config_checks.validate(config)  # before any work, as each of the steps below
   files.makedirs(workdir)
+  with workdir_lock.hold(workdir):
+    config_checks.check_resume(config, workdir)
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`run`'s work, with the workdir held and the config checked."""
   method = importlib.import_module(f"flyp_jax.methods.{config.method}")
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   accum = config.grad_accum_steps
@@ -95,14 +106,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
                                mesh)
 
-  ckpt = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "checkpoints")),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
-                                                                    create=True))
+  ckpt = checkpoint_guard.Saving(ocp.CheckpointManager(
+      files.absolute(os.path.join(workdir, "checkpoints")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)))
   # The best parameters on ID validation (the later step on ties), apart from the last checkpoints resuming uses.
-  best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max")) if validator else None
+  best = checkpoint_guard.Saving(ocp.CheckpointManager(
+      files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
+          max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max"))) if validator else None
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
+    # The newest readable step; damaged ones are moved aside. best/ is checked too, so a damaged one is replaced.
+    state = checkpoint_guard.restore_latest(ckpt, state)
+    if best and best.latest_step() is not None:
+      checkpoint_guard.restore_latest(best, state["params"], "best checkpoint", required=False)
     logging.info("Resumed from step %d.", int(state["step"]))
   start = int(state["step"])
 
@@ -154,8 +169,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           ckpt.save(done, args=ocp.args.StandardSave(state), force=True)
         ckpt.wait_until_finished()
         writer.close()
-        print(f"Preempted (SIGTERM) at step {done}/{total}: checkpoint saved. Run the same command again to resume.",
-              flush=True)
+        print(f"Preempted ({preemption.name or 'SIGTERM'}) at step {done}/{total}: checkpoint saved. Run the same "
+              f"command again to resume.", flush=True)
         raise Preempted(PREEMPTED_EXIT_CODE)
   finally:
     preemption.restore()
@@ -270,25 +285,37 @@ class Preempted(SystemExit):
 
 
 class _TermSignal:
-  """Notes SIGTERM (how Cloud TPU announces a preemption) so the loop can stop between steps.
+  """Notes SIGTERM (how Cloud TPU announces a preemption) and a first Ctrl-C (SIGINT) so the loop can stop
+  between steps, save and exit with PREEMPTED_EXIT_CODE; a second Ctrl-C aborts at once.
 
-  With several processes, orbax's `reached_preemption` makes all of them stop at the same step.
+  With several processes, orbax's `reached_preemption` makes all of them stop at the same step; Ctrl-C there
+  keeps Python's default (KeyboardInterrupt), as one host's signal alone cannot stop the others at that step.
   """
 
   def __init__(self):
-    self.received, self._previous = False, None
+    self.received, self.name, self._previous = False, "", {}
     if threading.current_thread() is threading.main_thread():  # signals can only be handled there
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      if jax.process_count() == 1:
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
 
   def _handle(self, signum, frame):
-    self.received = True
+    if signum == signal.SIGINT and self.received:  # the second Ctrl-C: the default action, now
+      signal.signal(signal.SIGINT, signal.SIG_DFL)
+      os.kill(os.getpid(), signal.SIGINT)
+      return
+    self.received, self.name = True, signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving).",
+            flush=True)
 
   def reached(self, ckpt: ocp.CheckpointManager, step: int) -> bool:
     return ckpt.reached_preemption(step) if jax.process_count() > 1 else self.received
 
   def restore(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      if previous is not None:  # None: installed outside Python, cannot be put back
+        signal.signal(signum, previous)
 
 
 def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:
@@ -322,7 +349,7 @@ def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[An
   from flyp_jax import convert
   final = os.path.join(workdir, "final")
   parallel.sync("final:check")  # no process may see a directory that another has begun to write
-  if files.exists(os.path.join(final, convert.CONVERTED_MARKER)):
+  if files.exists(os.path.join(final, convert.CONVERTED_MARKER)) and checkpoint_guard.final_readable(final):
     return
   if files.exists(final):  # half-written by a run stopped while saving it (no marker yet): write it again
     if jax.process_index() == 0:
