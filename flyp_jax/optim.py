@@ -25,7 +25,7 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   Weight decay skips biases, norms, embeddings' positional tables and the logit scale, as CLIP trains.
   """
   opt = config.optimizer
-  schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, min(opt.warmup_steps, max(total_steps - 1, 1)),
+  schedule = optax.warmup_cosine_decay_schedule(0.0, opt.lr, min(opt.warmup_steps, max(total_steps - 1, 0)),
                                                 max(total_steps, 1), end_value=0.0)
   names = path_names(params)
   trainable = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
