@@ -67,12 +67,19 @@ def move(src: str, dst: str) -> None:
   if not gfile.isdir(src):
     gfile.rename(src, dst)
     return
+  copied = []
   for root, _, names in gfile.walk(src):
     target = dst + root[len(src):]
     gfile.makedirs(target)
     for name in names:
       gfile.copy(f"{root.rstrip('/')}/{name}", f"{target.rstrip('/')}/{name}")
-  gfile.rmtree(src)
+      copied.append(f"{root.rstrip('/')}/{name}")
+  for path in copied:  # only once every file has its copy
+    gfile.remove(path)
+  try:  # folder placeholders some stores keep; the files themselves are gone already
+    gfile.rmtree(src)
+  except Exception:
+    pass
 
 
 def open_file(path: str, mode: str = "r"):

@@ -14,13 +14,14 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flyp_jax import checkpoint_guard, config_checks, configs_lib, optim, train, workdir_lock
+from flyp_jax import checkpoint_guard, config_checks, configs_lib, files, optim, train, workdir_lock
 from flyp_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,15 +110,37 @@ def write_lock(workdir, **fields):
   record = {"host": socket.gethostname(), "pid": dead_pid(), "started": time.time() - 100,
             "heartbeat": time.time() - 50, "token": "old"}
   record.update(fields)
-  (workdir / "run.lock").write_text(json.dumps(record))
+  files.makedirs(str(workdir))
+  with files.open_file(os.path.join(str(workdir), "run.lock"), "w") as f:
+    f.write(json.dumps(record))
   return record
+
+
+def read_lock(workdir):
+  with files.open_file(os.path.join(str(workdir), "run.lock")) as f:
+    return json.loads(f.read())
+
+
+@pytest.fixture
+def bucket(monkeypatch):
+  """A ram:// folder (a scheme like gs://, served by tf.io.gfile from memory) whose writes replace a file, as a
+  bucket's do (tf's ram:// file system appends instead)."""
+  monkeypatch.setattr(workdir_lock, "SETTLE_S", 0.0)
+  open_file = files.open_file
+
+  def replacing(path, mode="r"):
+    if mode.startswith("w") and files.is_remote(path) and files.exists(path):
+      files.remove(path)
+    return open_file(path, mode)
+
+  monkeypatch.setattr(files, "open_file", replacing)
+  return f"ram://reliability/{uuid.uuid4().hex}"
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(tmp_path, capsys):
   record = write_lock(tmp_path)
   with workdir_lock.hold(str(tmp_path)):
-    held = json.loads((tmp_path / "run.lock").read_text())
-  assert held["pid"] == os.getpid()
+    assert read_lock(tmp_path)["pid"] == os.getpid()
   warning = capsys.readouterr().out
   assert f"process {record['pid']} on host {socket.gethostname()}" in warning and "taken over" in warning
 
@@ -128,23 +151,48 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_with_a_warning(tmp_path, caps
     ("other-host", 1, 50, False),  # another host, recent heartbeat
     ("other-host", 1, workdir_lock.STALE_AFTER_S + 10, True),  # another host, heartbeat too old
 ])
-def test_bucket_lock_staleness(tmp_path, monkeypatch, capsys, host, pid, heartbeat_age, taken_over):
-  # The lock used for gs:// workdirs (no flock there), exercised on a local folder through the same files API.
-  monkeypatch.setattr(workdir_lock, "SETTLE_S", 0.0)
-  monkeypatch.setattr(workdir_lock.files, "is_remote", lambda path: os.fspath(path).startswith(str(tmp_path)))
-  monkeypatch.setattr(workdir_lock.files, "absolute", os.path.abspath)
-  record = write_lock(tmp_path, host=socket.gethostname() if host == "self" else host,
+def test_bucket_lock_staleness(bucket, capsys, host, pid, heartbeat_age, taken_over):
+  workdir = bucket  # the lock for buckets (no flock there)
+  record = write_lock(workdir, host=socket.gethostname() if host == "self" else host,
                       pid={"dead": dead_pid(), "self": os.getpid()}.get(pid, pid),
                       heartbeat=time.time() - heartbeat_age)
   if not taken_over:
     with pytest.raises(workdir_lock.WorkdirLocked, match=f"process {record['pid']} on host {record['host']}"):
-      with workdir_lock.hold(str(tmp_path)):
+      with workdir_lock.hold(workdir):
         pass
-    assert json.loads((tmp_path / "run.lock").read_text())["token"] == "old"  # left to its holder
+    assert read_lock(workdir)["token"] == "old"  # left to its holder
     return
-  with workdir_lock.hold(str(tmp_path)):
-    assert json.loads((tmp_path / "run.lock").read_text())["pid"] == os.getpid()
-  assert "taken over" in capsys.readouterr().out and not (tmp_path / "run.lock").exists()
+  with workdir_lock.hold(workdir):
+    assert read_lock(workdir)["pid"] == os.getpid()
+  assert "taken over" in capsys.readouterr().out and not files.exists(f"{workdir}/run.lock")
+
+
+def test_bucket_lock_of_two_runs_starting_together_goes_to_one(bucket, monkeypatch):
+  # Both found no lock and wrote theirs; the one whose write landed last keeps it, the other is refused.
+  workdir = bucket
+  first, second = workdir_lock._ObjectLock(workdir), workdir_lock._ObjectLock(workdir)
+  write = second._write
+
+  def overtaken():  # the second run writes right after the first
+    write_lock(workdir, pid=12345, token="second", host="other-host", heartbeat=time.time())
+
+  first_write = first._write
+  monkeypatch.setattr(first, "_write", lambda: (first_write(), overtaken()))
+  with pytest.raises(workdir_lock.WorkdirLocked, match="process 12345 on host other-host"):
+    first.acquire()
+  assert read_lock(workdir)["token"] == "second" and write
+
+
+def test_moving_a_directory_in_a_bucket(bucket):
+  src, dst = f"{bucket}/7", f"{bucket}/7.corrupt-x"
+  files.makedirs(f"{src}/default/d")
+  files.write_json(f"{src}/default/d/a.json", {"a": 1})
+  files.write_json(f"{src}/top.json", {"b": 2})
+  files.move(src, dst)
+  # (ram:// finds a folder by prefix, so `src` itself still "exists" beside 7.corrupt-x: ask for its files)
+  assert not files.exists(f"{src}/top.json") and not files.exists(f"{src}/default/d/a.json")
+  assert files.read_json(f"{dst}/default/d/a.json") == {"a": 1}
+  assert files.read_json(f"{dst}/top.json") == {"b": 2}
 
 
 # --------------------------------------------------------------------------- 2. damaged checkpoints
