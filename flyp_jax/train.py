@@ -41,6 +41,8 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
     run_dir = files.join(workdir, m.path)
+    if files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
+      checkpoint_guard.final_readable(os.path.join(run_dir, "final"))  # if damaged: set aside, made again below
     if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
       if not m.get("config"):
         raise FileNotFoundError(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
