@@ -42,8 +42,11 @@ def _integer(value) -> bool:
   return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def validate(config) -> None:
-  """Raise ConfigError naming every impossible value (with a valid example), before anything is built or read."""
+def validate(config, warn: bool = True) -> None:
+  """Raise ConfigError naming every impossible value (with a valid example), before anything is built or read.
+
+  warn: also say when a setting is adjusted (a warmup longer than the run); the training loop's own call does.
+  """
   problems = []
 
   def need(key: str, ok, what: str, example: str) -> None:
@@ -71,7 +74,7 @@ def validate(config) -> None:
     raise ConfigError("; ".join(problems) + ". Nothing was run: correct the setting (in the config file or on the "
                       "command line) and run again.")
   steps, warmup = _get(config, "steps"), _get(config, "optimizer.warmup_steps")
-  if _integer(steps) and _integer(warmup) and warmup >= steps:
+  if warn and _integer(steps) and _integer(warmup) and warmup >= steps:
     # A short trial of a recipe keeps working: the schedule warms up over all but the last step.
     # (at steps=1 there is no room for a warmup: the one step takes the peak rate, as optax needs a decay step)
     logging.warning("optimizer.warmup_steps=%d is not below steps=%d: warming up over %d steps instead.", warmup,

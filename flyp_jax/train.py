@@ -67,7 +67,7 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   known = TRAINING_METHODS + OTHER_METHODS
   if config.method not in known:
     raise ValueError(f"unknown method {config.method!r}; known: {known}")
-  config_checks.validate(config)
+  config_checks.validate(config, warn=False)  # `run` checks again, and warns, for the training methods
   files.check_writable(workdir)
   if config.method in TRAINING_METHODS:
     return run(config, workdir)

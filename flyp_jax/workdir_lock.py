@@ -144,7 +144,8 @@ class _LocalLock:
     if self.fd is not None:
       # Empty it first: a reader that opened the file before the unlink then finds no stale holder to warn about.
       os.ftruncate(self.fd, 0)
-      os.remove(self.path)
+      with contextlib.suppress(FileNotFoundError):  # removed by hand meanwhile
+        os.remove(self.path)
       os.close(self.fd)  # closing drops the flock
       self.fd = None
 
