@@ -41,8 +41,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
     run_dir = files.join(workdir, m.path)
-    if files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
-      checkpoint_guard.final_readable(os.path.join(run_dir, "final"))  # if damaged: set aside, made again below
+    checkpoint_guard.set_aside_if_damaged(os.path.join(run_dir, "final"))  # then made again below
     if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
       if not m.get("config"):
         raise FileNotFoundError(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
@@ -108,19 +107,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
                                mesh)
 
-  ckpt = checkpoint_guard.Saving(ocp.CheckpointManager(
-      files.absolute(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)))
+  ckpt = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "checkpoints")),
+                               options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
+                                                                    create=True))
   # The best parameters on ID validation (the later step on ties), apart from the last checkpoints resuming uses.
-  best = checkpoint_guard.Saving(ocp.CheckpointManager(
-      files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
-          max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max"))) if validator else None
+  best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
+      max_to_keep=1, create=True, best_fn=lambda m: m[BEST_KEY], best_mode="max")) if validator else None
   if ckpt.latest_step() is not None:
     # The newest readable step; damaged ones are moved aside. best/ is checked too, so a damaged one is replaced.
     state = checkpoint_guard.restore_latest(ckpt, state)
     if best and best.latest_step() is not None:
       checkpoint_guard.restore_latest(best, state["params"], "best checkpoint", required=False)
     logging.info("Resumed from step %d.", int(state["step"]))
+  ckpt, best = checkpoint_guard.Saving(ckpt), best and checkpoint_guard.Saving(best)  # failed saves stop clearly
   start = int(state["step"])
 
   step_fn = make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
@@ -181,6 +180,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ckpt.latest_step() != total:
     ckpt.save(total, args=ocp.args.StandardSave(state), force=True)
   ckpt.wait_until_finished()
+  checkpoint_guard.set_aside_if_damaged(os.path.join(workdir, "final"))  # then written again below
   final = parallel.to_host(state["params"])
   _save_final(workdir, model, *_method_params(method, "final_params", config, final))
   if evaluator or validator:
@@ -351,7 +351,7 @@ def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[An
   from flyp_jax import convert
   final = os.path.join(workdir, "final")
   parallel.sync("final:check")  # no process may see a directory that another has begun to write
-  if files.exists(os.path.join(final, convert.CONVERTED_MARKER)) and checkpoint_guard.final_readable(final):
+  if files.exists(os.path.join(final, convert.CONVERTED_MARKER)):
     return
   if files.exists(final):  # half-written by a run stopped while saving it (no marker yet): write it again
     if jax.process_index() == 0:
