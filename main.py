@@ -33,9 +33,12 @@ def error_message(e: BaseException):
   """
   kinds = [FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
            FloatingPointError, ValueError]
-  pipeline = sys.modules.get("flyp_jax.data.pipeline")  # its errors can only come from it once imported
-  if pipeline is not None:
-    kinds.append(pipeline.DatasetNotPreparedError)
+  # these modules' errors can only come from them once they are imported
+  for module, names in (("flyp_jax.data.pipeline", ("DatasetNotPreparedError",)),
+                        ("flyp_jax.workdir_lock", ("WorkdirLocked",)),
+                        ("flyp_jax.checkpoint_guard", ("CheckpointError",))):
+    if module in sys.modules:
+      kinds += [getattr(sys.modules[module], n) for n in names]
   if not isinstance(e, tuple(kinds)):
     return None
   return str(e) or type(e).__name__

@@ -54,6 +54,34 @@ def rmtree(path: str) -> None:
     shutil.rmtree(path)
 
 
+def remove(path: str) -> None:
+  _gfile().remove(path) if is_remote(path) else os.remove(path)
+
+
+def move(src: str, dst: str) -> None:
+  """Rename a file or directory; in a bucket, which cannot rename directories, copy each file then delete."""
+  if not is_remote(src):
+    os.rename(src, dst)
+    return
+  gfile = _gfile()
+  if not gfile.isdir(src):
+    gfile.rename(src, dst)
+    return
+  copied = []
+  for root, _, names in gfile.walk(src):
+    target = dst + root[len(src):]
+    gfile.makedirs(target)
+    for name in names:
+      gfile.copy(f"{root.rstrip('/')}/{name}", f"{target.rstrip('/')}/{name}")
+      copied.append(f"{root.rstrip('/')}/{name}")
+  for path in copied:  # only once every file has its copy
+    gfile.remove(path)
+  try:  # folder placeholders some stores keep; the files themselves are gone already
+    gfile.rmtree(src)
+  except Exception:
+    pass
+
+
 def open_file(path: str, mode: str = "r"):
   return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)
 
@@ -89,7 +117,7 @@ def check_writable(workdir: str) -> None:
     makedirs(workdir)
     with open_file(probe, "w") as f:
       f.write("ok")
-    _gfile().remove(probe) if is_remote(probe) else os.remove(probe)
+    remove(probe)
   except Exception as e:  # OSError locally; tf.errors.* for buckets
     raise PermissionError(
         f"the workdir {workdir} cannot be written ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}): "

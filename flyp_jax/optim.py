@@ -49,7 +49,8 @@ def make_schedule(opt, total_steps: int) -> Callable[[jax.Array], jax.Array]:
   kind = _get(opt, "schedule", "warmup_cosine")
   lr, warmup = opt.lr, int(opt.warmup_steps)
   if kind == "warmup_cosine":
-    return optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(total_steps - 1, 1)), max(total_steps, 1),
+    # warmup below the run's length leaves optax a decay step (a one-step run has no warmup)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(total_steps - 1, 0)), max(total_steps, 1),
                                               end_value=0.0)
   if kind == "constant":
     return optax.constant_schedule(lr)

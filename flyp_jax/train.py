@@ -23,7 +23,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import configs_lib, evaluate, files, losses, metric_writer, models, optim, parallel, profiling, run_paths
+from flyp_jax import (checkpoint_guard, config_checks, configs_lib, evaluate, files, losses, metric_writer, models,
+                      optim, parallel, profiling, run_paths, workdir_lock)
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
@@ -40,6 +41,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
     run_dir = run_paths.resolve(workdir, m.path)
+    checkpoint_guard.set_aside_if_damaged(os.path.join(run_dir, "final"))  # then made again below
     if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
       if not m.get("config"):
         raise FileNotFoundError(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
@@ -64,21 +66,31 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   known = TRAINING_METHODS + OTHER_METHODS
   if config.method not in known:
     raise ValueError(f"unknown method {config.method!r}; known: {known}")
+  config_checks.validate(config, warn=False)  # `run` checks again, and warns, for the training methods
   files.check_writable(workdir)
   if config.get("seeds", 1) > 1:
     from flyp_jax import seeds
     return seeds.run(config, workdir, dispatch)
   if config.method in TRAINING_METHODS:
     return run(config, workdir)
-  return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
+  with workdir_lock.hold(workdir):
+    return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train `config.method` in `workdir` (resuming from its checkpoints), evaluate, write results.json."""
   if config.method not in TRAINING_METHODS:
     raise ValueError(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
+  config_checks.validate(config)  # before any work, as each of the steps below
   files.makedirs(workdir)
   config = run_paths.absolute(config, workdir)  # other runs' paths, for the methods (which get no workdir)
+  with workdir_lock.hold(workdir):
+    config_checks.check_resume(config, workdir)
+    return _train(config, workdir)
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """`run`'s work, with the workdir held and the config checked."""
   method = importlib.import_module(f"flyp_jax.methods.{config.method}")
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   accum = config.grad_accum_steps
@@ -113,8 +125,12 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           f"(another --workdir trains anew).", flush=True)
     return files.read_json(os.path.join(workdir, "results.json"))
   if ckpt.latest_step() is not None:
-    state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(state))
+    # The newest readable step; damaged ones are moved aside. best/ is checked too, so a damaged one is replaced.
+    state = checkpoint_guard.restore_latest(ckpt, state)
+    if best and best.latest_step() is not None:
+      checkpoint_guard.restore_latest(best, state["params"], "best checkpoint", required=False)
     logging.info("Resumed from step %d.", int(state["step"]))
+  ckpt, best = checkpoint_guard.Saving(ckpt), best and checkpoint_guard.Saving(best)  # failed saves stop clearly
   start = int(state["step"])
 
   step_fn = make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
@@ -174,8 +190,8 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
           ckpt.save(done, args=ocp.args.StandardSave(state), force=True)
         ckpt.wait_until_finished()
         writer.close()
-        print(f"Preempted (SIGTERM) at step {done}/{total}: checkpoint saved. Run the same command again to resume.",
-              flush=True)
+        print(f"Preempted ({preemption.name or 'SIGTERM'}) at step {done}/{total}: checkpoint saved. Run the same "
+              f"command again to resume.", flush=True)
         raise Preempted(PREEMPTED_EXIT_CODE)
   finally:
     trace.close()
@@ -185,6 +201,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if ckpt.latest_step() != total:
     ckpt.save(total, args=ocp.args.StandardSave(state), force=True)
   ckpt.wait_until_finished()
+  checkpoint_guard.set_aside_if_damaged(os.path.join(workdir, "final"))  # then written again below
   final = parallel.to_host(state["params"])
   _save_final(workdir, model, *_method_params(method, "final_params", config, final))
   if evaluator or validator:
@@ -333,25 +350,37 @@ class Preempted(SystemExit):
 
 
 class _TermSignal:
-  """Notes SIGTERM (how Cloud TPU announces a preemption) so the loop can stop between steps.
+  """Notes SIGTERM (how Cloud TPU announces a preemption) and a first Ctrl-C (SIGINT) so the loop can stop
+  between steps, save and exit with PREEMPTED_EXIT_CODE; a second Ctrl-C aborts at once.
 
-  With several processes, orbax's `reached_preemption` makes all of them stop at the same step.
+  With several processes, orbax's `reached_preemption` makes all of them stop at the same step; Ctrl-C there
+  keeps Python's default (KeyboardInterrupt), as one host's signal alone cannot stop the others at that step.
   """
 
   def __init__(self):
-    self.received, self._previous = False, None
+    self.received, self.name, self._previous = False, "", {}
     if threading.current_thread() is threading.main_thread():  # signals can only be handled there
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      if jax.process_count() == 1:
+        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
 
   def _handle(self, signum, frame):
-    self.received = True
+    if signum == signal.SIGINT and self.received:  # the second Ctrl-C: the default action, now
+      signal.signal(signal.SIGINT, signal.SIG_DFL)
+      os.kill(os.getpid(), signal.SIGINT)
+      return
+    self.received, self.name = True, signal.Signals(signum).name
+    if signum == signal.SIGINT:
+      print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving).",
+            flush=True)
 
   def reached(self, ckpt: ocp.CheckpointManager, step: int) -> bool:
     return ckpt.reached_preemption(step) if jax.process_count() > 1 else self.received
 
   def restore(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      if previous is not None:  # None: installed outside Python, cannot be put back
+        signal.signal(signum, previous)
 
 
 def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:

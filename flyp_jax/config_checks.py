@@ -1,0 +1,178 @@
+"""Settings checked before any work: values that cannot work, and a re-run that would change what a workdir holds.
+
+`validate(config)` finds values that would otherwise fail late in a library (optax's schedule at steps=0, a
+TensorFlow op at batch_size=0) or silently (a NaN learning rate trains NaNs). `check_resume(config, workdir)`
+keeps the first start's resolved config in WORKDIR/config.json and refuses a re-run whose settings change what
+the checkpoints hold; settings that are safe to change on resume (RESUME_SAFE) are allowed and recorded there.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+import numbers
+import os
+import sys
+from typing import Any
+
+from flyp_jax import files
+
+CONFIG_FILE = "config.json"
+
+# Settings a resumed run may change: how long it trains, how often it logs, saves and evaluates, where it reads
+# the data, and memory/speed knobs that leave the state and its updates as they were. Any other setting (model,
+# method, parameter groups, optimiser, seed, batch, data, method options) shapes the saved state or the training
+# that produced it, so a change is refused rather than mixed into the same workdir.
+RESUME_SAFE = ("name", "steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval.", "model.dtype",
+               "model.remat", "model_axis", "data.data_dir", "data.corrupt_images", "flyp.loss_block")
+
+
+class ConfigError(ValueError):
+  """A setting that cannot work, or a re-run that would change a workdir's training; one paragraph, nothing run."""
+
+
+# --------------------------------------------------------------------------------------------- validation
+def _number(value) -> bool:
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _integer(value) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def validate(config, warn: bool = True) -> None:
+  """Raise ConfigError naming every impossible value (with a valid example), before anything is built or read.
+
+  warn: also say when a setting is adjusted (a warmup longer than the run); the training loop's own call does.
+  """
+  problems = []
+
+  def need(key: str, ok, what: str, example: str) -> None:
+    value = _get(config, key)
+    if value is _MISSING:
+      return
+    if not ok(value):
+      problems.append(f"config.{key} is {value!r} but must be {what} (e.g. --config.{key}={example})")
+
+  positive_int = lambda v: _integer(v) and v > 0
+  for key, example in (("steps", "300"), ("batch_size", "128"), ("eval.batch_size", "256"), ("log_every", "25"),
+                       ("keep_checkpoints", "2"), ("grad_accum_steps", "1"), ("model_axis", "1")):
+    need(key, positive_int, "a positive whole number", example)
+  for key, example in (("checkpoint_every", "100"), ("eval.every_steps", "0"), ("optimizer.warmup_steps", "500")):
+    need(key, lambda v: _integer(v) and v >= 0, "a whole number, 0 or more", example)
+  need("optimizer.lr", lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number above 0", "1e-5")
+  need("optimizer.eps", lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number above 0", "1e-8")
+  for key, example in (("optimizer.weight_decay", "0.1"), ("optimizer.grad_clip", "0")):
+    need(key, lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number, 0 or more", example)
+  for key, example in (("optimizer.b1", "0.9"), ("optimizer.b2", "0.999")):
+    need(key, lambda v: _number(v) and 0 <= v < 1, "a number from 0 up to (not including) 1", example)
+  need("data.crop_scale", lambda v: len(v) == 2 and all(_number(x) for x in v) and 0 < v[0] <= v[1] <= 1,
+       "two numbers 0 < low <= high <= 1", "'(0.9,1.0)'")
+  if problems:
+    raise ConfigError("; ".join(problems) + ". Nothing was run: correct the setting (in the config file or on the "
+                      "command line) and run again.")
+  steps, warmup = _get(config, "steps"), _get(config, "optimizer.warmup_steps")
+  if warn and _integer(steps) and _integer(warmup) and warmup >= steps:
+    # A short trial of a recipe keeps working: the schedule warms up over all but the last step.
+    # (at steps=1 there is no room for a warmup: the one step takes the peak rate, as optax needs a decay step)
+    logging.warning("optimizer.warmup_steps=%d is not below steps=%d: warming up over %d steps instead.", warmup,
+                    steps, steps - 1)
+    print(f"warning: optimizer.warmup_steps={warmup} is not below steps={steps}: the learning rate warms up over "
+          f"{steps - 1} steps instead.", flush=True)
+
+
+_MISSING = object()
+
+
+def _get(config, key: str) -> Any:
+  for part in key.split("."):
+    if part not in config:
+      return _MISSING
+    config = config[part]
+  return config
+
+
+# ----------------------------------------------------------------------------------- resuming a workdir
+def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict) and value:
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def _resolved(config) -> dict:
+  # Through JSON, so that a tuple from the config file and the list it is stored as compare equal.
+  return json.loads(json.dumps(config.to_dict(), default=str))
+
+
+def _safe(key: str) -> bool:
+  return any(key == s or (s.endswith(".") and key.startswith(s)) for s in RESUME_SAFE)
+
+
+def _has_checkpoints(workdir: str) -> bool:
+  ckpts = os.path.join(workdir, "checkpoints")
+  saved = files.exists(ckpts) and any(n.isdigit() for n in files.listdir(ckpts))
+  return saved or files.exists(os.path.join(workdir, "final"))
+
+
+def _latest_step(workdir: str):
+  ckpts = os.path.join(workdir, "checkpoints")
+  steps = [int(n) for n in files.listdir(ckpts) if n.isdigit()] if files.exists(ckpts) else []
+  return max(steps, default=None)
+
+
+def _overrides() -> list[str]:
+  """The `--config...` arguments of the command line (the file, its preset and each override)."""
+  return [a for a in sys.argv[1:] if a.startswith("--config")]
+
+
+def _show(value) -> str:
+  return "(not set)" if value is _MISSING else json.dumps(value)
+
+
+def check_resume(config, workdir: str) -> None:
+  """Store the resolved config at the first start; refuse a re-run that changes what the checkpoints hold.
+
+  WORKDIR/config.json: {'config': the first start's resolved config, 'overrides': its --config arguments,
+  'started': UTC time, 'resumed': [{'step', 'time', 'overrides', 'changed': {key: [before, now]}}, ...]}.
+  Only process 0 writes it; every process reads it and so reaches the same decision.
+  """
+  import jax
+  path = os.path.join(workdir, CONFIG_FILE)
+  now = _resolved(config)
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+  record = files.read_json(path) if _has_checkpoints(workdir) else None
+  if not record:  # first start (or nothing saved yet: the new settings apply from the beginning)
+    if jax.process_index() == 0:
+      files.write_json(path, {"config": now, "overrides": _overrides(), "started": stamp, "resumed": []})
+    return
+  first, current = _flat(record["config"]), _flat(now)
+  effective = dict(first)  # the settings the last start used: the first start's, with the safe changes since
+  for entry in record.get("resumed", []):
+    effective.update({k: v[1] for k, v in entry.get("changed", {}).items()})
+  keys = sorted(set(first) | set(current))
+  refused = [k for k in keys if not _safe(k) and first.get(k, _MISSING) != current.get(k, _MISSING)]
+  if refused:
+    listed = ", ".join(f"{k}: {_show(first.get(k, _MISSING))} before, {_show(current.get(k, _MISSING))} now"
+                       for k in refused)
+    raise ConfigError(
+        f"the workdir {workdir} holds checkpoints of a run with other settings ({listed}), and these change what "
+        f"the checkpoints hold or how they were trained: nothing was run. Run again with the settings stored in "
+        f"{path} (its 'overrides' are the command line of the first start), or choose a new --workdir for the new "
+        f"settings.")
+  changed = {k: [effective.get(k), current.get(k)] for k in keys
+             if effective.get(k, _MISSING) != current.get(k, _MISSING)}
+  if changed:
+    logging.info("Resuming with changed settings: %s", changed)
+    print("resuming with changed settings: " + ", ".join(f"{k} {_show(effective.get(k, _MISSING))} -> "
+                                                         f"{_show(current.get(k, _MISSING))}" for k in changed),
+          flush=True)
+    if jax.process_index() == 0:
+      record.setdefault("resumed", []).append({"step": _latest_step(workdir), "time": stamp,
+                                               "overrides": _overrides(), "changed": changed})
+      files.write_json(path, record)
