@@ -33,7 +33,7 @@ def test_npz_errors_name_the_problem(tmp_path):
 
 def test_shipped_demo_model_encodes_every_demo_prompt_with_trained_embeddings():
   model, params = models.load_pretrained(demo_model.PATH)
-  assert (model.config.image_size, model.config.patch_size, model.config.context_length) == (32, 8, 16)
+  assert (model.config.image_size, model.config.patch_size, model.config.context_length) == (32, 4, 16)  # ViT-T/4
   table = params["text"]["token_embedding"]["embedding"]
   kept = np.flatnonzero(np.any(table != 0, axis=1))
   assert 50 < len(kept) < 1000  # pruned to the pretraining captions' tokens
