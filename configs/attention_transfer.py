@@ -7,10 +7,11 @@ CLIP image tower's attention maps (flyp_jax/methods/attention_transfer.py).
   python main.py --config=configs/attention_transfer.py:imagenet_b16_distill --config.model.path=ViT-B-16.pt \\
       --config.data.data_dir=...
 
-demo*: teacher = the shipped tiny CLIP (ViT-T/8, 32 px: 2 layers of 17 tokens); the student is a fresh ViT-T/8
-image tower with a linear head, 600 steps of batch 128 on domain_shapes photos (about 15 epochs), AdamW with
+demo*: teacher = the shipped tiny CLIP (ViT-T/4, 32 px: 2 layers of 65 tokens); the student is a fresh tower of
+its shape with a linear head, 600 steps of batch 128 on domain_shapes photos (about 15 epochs), AdamW with
 60 warmup steps and cosine decay. The three presets differ only in the mode and the learning rate, each the
-best of its mode's sweep on seed 0 (student avg_id/top1 at lr 5e-4 / 1e-3 / 1.5e-3 / 2e-3 / 3e-3 / 5e-3 / 1e-2):
+best of its mode's sweep on seed 0, run with the previous demo CLIP (ViT-T/8, 17 tokens; not re-run with the
+ViT-T/4 one) (student avg_id/top1 at lr 5e-4 / 1e-3 / 1.5e-3 / 2e-3 / 3e-3 / 5e-3 / 1e-2):
   none     0.472 / 0.521 / 0.508 / 0.473 / 0.435 /   -   /   -      -> 1e-3
   distill    -   / 0.544 /   -   /   -   / 0.562 / 0.571 / 0.572    -> 5e-3
   copy       -   / 0.533 /   -   /   -   / 0.541 /   -   /   -      -> 3e-3
