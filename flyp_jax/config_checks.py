@@ -77,8 +77,6 @@ def validate(config, warn: bool = True) -> None:
   if warn and _integer(steps) and _integer(warmup) and warmup >= steps:
     # A short trial of a recipe keeps working: the schedule warms up over all but the last step.
     # (at steps=1 there is no room for a warmup: the one step takes the peak rate, as optax needs a decay step)
-    logging.warning("optimizer.warmup_steps=%d is not below steps=%d: warming up over %d steps instead.", warmup,
-                    steps, steps - 1)
     print(f"warning: optimizer.warmup_steps={warmup} is not below steps={steps}: the learning rate warms up over "
           f"{steps - 1} steps instead.", flush=True)
 
