@@ -56,7 +56,9 @@ def main(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> di
   """The command line's entry: run `config` in `workdir` (default workdirs/<config.name>), print the results."""
   workdir = workdir or os.path.join("workdirs", config.name)
   results = dispatch(config, workdir)
-  print(json.dumps({k: v for k, v in results.items() if not k.endswith("/count")}, indent=1, sort_keys=True))
+  # the reported (selected) metrics; results.json also has the last step's under last/ and the example counts
+  shown = {k: v for k, v in results.items() if not k.endswith("/count") and not k.startswith("last/")}
+  print(json.dumps(shown, indent=1, sort_keys=True))
   print(f"results in {files.absolute(workdir)}")
   return results
 

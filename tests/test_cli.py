@@ -60,7 +60,7 @@ def test_the_demo_prints_progress_evaluations_and_the_table_only(data_dir, tmp_p
   for step in range(1, 5):  # each progress line once, not through both logging and print
     assert sum(l.startswith(f"step {step}/4:") for l in lines) == 1, f"step {step}"
   assert sum(l.startswith("evaluation (") for l in lines) == 2 and "| top-1 (%) |" in out
-  # The 300-step demo adds 11 progress lines (log_every 25) to what these 4 steps print.
+  # The 200-step demo adds 4 progress lines (log_every 25) and the evaluation at step 100 (2 lines) to these.
   assert len(lines) <= 45, "\n".join(lines)
 
 
