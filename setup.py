@@ -21,6 +21,7 @@ setup(
         "tensorflow-datasets",
         "importlib_resources",  # TFDS 4.9 needs it to prepare builders but does not require it on Python >= 3.9
         "numpy",
+        "scipy",  # Student-t intervals over seeds (flyp_jax/seeds.py)
         "ml_dtypes",  # bfloat16 tensors in checkpoints
         "ftfy",  # CLIP tokenizer text cleaning
         "regex",  # CLIP tokenizer pre-tokenisation (\p{L}, \p{N})
