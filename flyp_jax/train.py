@@ -121,7 +121,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   select_on = selection_key(config)
   best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
       max_to_keep=1, create=True, best_fn=lambda m: m[select_on], best_mode="max")) if validator else None
-  if ckpt.latest_step() == total and files.exists(os.path.join(workdir, "results.json")):
+  from flyp_jax import convert
+  finished = files.exists(os.path.join(workdir, "final", convert.CONVERTED_MARKER))  # a half-written final/: redo
+  if ckpt.latest_step() == total and finished and files.exists(os.path.join(workdir, "results.json")):
     # A finished run: training and its final evaluation are not done again (a metrics.jsonl row, a time).
     print(f"{files.absolute(workdir)} holds a finished run of {total} steps: its results.json is reported as it is "
           f"(another --workdir trains anew).", flush=True)

@@ -1,13 +1,11 @@
-"""One base for paths to other runs: the parent of the run's workdir (flyp_jax/run_paths.py); the comparison's
-shared settings reach the runs it starts."""
+"""One base for paths to other runs: the parent of the run's workdir (flyp_jax/run_paths.py). (That the
+comparison's shared settings reach the runs it starts is tested in tests/test_compare.py.)"""
 
-import json
 import os
 
 import pytest
 
-from flyp_jax import configs_lib, files, run_paths, train
-from flyp_jax.methods import compare
+from flyp_jax import configs_lib, run_paths
 
 
 def test_relative_paths_are_beside_the_workdir():
@@ -37,32 +35,3 @@ def test_default_paths_find_the_runs_the_other_commands_make(spec, field, made_b
   # The loop hands the methods these paths made absolute by the same rule.
   absolute = run_paths.absolute(config, "/custom/place/mine")
   assert get(absolute, field) == f"/custom/place/{other.name}"
-
-
-def test_compare_runs_its_methods_beside_it_with_its_shared_settings(tmp_path, monkeypatch):
-  config = configs_lib.load("configs/compare.py")
-  config.unlock()
-  config.seed = 3
-  config.data.data_dir = str(tmp_path / "tfds")
-  config.model.update(path=str(tmp_path / "model.npz"), dtype="bfloat16")
-  config.eval.batch_size = 32
-  config.lock()
-  started = []
-
-  def dispatch(sub, path):
-    started.append((sub, path))
-    files.makedirs(path)
-    with open(os.path.join(path, "results.json"), "w") as f:
-      json.dump({"avg_id/top1": 0.5}, f)
-
-  monkeypatch.setattr(train, "dispatch", dispatch)
-  assert compare._run_or_reuse("configs/ft.py:demo", config, str(tmp_path / "compare")) == {"avg_id/top1": 0.5}
-  (sub, path), = started
-  assert path == str(tmp_path / "ft_demo")
-  assert sub.seed == 3 and sub.data.data_dir == str(tmp_path / "tfds") and sub.eval.batch_size == 32
-  assert sub.model.path == str(tmp_path / "model.npz") and sub.model.dtype == "bfloat16"
-  # What is the method's own stays its own.
-  ft = configs_lib.load("configs/ft.py:demo")
-  assert sub.method == "ft" and sub.optimizer.lr == ft.optimizer.lr and sub.trainable == ft.trainable
-  compare._run_or_reuse("configs/ft.py:demo", config, str(tmp_path / "compare"))
-  assert len(started) == 1  # finished: reused

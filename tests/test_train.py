@@ -21,8 +21,9 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def small_suite(monkeypatch):
-  small = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small") for d in suites.SUITES["domain_shapes"])
-  monkeypatch.setitem(suites.SUITES, "domain_shapes", small)
+  for name in ("domain_shapes", "domain_shapes_heldout"):
+    small = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small") for d in suites.SUITES[name])
+    monkeypatch.setitem(suites.SUITES, name, small)
   monkeypatch.setitem(suites.VALIDATION, "domain_shapes",
                       dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))
 
@@ -78,7 +79,9 @@ def test_ft_trains_head_and_image_tower_only(tmp_path, data_dir):
 def test_pretrain_step_on_captions(tmp_path, data_dir):
   config = tiny_config("configs/pretrain.py:demo", data_dir, steps=2)
   results = train.run(config, str(tmp_path))
-  assert "domain_shapes_photo/top1" in results
+  # judged on held-out data only: photo validation and each domain of the held-out image-caption split
+  assert "domain_shapes_validation/top1" in results and "domain_shapes_photo/top1" not in results
+  assert all(f"domain_shapes_pretrain_val/group{g}_top1" in results for g in range(5))
 
 
 def test_no_trainable_parameter_is_an_error(tmp_path, data_dir):
