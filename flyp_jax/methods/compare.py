@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
+import jax
 import numpy as np
 
 from flyp_jax import configs_lib, evaluate, files, parallel, seeds, train
@@ -119,7 +120,7 @@ def run(config, workdir: str) -> dict:
   datasets = suites.get(config.eval.suite)
   table = comparison_table(summary, datasets, len(seed_list), picked_lr, fit)
   claims = test_claims(per_seed, curves, fit)
-  if jax_process_index() == 0:
+  if jax.process_index() == 0:
     with files.open_file(os.path.join(workdir, "comparison.md"), "w") as f:
       f.write(table)
     with files.open_file(os.path.join(workdir, "claims.md"), "w") as f:
@@ -133,11 +134,6 @@ def run(config, workdir: str) -> dict:
          n_seeds=len(seed_list))
   print(table + "\n" + claims_table(claims), flush=True)
   return summary
-
-
-def jax_process_index() -> int:
-  import jax
-  return jax.process_index()
 
 
 def _aggregate(rows: Sequence[dict], fit: Optional[dict]) -> dict:
