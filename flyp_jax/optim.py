@@ -39,6 +39,16 @@ def path_names(tree) -> Any:
   return jax.tree_util.tree_map_with_path(lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), tree)
 
 
+def trainable_mask(config, params) -> Any:
+  """A pytree of bools: the leaves matching `config.trainable` and not `config.frozen` (regexes over the
+  '/'-joined paths); at least one must."""
+  match = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
+  mask = jax.tree_util.tree_map(match, path_names(params))
+  if not any(jax.tree_util.tree_leaves(mask)):
+    raise ValueError(f"no parameter matches trainable={config.trainable!r} (frozen={config.frozen!r})")
+  return mask
+
+
 def _get(opt, name: str, default):
   # getattr, not ConfigDict.get: benchmarks pass a SimpleNamespace holding only the fields they set.
   return getattr(opt, name, default)
@@ -91,9 +101,7 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   opt = config.optimizer
   schedule = make_schedule(opt, total_steps)
   names = path_names(params)
-  trainable = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
-  if not any(trainable(n) for n in jax.tree_util.tree_leaves(names)):
-    raise ValueError(f"no parameter matches trainable={config.trainable!r} (frozen={config.frozen!r})")
+  trainable = trainable_mask(config, params)
   rule = _get(opt, "decay", "matrices")
   if rule not in DECAY_RULES:
     raise ValueError(f"unknown optimizer.decay {rule!r}; known: {DECAY_RULES}")
@@ -108,5 +116,5 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   else:
     raise ValueError(f"unknown optimizer.name {name!r}; known: {OPTIMIZERS}")
   chain = optax.chain(optax.clip_by_global_norm(opt.grad_clip), base) if opt.grad_clip else base
-  labels = jax.tree_util.tree_map(lambda n: "train" if trainable(n) else "freeze", names)
+  labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
   return optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()}, labels)

@@ -292,12 +292,20 @@ def make_train_step(config, loss_fn, tx, mesh, state):
   data axis) whose gradients are averaged before one optimiser update. A contrastive loss then sees
   batch_size / k examples per row's negatives, as in PyTorch implementations that accumulate gradients.
   With `config.optimizer.clamp_logit_scale` (default True) the logit scale is clipped to [0, ln 100] after
-  each update.
+  each update. Frozen parameters (not `config.trainable`, or `config.frozen`) enter the loss as constants, so
+  no gradient is computed or reduced for them; `grad_norm` is the norm over the trainable ones (what
+  gradient clipping sees).
   """
   rng = jax.random.PRNGKey(config.seed)
   accum = config.grad_accum_steps
   clamp = config.optimizer.get("clamp_logit_scale", True)
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  trainable = optim.trainable_mask(config, state["params"])
+
+  def constant_frozen(params, batch, step_rng):
+    params = jax.tree_util.tree_map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
+    return loss_fn(params, batch, step_rng)
+
+  grad_fn = jax.value_and_grad(constant_frozen, has_aux=True)
 
   def gradients(params, batch, step_rng):
     if accum == 1:

@@ -2,8 +2,9 @@
 
 Both packages are installed without their full dependencies: `import open_clip` and `import clip` fail
 because their `__init__` pulls in torchvision. The single files the tests compare against only need
-torch/ftfy/regex, so they are loaded by path instead. A missing package raises ModuleNotFoundError;
-callers decide whether that skips or fails.
+torch/ftfy/regex, so they are loaded by path instead. A missing package raises ModuleNotFoundError, which
+fails the test that needs it: the references are part of the test extra, so a missing one is an install
+error, never a reason to skip.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def _load_file(package: str, filename: str) -> ModuleType:
   # find_spec on a top-level name locates the package without executing its __init__.
   spec = importlib.util.find_spec(package)
   if spec is None or not spec.submodule_search_locations:
-    raise ModuleNotFoundError(f"reference package {package!r} is not installed")
+    raise ModuleNotFoundError(f"reference package {package!r} is not installed; the tests need it: "
+                              "pip install -e '.[test]' && pip install --no-deps open_clip_torch==3.3.0")
   path = Path(list(spec.submodule_search_locations)[0]) / filename
   if not path.is_file():
     raise ModuleNotFoundError(f"reference file {path} is missing")

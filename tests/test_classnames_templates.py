@@ -20,10 +20,7 @@ _STATIC_CLASSNAME_LISTS = ("imagenet", "imagenet_r", "imagenet_a", "objectnet", 
 
 @pytest.fixture(scope="module")
 def open_clip_metadata():
-  try:
-    return load_open_clip_zero_shot_metadata()
-  except ModuleNotFoundError as e:
-    pytest.skip(f"open_clip reference not installed: {e}")
+  return load_open_clip_zero_shot_metadata()
 
 
 # ------------------------------------------------------------------------------------------- templates

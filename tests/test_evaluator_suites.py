@@ -105,11 +105,9 @@ def test_labels_outside_the_classes_are_an_error_not_a_number(tiny):
       evaluate.Evaluator(model, ds, mesh, batch_size=8)(params, head=head)
 
 
-def test_vit_b32_compiles_once_per_dataset_shape():
-  model = models.create_model("ViT-B/32")
-  params = jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
-  mesh = parallel.make_mesh()
-  head = models.normalize(jax.random.normal(jax.random.PRNGKey(3), (1000, 512))).T * 100
+def test_evaluation_compiles_once_per_dataset_shape(tiny):
+  model, params, mesh = tiny
+  head = models.normalize(jax.random.normal(jax.random.PRNGKey(3), (1000, 64))).T * 100
   datasets = [d for d in suites.get("imagenet") if d.name in ("imagenet", "imagenet_v2", "imagenet_r", "imagenet_a")]
   evaluate._eval_step.clear_cache()
   evaluator = evaluate.Evaluator(model, datasets, mesh, batch_size=8)

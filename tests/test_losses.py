@@ -28,7 +28,7 @@ def lse(*xs):
 
 @pytest.mark.parametrize("scale", [1.0, 1 / 0.07, 100.0])
 def test_clip_loss_matches_open_clip(scale):
-  torch = pytest.importorskip("torch")
+  import torch
   clip_loss_ref = references.load_open_clip_loss_module().ClipLoss()
   rng = np.random.default_rng(0)
   img, txt = normalised(rng, 24, 32), normalised(rng, 24, 32)
@@ -156,11 +156,9 @@ def _compiled(fn, batch, sharding):
 
 
 def _temp_bytes(compiled):
-  try:
-    stats = compiled.memory_analysis()
-  except Exception:  # some backends do not implement it; the HLO shape checks still run
-    return None
-  return None if stats is None else stats.temp_size_in_bytes
+  stats = compiled.memory_analysis()  # the CPU backend, which the tests run on, implements it
+  assert stats is not None and stats.temp_size_in_bytes > 0, stats
+  return stats.temp_size_in_bytes
 
 
 @pytest.mark.parametrize("grad", [False, True])
@@ -181,9 +179,8 @@ def test_sharded_memory_is_linear_in_global_batch_for_fixed_local_batch(grad):
     assert f"f32[{local * data},{local * data}]" not in hlo  # never the global ones
     temps.append(_temp_bytes(compiled))
   print(f"sharded temp bytes/device, local batch {local}, global 1024/2048/4096, grad={grad}: {temps}")
-  if None not in temps:
-    for small, big in zip(temps, temps[1:]):
-      assert big <= 2.5 * small
+  for small, big in zip(temps, temps[1:]):
+    assert big <= 2.5 * small
 
 
 def test_sharded_memory_vs_reference_on_fixed_mesh():
@@ -199,10 +196,9 @@ def test_sharded_memory_vs_reference_on_fixed_mesh():
     assert f"f32[{batch},{batch}]" in reference.as_text()
     rows.append((batch, _temp_bytes(compiled), _temp_bytes(reference)))
   print("global batch, sharded temp bytes/device, reference temp bytes:", rows)
-  if all(None not in r for r in rows):
-    (_, _, r_1k), (_, s_4k, r_4k) = rows[2], rows[4]
-    assert r_4k >= 10 * r_1k  # the reference is quadratic (16x for 4x the batch) ...
-    assert s_4k <= r_4k / 4  # ... and the sharded loss holds ~1/8 of its logits per device
+  (_, _, r_1k), (_, s_4k, r_4k) = rows[2], rows[4]
+  assert r_4k >= 10 * r_1k  # the reference is quadratic (16x for 4x the batch) ...
+  assert s_4k <= r_4k / 4  # ... and the sharded loss holds ~1/8 of its logits per device
 
 
 # ---------------------------------------------------------------- temperature and cross-entropy
@@ -229,7 +225,7 @@ def test_cross_entropy_by_hand_and_against_optax():
 
 
 def test_cross_entropy_label_smoothing_matches_torch():
-  torch = pytest.importorskip("torch")
+  import torch
   rng = np.random.default_rng(7)
   logits, labels = rng.normal(size=(12, 5)).astype(np.float32), rng.integers(0, 5, 12)
   want = torch.nn.functional.cross_entropy(torch.tensor(logits), torch.tensor(labels), label_smoothing=0.1)

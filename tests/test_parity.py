@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from flyp_jax import convert, models  # noqa: E402
 from flyp_jax.checkpoint_files import CheckpointError  # noqa: E402
@@ -224,14 +224,23 @@ def test_convert_command_reports_bad_file_in_one_line(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
-def test_b16_sized_checkpoint_loads_and_encodes(tmp_path):
-  """A full ViT-B/16-shaped HF checkpoint (random weights) loads and encodes a batch on CPU."""
+def test_b16_sized_checkpoint_matches_hugging_face(tmp_path):
+  """A full ViT-B/16-shaped HF checkpoint (random weights, perturbed so every tensor matters) loads and gives
+  HF's image and text features and logits within 1e-4, at the real size (224 px, 12 layers, 77 tokens)."""
   torch.manual_seed(0)
   cfg = transformers.CLIPConfig(text_config=dict(hidden_act="quick_gelu"),
                                 vision_config=dict(patch_size=16, hidden_act="quick_gelu"), projection_dim=512)
-  transformers.CLIPModel(cfg).eval().save_pretrained(tmp_path)
+  ref = transformers.CLIPModel(cfg).eval()
+  with torch.no_grad():
+    for p in ref.parameters():
+      p.add_(0.02 * torch.randn_like(p))
+  ref.save_pretrained(tmp_path)
   images, tokens = inputs(224)
-  model, params = models.load_pretrained(tmp_path)
+  model, img, txt, logits = ours(tmp_path, images, tokens)
   assert convert.describe(model.config) == "ViT-B/16 (quick_gelu)"
-  feats = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image))(params, images)
-  assert feats.shape == (4, 512) and np.isfinite(np.asarray(feats)).all()
+  with torch.no_grad():
+    pixel = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    ids = torch.from_numpy(tokens.astype(np.int64))
+    close(img, tensor_out(ref.get_image_features(pixel_values=pixel)))
+    close(txt, tensor_out(ref.get_text_features(input_ids=ids)))
+    close(logits, ref(input_ids=ids, pixel_values=pixel).logits_per_image.numpy())

@@ -1,8 +1,10 @@
-"""Preemption and exact resume, with real processes: SIGTERM stops cleanly, SIGKILL at random moments loses nothing.
+"""Preemption and exact resume, with real processes: SIGTERM stops cleanly, SIGKILL at any moment loses nothing.
 
-Each run is `python -c RUNNER` in a fresh process (8 simulated devices, as the tests), training a tiny FT model
-on domain_shapes/small. A run that is stopped and re-run with the same command must end with the same
-parameters, bit for bit, and the same training losses as one that ran through.
+Each stopped run is `python -c RUNNER` in a fresh process (8 simulated devices, as the tests), training a tiny
+FT model on domain_shapes/small; the uninterrupted run and the final re-runs run in this process, with the
+same code and devices. A run that is stopped and re-run with the same command must end with the same
+parameters, bit for bit, and the same training losses as one that ran through, and every re-run must start
+right after the newest complete checkpoint.
 """
 
 import json
@@ -21,18 +23,37 @@ from flyp_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30
-RUNNER = """
-import sys
-from flyp_jax import configs_lib, train
-config = configs_lib.load("configs/ft.py:demo")
-config.unlock()
-config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
-config.data.update(dataset="domain_shapes/small", data_dir=sys.argv[2])
-config.update(batch_size=64, steps=%d, log_every=1, checkpoint_every=4, keep_checkpoints=1)
-config.optimizer.warmup_steps = 5
-config.eval.suite = ""
-train.run(config, sys.argv[1])
+CONFIG = """
+def make_config(data_dir):
+  from flyp_jax import configs_lib
+  config = configs_lib.load("configs/ft.py:demo")
+  config.unlock()
+  config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
+  config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
+  config.update(batch_size=64, steps=%d, log_every=1, checkpoint_every=4, keep_checkpoints=1)
+  config.optimizer.warmup_steps = 5
+  config.eval.suite = ""
+  return config
 """ % STEPS
+# SLOW_SAVE=<step>: the array writer of that step's checkpoint writes, says so, then stalls, so that the test
+# can kill the process while the save is half done (orbax's '<step>.orbax-checkpoint-tmp' folder exists).
+RUNNER = CONFIG + """
+import asyncio, os, sys
+slow = os.environ.get("SLOW_SAVE")
+if slow:
+  from orbax.checkpoint._src.serialization import serialization
+  write = serialization.async_serialize_from_host
+  async def stalling(rslices, tspec, *args, **kwargs):
+    out = await write(rslices, tspec, *args, **kwargs)
+    if f"{slow}.orbax-checkpoint-tmp" in str(tspec):
+      print("saving", slow, flush=True)
+      await asyncio.sleep(600)
+    return out
+  serialization.async_serialize_from_host = stalling
+from flyp_jax import train
+train.run(make_config(sys.argv[2]), sys.argv[1])
+"""
+exec(CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -42,29 +63,47 @@ def data_dir(tmp_path_factory):
   return path
 
 
-def start(workdir, data_dir):
+def start(workdir, data_dir, **env):
   return subprocess.Popen([sys.executable, "-c", RUNNER, str(workdir), data_dir], cwd=ROOT, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=os.environ.copy())
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, **env})
 
 
-def run_until_step(workdir, data_dir, step, sig):
-  """Start a run, send `sig` once it reports `step` (or later), return (exit code, output)."""
-  proc = start(workdir, data_dir)
+def stop_when(workdir, data_dir, sig, seen, **env):
+  """Start a run, send `sig` at the first output line for which `seen(line)` holds; (exit code, output)."""
+  proc = start(workdir, data_dir, **env)
   out = []
   for line in proc.stdout:
     out.append(line)
-    if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= step:
+    if seen(line):
       proc.send_signal(sig)
       break
   rest, _ = proc.communicate(timeout=300)
   return proc.returncode, "".join(out) + rest
 
 
-def finish(workdir, data_dir):
-  proc = start(workdir, data_dir)
-  out, _ = proc.communicate(timeout=300)
-  assert proc.returncode == 0, out
-  return out
+def at_step(step):
+  return lambda line: line.startswith("step ") and first_step(line) >= step
+
+
+def first_step(output):
+  """The first step an output reports (log_every is 1), or None."""
+  for line in output.splitlines():
+    if line.startswith("step "):
+      return int(line.split()[1].split("/")[0])
+  return None
+
+
+def newest_checkpoint(workdir):
+  """The newest complete checkpoint (a half-written save is a '<step>.orbax-checkpoint-tmp' folder), or 0."""
+  saved = os.listdir(workdir / "checkpoints") if (workdir / "checkpoints").exists() else []
+  return max([int(d) for d in saved if d.isdigit()] or [0])
+
+
+def finish(workdir, data_dir, capsys):
+  """Run to the end here, in this process; its output."""
+  capsys.readouterr()
+  train.run(make_config(data_dir), str(workdir))
+  return capsys.readouterr().out
 
 
 def final_state(workdir):
@@ -88,33 +127,38 @@ def assert_same_run(a, b):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data_dir):
   workdir = tmp_path_factory.mktemp("uninterrupted")
-  finish(workdir, data_dir)
+  train.run(make_config(data_dir), str(workdir))
   return final_state(workdir)
 
 
-def test_sigterm_saves_a_checkpoint_exits_75_and_resumes_exactly(tmp_path, data_dir, uninterrupted):
-  code, out = run_until_step(tmp_path, data_dir, 6, signal.SIGTERM)
+def test_sigterm_saves_a_checkpoint_exits_75_and_resumes_exactly(tmp_path, data_dir, uninterrupted, capsys):
+  code, out = stop_when(tmp_path, data_dir, signal.SIGTERM, at_step(6))
   assert code == train.PREEMPTED_EXIT_CODE, out
   stopped = int(out.split("Preempted (SIGTERM) at step ")[1].split("/")[0])
   assert stopped >= 6 and os.listdir(tmp_path / "checkpoints") == [str(stopped)]  # saved where it stopped
-  resumed = finish(tmp_path, data_dir)
-  assert f"step {stopped}/" not in resumed and f"step {stopped + 1}/" in resumed  # nothing trained twice
+  assert first_step(finish(tmp_path, data_dir, capsys)) == stopped + 1  # nothing trained twice, nothing skipped
   assert_same_run(final_state(tmp_path), uninterrupted)
 
 
-def test_random_sigkills_and_reruns_reach_the_uninterrupted_result(tmp_path, data_dir, uninterrupted):
+def test_sigkills_at_random_steps_and_inside_a_save_reach_the_uninterrupted_result(tmp_path, data_dir, uninterrupted,
+                                                                                     capsys):
   rng = random.Random(0)
-  kills = 0
-  for _ in range(3):
-    # A kill during a save leaves orbax's '<step>.orbax-checkpoint-tmp' folder, which resuming must ignore.
-    saved = os.listdir(tmp_path / "checkpoints") if (tmp_path / "checkpoints").exists() else []
-    done = [int(d) for d in saved if d.isdigit()] or [0]
-    target = max(done) + rng.randint(2, 8)
-    if target >= STEPS:
-      break
-    code, _ = run_until_step(tmp_path, data_dir, target, signal.SIGKILL)
-    kills += code == -signal.SIGKILL
+  resumed_from = []
+  for kill in range(3):
+    newest = newest_checkpoint(tmp_path)
+    if kill == 1:  # inside the save of the next checkpoint, after its first array is written
+      target = (newest // 4 + 1) * 4
+      code, out = stop_when(tmp_path, data_dir, signal.SIGKILL, lambda line: line.startswith("saving"),
+                            SLOW_SAVE=str(target))
+      assert (tmp_path / "checkpoints" / f"{target}.orbax-checkpoint-tmp").exists(), out
+    else:
+      code, out = stop_when(tmp_path, data_dir, signal.SIGKILL, at_step(newest + rng.randint(2, 8)))
+    assert code == -signal.SIGKILL, out
+    resumed_from.append((first_step(out), newest))
     time.sleep(rng.random() * 0.2)
-  assert kills >= 2
-  finish(tmp_path, data_dir)
+  newest = newest_checkpoint(tmp_path)
+  resumed_from.append((first_step(finish(tmp_path, data_dir, capsys)), newest))
+  # Every run started right after the newest complete checkpoint (the half-written one ignored).
+  assert all(first == newest + 1 for first, newest in resumed_from), resumed_from
+  assert resumed_from[-1][1] > 0
   assert_same_run(final_state(tmp_path), uninterrupted)

@@ -73,26 +73,19 @@ def ours() -> tok.Tokenizer:
   return tok.default_tokenizer()
 
 
-def _load(loader, *args):
-  try:
-    return loader(*args)
-  except ImportError as e:  # the reference packages are test-only extras
-    pytest.skip(f"reference implementation unavailable: {e}")
-
-
 @pytest.fixture(scope="module")
 def open_clip_tok():
-  return _load(references.load_open_clip_tokenizer_module)
+  return references.load_open_clip_tokenizer_module()
 
 
 @pytest.fixture(scope="module")
 def openai_tok():
-  return _load(references.load_openai_clip_module, "simple_tokenizer").SimpleTokenizer()
+  return references.load_openai_clip_module("simple_tokenizer").SimpleTokenizer()
 
 
 @pytest.fixture(scope="module")
 def imagenet():
-  return _load(references.load_open_clip_zero_shot_metadata)
+  return references.load_open_clip_zero_shot_metadata()
 
 
 # --- hand-checked, no reference needed ------------------------------------------------------------

@@ -89,24 +89,51 @@ def test_no_trainable_parameter_is_an_error(tmp_path, data_dir):
     train.run(tiny_config("configs/flyp.py:demo", data_dir, trainable="^nothing"), str(tmp_path))
 
 
+def _per_dataset_top1(results):
+  """The test datasets' top-1 (not the averages, nor the validation set that only training runs evaluate)."""
+  return {k: v for k, v in results.items()
+          if k.endswith("/top1") and "/" not in k[:-5] and not k.startswith(("avg", "id_val"))}
+
+
+def assert_same_accuracies(a, b):
+  """Per-dataset top-1 equal up to one example (argmax ties may break differently between two code paths)."""
+  a, b = _per_dataset_top1(a), _per_dataset_top1(b)
+  assert a and sorted(a) == sorted(b)
+  for k in a:
+    assert abs(a[k] - b[k]) <= 1 / 100 + 1e-9, (k, a[k], b[k])  # 100 test images per small split
+
+
 def test_lp_then_lpft_then_wiseft(tmp_path, data_dir):
+  """LP-FT starts from the probe's head; WiSE-FT's alpha 0 is the zero-shot model and alpha 1 the LP-FT run."""
+  from flyp_jax import evaluate, parallel
   from flyp_jax.methods import lp, wiseft
   lp_dir, ft_dir = tmp_path / "lp", tmp_path / "lpft"
   lp_results = lp.run(tiny_config("configs/lp.py:demo", data_dir), str(lp_dir))
-  assert (lp_dir / "lp_head.npz").exists() and 0 <= lp_results["avg_id/top1"] <= 1
   probe = np.load(lp_dir / "lp_head.npz")
   config = tiny_config("configs/lpft.py:demo", data_dir, steps=2)
   config.unlock()
   config.ft.lp_workdir = str(lp_dir)
-  train.run(config, str(ft_dir))
+  config.eval.at_start = True
+  ft_results = train.run(config, str(ft_dir))
+  # Step 0 of LP-FT, before any update, is the probe: same frozen CLIP, same head, same evaluation.
+  assert_same_accuracies(json.loads((ft_dir / "eval_0.json").read_text()), lp_results)
+  assert np.load(ft_dir / "final" / "head.npz")["kernel"].shape == probe["kernel"].shape
+
   config = tiny_config("configs/wiseft.py:demo", data_dir)
   config.unlock()
   config.wiseft.update(finetuned=str(ft_dir), finetuned_config="", alphas=[0.0, 0.5, 1.0])
   picked = wiseft.run(config, str(tmp_path / "wiseft"))
-  rows = json.loads((tmp_path / "wiseft" / "wiseft.json").read_text())
-  assert picked["picked_alpha"] in (0.0, 0.5, 1.0) and (tmp_path / "wiseft" / "wiseft.png").stat().st_size > 0
-  assert [r["alpha"] for r in rows["results"]] == [0.0, 0.5, 1.0]
-  assert np.load(ft_dir / "final" / "head.npz")["kernel"].shape == probe["kernel"].shape
+  rows = json.loads((tmp_path / "wiseft" / "wiseft.json").read_text())["results"]
+  assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0] and (tmp_path / "wiseft" / "wiseft.png").stat().st_size > 0
+  assert picked["picked_alpha"] == max(rows, key=lambda r: r[picked["picked_on"]])["alpha"]
+  # Alpha 0: the zero-shot model scored with its prompts, evaluated here directly.
+  model, zeroshot = train.load_clip(config, str(tmp_path / "wiseft"))
+  mesh = parallel.make_mesh()
+  zero_shot = evaluate.from_config(model, config, mesh)(jax.device_put(zeroshot, parallel.replicated(mesh)))
+  assert_same_accuracies(rows[0], zero_shot)
+  # Alpha 1: the fine-tuned run's own reported (selected) evaluation.
+  assert_same_accuracies(rows[2], ft_results)
+  assert _per_dataset_top1(zero_shot) != _per_dataset_top1(lp_results)  # the three references differ
 
 
 def test_config_typo_is_a_clear_error(tmp_path):

@@ -59,23 +59,38 @@ def test_each_method_lowers_its_loss_on_a_fixed_batch(spec, method):
 
 
 def test_gradient_accumulation_equals_the_whole_batch():
-  """Cross-entropy is a mean over the batch, so two half-batches' averaged gradients are the whole batch's."""
+  """Cross-entropy is a mean over the batch, so two half-batches' averaged gradients are the whole batch's.
+
+  No warmup, so every step moves the parameters and steps 2 and 3 compare losses and gradients at trained
+  parameters; each leaf's difference between runs is judged against how far that leaf moved.
+  """
   results = []
   for accum in (1, 2, 4):
-    config, model, mesh, params, batch = setup("configs/ft.py:demo", grad_accum_steps=accum, **LINEAR_ADAM)
+    config, model, mesh, params, batch = setup("configs/ft.py:demo", grad_accum_steps=accum,
+                                               optimizer={"warmup_steps": 0, **LINEAR_ADAM["optimizer"]})
     step, state = step_fn(config, ft, model, mesh, params)
-    for _ in range(2):
+    losses, norms = [], []
+    for _ in range(3):
       state, metrics = step(state, batch)
-    results.append((jax.device_get(state["params"]), float(metrics["loss"]), float(metrics["grad_norm"])))
-  (whole, loss, norm), rest = results[0], results[1:]
-  for params, accumulated_loss, accumulated_norm in rest:
-    assert accumulated_loss == pytest.approx(loss, rel=1e-5)
-    assert accumulated_norm == pytest.approx(norm, rel=1e-4)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6), params, whole)
-  moved = jax.tree_util.tree_leaves(jax.tree_util.tree_map(
-      lambda a, b: float(np.max(np.abs(a - b))), whole["clip"]["visual"],
-      jax.device_get(setup("configs/ft.py:demo")[3]["clip"]["visual"])))
-  assert max(moved) > 1e-4  # the comparison is between trained parameters, not two copies of the initial ones
+      losses.append(float(metrics["loss"]))
+      norms.append(float(metrics["grad_norm"]))
+    results.append((jax.device_get(state["params"]), losses, norms))
+  (whole, losses, norms), rest = results[0], results[1:]
+  assert abs(losses[2] - losses[0]) > 1e-3 * abs(losses[0]), losses  # the later losses are at moved parameters
+  initial = jax.device_get(setup("configs/ft.py:demo")[3])
+  moved = jax.tree_util.tree_map(lambda a, b: float(np.max(np.abs(a - b))), whole, initial)
+  for params, accumulated_losses, accumulated_norms in rest:
+    np.testing.assert_allclose(accumulated_losses, losses, rtol=1e-5)
+    np.testing.assert_allclose(accumulated_norms, norms, rtol=1e-4)
+    for (path, a), b, m in zip(jax.tree_util.tree_leaves_with_path(params), jax.tree_util.tree_leaves(whole),
+                               jax.tree_util.tree_leaves(moved)):
+      # Leaves FT does not train (the text tower, the logit scale) must stay equal; the rest within 1% of their
+      # move. Attention is invariant to the key bias, whose gradient is zero up to rounding (it moves ~1e-10).
+      assert float(np.max(np.abs(a - b))) <= max(1e-2 * m, 1e-9), jax.tree_util.keystr(path)
+  trained = [m for p, m in jax.tree_util.tree_leaves_with_path({"visual": moved["clip"]["visual"],
+                                                                "head": moved["head"]})
+             if "['key']['bias']" not in jax.tree_util.keystr(p)]
+  assert min(trained) > 1e-6  # every other image-tower and head leaf trained
 
 
 def test_indivisible_accumulation_is_a_clear_error(tmp_path):

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 from flyp_jax import configs_lib, convert, models, optim, parallel, train  # noqa: E402
 from flyp_jax.data import classnames as classnames_lib  # noqa: E402
@@ -339,7 +339,7 @@ def test_trajectory_lp_selects_the_same_C_as_scikit_learn():
   """LP-FT's probe sweep (log_reg_sk.py `test_log_reg_warm_starting`): LogisticRegression per C (ascending),
   the first C with the best validation accuracy kept. Ours with l2 = 1 / (C N) picks the same C and reaches
   the same accuracy and weights."""
-  linear_model = pytest.importorskip("sklearn.linear_model")
+  from sklearn import linear_model
   rng = np.random.default_rng(0)
   n_train, n_val, dim, classes = 240, 200, 12, 4
   centres = rng.normal(0, 0.6, (classes, dim))
