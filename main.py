@@ -60,7 +60,9 @@ def normalise_argv(argv: list[str]) -> list[str]:
   """The command line as absl and the config checks expect it.
 
   `--config FILE` (a space, which absl accepts) becomes `--config=FILE`, so the unknown-key check below sees the
-  file; a bare `-v` (absl's needs a level) means `--verbosity=0`, the libraries' INFO logs.
+  file; a bare `-v` (absl's needs a level) means `--verbosity=0`, the libraries' INFO logs. Fields after the
+  preset, as big_vision writes them (`--config=configs/flyp.py:imagenet_b16,batch_size=256,optimizer.lr=1e-5`),
+  become `--config.batch_size=256 --config.optimizer.lr=1e-5` in their place, so flags given later win.
   """
   out, i = [argv[0]], 1
   while i < len(argv):
@@ -69,6 +71,17 @@ def normalise_argv(argv: list[str]) -> list[str]:
       arg, i = f"--config={argv[i + 1]}", i + 1
     elif arg == "-v" and not (i + 1 < len(argv) and argv[i + 1].lstrip("-").isdigit()):
       arg = "--verbosity=0"
+    if arg.startswith("--config=") and "," in arg.partition(":")[2]:
+      preset, *fields = arg.split(",")
+      bad = [f for f in fields if "=" not in f]
+      if bad:
+        print(f"error: config field {bad[0]!r} in {arg[len('--config='):]!r} has no value: write "
+              f"FILE:PRESET,KEY=VALUE,... (e.g. --config=configs/flyp.py:demo,steps=100)", file=sys.stderr)
+        sys.exit(USAGE_ERROR_EXIT)
+      out.append(preset.rstrip(":"))
+      out.extend(f"--config.{f}" for f in fields)
+      i += 1
+      continue
     out.append(arg)
     i += 1
   return out

@@ -14,6 +14,7 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.seeds = 1  # N > 1: run N times (seeds seed, seed + 1, ...) and report each metric's mean and 95% interval
   c.batch_size = 128  # global, over all devices and hosts
   c.steps = 1000
+  c.total_epochs = 0  # >0: instead of steps, that many passes over the training split (ceil(N / batch) steps each)
   c.log_every = 50
   c.checkpoint_every = 500
   c.keep_checkpoints = 2  # the last N; the best on ID validation is kept apart in WORKDIR/best

@@ -25,8 +25,8 @@ CONFIG_FILE = "config.json"
 # the data, and memory/speed knobs that leave the state and its updates as they were. Any other setting (model,
 # method, parameter groups, optimiser, seed, batch, data, method options) shapes the saved state or the training
 # that produced it, so a change is refused rather than mixed into the same workdir.
-RESUME_SAFE = ("name", "steps", "log_every", "checkpoint_every", "keep_checkpoints", "eval.", "model.dtype",
-               "model.remat", "model_axis", "data.data_dir", "data.corrupt_images", "flyp.loss_block")
+RESUME_SAFE = ("name", "steps", "total_epochs", "log_every", "checkpoint_every", "keep_checkpoints", "eval.",
+               "model.dtype", "model.remat", "model_axis", "data.data_dir", "data.corrupt_images", "flyp.loss_block")
 
 
 class ConfigError(ValueError):
@@ -61,7 +61,8 @@ def validate(config, warn: bool = True) -> None:
                        ("keep_checkpoints", "2"), ("grad_accum_steps", "1"), ("model_axis", "1"), ("seeds", "5"),
                        ("compare.seeds", "5")):
     need(key, positive_int, "a positive whole number", example)
-  for key, example in (("checkpoint_every", "100"), ("eval.every_steps", "0"), ("optimizer.warmup_steps", "500")):
+  for key, example in (("checkpoint_every", "100"), ("eval.every_steps", "0"), ("optimizer.warmup_steps", "500"),
+                       ("total_epochs", "10")):
     need(key, lambda v: _integer(v) and v >= 0, "a whole number, 0 or more", example)
   need("optimizer.lr", lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number above 0", "1e-5")
   need("optimizer.eps", lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number above 0", "1e-8")
@@ -75,7 +76,8 @@ def validate(config, warn: bool = True) -> None:
     raise ConfigError("; ".join(problems) + ". Nothing was run: correct the setting (in the config file or on the "
                       "command line) and run again.")
   steps, warmup = _get(config, "steps"), _get(config, "optimizer.warmup_steps")
-  if warn and _integer(steps) and _integer(warmup) and warmup >= steps:
+  epochs_pending = _get(config, "total_epochs") not in (_MISSING, 0)  # steps not known yet: checked once they are
+  if warn and not epochs_pending and _integer(steps) and _integer(warmup) and warmup >= steps:
     # A short trial of a recipe keeps working: the schedule warms up over all but the last step.
     # (at steps=1 there is no room for a warmup: the one step takes the peak rate, as optax needs a decay step)
     print(f"warning: optimizer.warmup_steps={warmup} is not below steps={steps}: the learning rate warms up over "

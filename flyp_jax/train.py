@@ -84,11 +84,35 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.method not in TRAINING_METHODS:
     raise ValueError(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
   config_checks.validate(config)  # before any work, as each of the steps below
+  config = steps_of_epochs(config)
   files.makedirs(workdir)
   config = run_paths.absolute(config, workdir)  # other runs' paths, for the methods (which get no workdir)
   with workdir_lock.hold(workdir):
     config_checks.check_resume(config, workdir)
     return _train(config, workdir)
+
+
+def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """With `total_epochs` > 0 (big_vision's alternative to a step count), the config with `steps` set to
+  total_epochs * ceil(N / batch_size) for the N examples of the training split (and `optimizer.epoch_steps`,
+  if unset, to one epoch); otherwise `config` itself."""
+  epochs = config.get("total_epochs", 0)
+  if not epochs:
+    return config
+  from flyp_jax.data import pipeline
+  builder = pipeline.get_builder(config.data.dataset, config.data.data_dir or None)
+  n = builder.info.splits[config.data.train_split].num_examples
+  epoch_steps = -(-n // config.batch_size)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.steps = epochs * epoch_steps
+  if not config.optimizer.get("epoch_steps"):
+    config.optimizer.epoch_steps = epoch_steps
+  config.total_epochs = 0  # resolved: the steps are the run's length from here on
+  config.lock()
+  print(f"total_epochs={epochs}: {n} training examples, {epoch_steps} steps of {config.batch_size} per epoch, "
+        f"{config.steps} steps", flush=True)
+  config_checks.validate(config)  # the warmup against the run's real length
+  return config
 
 
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:

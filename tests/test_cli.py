@@ -46,8 +46,8 @@ def main_py(*args, small_suite=False, timeout=300):
 
 
 def demo_args(data_dir, workdir, *more):
-  return ("--config=configs/flyp.py", f"--workdir={workdir}", "--config.steps=4", "--config.log_every=1",
-          "--config.batch_size=32",
+  # Fields after the preset (big_vision's form) and --config.KEY flags: both set the config.
+  return ("--config=configs/flyp.py:demo,steps=4,log_every=1", f"--workdir={workdir}", "--config.batch_size=32",
           "--config.data.dataset=domain_shapes/small", f"--config.data.data_dir={data_dir}",
           "--config.eval.batch_size=64", *more)
 
@@ -70,6 +70,8 @@ def test_the_demo_prints_progress_evaluations_and_the_table_only(data_dir, tmp_p
     (("--config=configs/flypp.py",), ["config file 'configs/flypp.py' not found", "configs/flyp.py"]),
     # a space instead of '=': absl accepts it; the unknown-key check must see the file too
     (("--config", "configs/flyp.py", "--config.data.bogus=1"), ["unknown config key 'config.data.bogus'"]),
+    (("--config=configs/flyp.py:demo,data.bogus=1",), ["unknown config key 'config.data.bogus'"]),
+    (("--config=configs/flyp.py:demo,steps",), ["config field 'steps'", "has no value", "KEY=VALUE"]),
 ])
 def test_config_errors_are_one_paragraph_without_traceback(args, fragments):
   code, out, err = main_py(*args)

@@ -84,6 +84,15 @@ def test_pretrain_step_on_captions(tmp_path, data_dir):
   assert all(f"domain_shapes_pretrain_val/group{g}_top1" in results for g in range(5))
 
 
+def test_total_epochs_sets_the_steps_from_the_training_split(data_dir):
+  config = tiny_config("configs/lpft.py:demo", data_dir, total_epochs=3, batch_size=16)
+  resolved = train.steps_of_epochs(config)
+  # domain_shapes/small's train split has 100 examples: ceil(100 / 16) = 7 steps per epoch, as the references'
+  # DataLoaders count an epoch (the last batch partial).
+  assert resolved.steps == 21 and resolved.optimizer.epoch_steps == 7 and resolved.total_epochs == 0
+  assert train.steps_of_epochs(tiny_config("configs/flyp.py:demo", data_dir)).steps == 4  # steps when not set
+
+
 def test_no_trainable_parameter_is_an_error(tmp_path, data_dir):
   with pytest.raises(ValueError, match="no parameter matches"):
     train.run(tiny_config("configs/flyp.py:demo", data_dir, trainable="^nothing"), str(tmp_path))
