@@ -103,7 +103,8 @@ def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   builder = pipeline.get_builder(config.data.dataset, config.data.data_dir or None)
   n = builder.info.splits[config.data.train_split].num_examples
   epoch_steps = -(-n // config.batch_size)
-  config = ml_collections.ConfigDict(config.to_dict())
+  config = config.copy_and_resolve_references()
+  config.unlock()
   config.steps = epochs * epoch_steps
   if not config.optimizer.get("epoch_steps"):
     config.optimizer.epoch_steps = epoch_steps

@@ -23,7 +23,9 @@ def positive(x):
 
 @pytest.fixture(scope="module")
 def train_result():
-  return train_step.measure(TINY, batch=8, steps=1, repeats=1, framework="both")
+  # One measurement shared by the tests below: with ImageNet's prompts as captions, so that the cut to the
+  # longest prompt (JAX only) is measured too.
+  return train_step.measure(TINY, batch=8, steps=1, repeats=1, framework="both", captions="prompts")
 
 
 def test_train_step_contract(train_result):
@@ -46,7 +48,7 @@ def test_analytic_flops_match_xla(train_result):
   assert 0.95 < r["xla_over_analytic_step"] < 2.0, r["xla_over_analytic_step"]
 
 
-def test_prompt_captions_are_cut_for_jax_only():
+def test_prompt_captions_are_cut_for_jax_only(train_result):
   import numpy as np
   from flyp_jax import models
   c = models.get_config(TINY)
@@ -55,7 +57,7 @@ def test_prompt_captions_are_cut_for_jax_only():
   assert full.shape == (8, 77) and cut.shape == (8, 22)  # the longest of the 80,000 ImageNet prompts
   np.testing.assert_array_equal(full[:, :22], cut)
   assert not full[:, 22:].any()
-  r = train_step.measure(TINY, batch=8, steps=1, repeats=1, framework="both", captions="prompts")
+  r = train_result
   assert r["text_length"] == {"jax": 22, "torch": 77}
   assert r["jax"]["analytic_flops_per_step"] < r["torch"]["analytic_flops_per_step"]
   assert 0.95 < r["xla_over_analytic_forward"] < 1.1, r["xla_over_analytic_forward"]  # counted at 22 tokens

@@ -75,14 +75,15 @@ def test_effective_robustness_logit_fit():
 
 def test_zeroshot_head_matches_direct_computation():
   model = models.create_model("ViT-T/8")
-  params = models.init_params(model, jax.random.PRNGKey(0))
+  params = jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
   classes, templates = ["cat", "dog", "red car"], ["a photo of a {}.", "a {}", "itap of the {}"]
   mesh = parallel.make_mesh()
   head = evaluate.zeroshot_head(model, params, classes, templates, mesh, batch_size=8)
   assert head.shape == (64, 3)
   direct = []
+  encode = jax.jit(lambda t: model.apply({"params": params}, t, method=model.encode_text))
   for c in classes:
-    f = model.apply({"params": params}, tokenize([t.format(c) for t in templates]), method=model.encode_text)
+    f = np.asarray(encode(tokenize([t.format(c) for t in templates])))
     f = f / np.linalg.norm(f, axis=-1, keepdims=True)
     mean = f.mean(0)
     direct.append(mean / np.linalg.norm(mean) * np.exp(params["logit_scale"]))

@@ -42,7 +42,7 @@ def fake_as_dataset(self, split, decoders=None, read_config=None, **kwargs):
 @pytest.fixture(scope="module")
 def tiny():
   model = models.create_model("ViT-T/8")
-  return model, models.init_params(model, jax.random.PRNGKey(0)), parallel.make_mesh()
+  return model, jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(0)), parallel.make_mesh()
 
 
 @pytest.mark.parametrize("suite", ["imagenet", "iwildcam", "fmow", "cifar10"])

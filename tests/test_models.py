@@ -19,7 +19,7 @@ VARIANTS = {  # name -> (image size, embed dim, vision width, vision layers, tex
 @pytest.fixture(scope="module")
 def tiny():
   model = models.create_model("ViT-T/8")
-  params = models.init_params(model, jax.random.PRNGKey(0))
+  params = jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))
   images = jax.random.normal(jax.random.PRNGKey(1), (3, 32, 32, 3))
   tokens = jnp.asarray(tokenize(["a photo of a cat", "a dog", "a photo of a small red car."]))
   return model, params, images, tokens
@@ -76,7 +76,7 @@ def test_trimmed_prompts_give_the_same_features(tiny):
   longest = int((np.asarray(tokens) != 0).sum(1).max())
   assert trimmed.shape == (3, longest) and longest < tokens.shape[1]
   np.testing.assert_array_equal(trimmed, np.asarray(tokens)[:, :longest])
-  f = lambda t: model.apply({"params": params}, jnp.asarray(t), method=model.encode_text)
+  f = jax.jit(lambda t: model.apply({"params": params}, jnp.asarray(t), method=model.encode_text))
   np.testing.assert_allclose(f(trimmed), f(tokens), rtol=1e-5, atol=1e-6)
   # One column shorter cuts the longest prompt's end-of-text token: its features change.
   assert not np.allclose(f(trimmed[:, :-1])[2], f(tokens)[2], atol=1e-3)
@@ -94,8 +94,9 @@ def test_last_block_at_the_pooled_token_gives_the_same_features_and_gradients(ti
            "text": (lambda p: model.apply({"params": p}, tokens, method=model.encode_text),
                     lambda p: model.apply({"params": p}, tokens, method=lambda m, t: m.text(t)[0]))}
   for tower, (pooled, full) in pairs.items():
-    np.testing.assert_allclose(pooled(params), full(params), rtol=1e-5, atol=1e-6, err_msg=tower)
-    grad = lambda f: jax.grad(lambda p: jnp.sum(jnp.sin(f(p))))(params)
+    # Compiled, as training runs them (and op by op, the gradients take minutes on CPU).
+    np.testing.assert_allclose(jax.jit(pooled)(params), jax.jit(full)(params), rtol=1e-5, atol=1e-6, err_msg=tower)
+    grad = lambda f: jax.jit(jax.grad(lambda p: jnp.sum(jnp.sin(f(p)))))(params)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(grad(pooled)),
                             jax.tree_util.tree_leaves(grad(full))):
       if "'key']['bias'" in jax.tree_util.keystr(path):
@@ -165,12 +166,13 @@ def test_no_gradient_reaches_queries_and_keys_when_maps_are_given(tiny):
 def test_bfloat16_compute_keeps_float32_params_and_stays_close(tiny):
   _, params, images, tokens = tiny
   bf16 = models.create_model("ViT-T/8", dtype="bfloat16")
-  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(models.init_params(bf16, jax.random.PRNGKey(0))))
+  shapes = jax.eval_shape(lambda: models.init_params(bf16, jax.random.PRNGKey(0)))
+  assert all(x.dtype == jnp.float32 for x in jax.tree_util.tree_leaves(shapes))
   f32 = models.create_model("ViT-T/8")
   for method in ("encode_image", "encode_text"):
     x = images if method == "encode_image" else tokens
-    lo = bf16.apply({"params": params}, x, method=getattr(bf16, method))
-    hi = f32.apply({"params": params}, x, method=getattr(f32, method))
+    lo = jax.jit(lambda p: bf16.apply({"params": p}, x, method=getattr(bf16, method)))(params)
+    hi = jax.jit(lambda p: f32.apply({"params": p}, x, method=getattr(f32, method)))(params)
     assert lo.dtype == jnp.float32
     assert np.linalg.norm(lo - hi) / np.linalg.norm(hi) < 0.05
 
