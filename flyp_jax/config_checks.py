@@ -157,7 +157,9 @@ def check_resume(config, workdir: str) -> None:
   for entry in record.get("resumed", []):
     effective.update({k: v[1] for k, v in entry.get("changed", {}).items()})
   keys = sorted(set(first) | set(current))
-  refused = [k for k in keys if not _safe(k) and first.get(k, _MISSING) != current.get(k, _MISSING)]
+  # A field the first start's code did not have is accepted (and recorded below as changed): a new option's
+  # default is the behaviour from before it existed, so older workdirs resume after an upgrade.
+  refused = [k for k in keys if not _safe(k) and k in first and first[k] != current.get(k, _MISSING)]
   if refused:
     listed = ", ".join(f"{k}: {_show(first.get(k, _MISSING))} before, {_show(current.get(k, _MISSING))} now"
                        for k in refused)

@@ -261,11 +261,15 @@ def test_safe_changes_on_resume_are_allowed_and_recorded(tmp_path, data_dir):
   train.run(tiny(data_dir, steps=2), str(tmp_path))
   first = json.loads((tmp_path / "config.json").read_text())
   assert first["config"]["model"]["variant"] == "ViT-T/8" and first["resumed"] == []
+  # A workdir of an older version, which had no `grad_accum_steps` option: the field is new, not a change.
+  del first["config"]["grad_accum_steps"]
+  (tmp_path / "config.json").write_text(json.dumps(first))
   train.run(tiny(data_dir, steps=4, log_every=2, **{"eval.batch_size": 64}), str(tmp_path))
   record = json.loads((tmp_path / "config.json").read_text())
   assert record["config"] == first["config"]  # the first start's settings stay
   assert record["resumed"][0]["step"] == 2
-  assert record["resumed"][0]["changed"] == {"steps": [2, 4], "log_every": [1, 2], "eval.batch_size": [256, 64]}
+  assert record["resumed"][0]["changed"] == {"steps": [2, 4], "log_every": [1, 2], "eval.batch_size": [256, 64],
+                                             "grad_accum_steps": [None, 1]}
 
 
 # ------------------------------------------------------------------------------------------ 4. Ctrl-C
