@@ -12,9 +12,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flyp_jax import configs_lib, evaluate, losses, models, parallel, train
+from flyp_jax import checkpoint_files, configs_lib, evaluate, losses, models, parallel, train
 from flyp_jax.data import pipeline, suites
 from flyp_jax.methods import attention_transfer as at
+from flyp_jax.models import vit
 
 
 @pytest.fixture(scope="module")
@@ -59,29 +60,113 @@ def softmax(x):
 
 # ------------------------------------------------------------------------------------------------ the loss
 def test_attention_distillation_by_hand():
-  # One batch, one head, two queries over two keys; two layers.
+  # One batch, one head, two queries over two keys; two layers. The student side is pre-softmax scores: the
+  # log of a distribution is a valid set of scores for it.
   t1 = np.array([[[[0.5, 0.5], [1.0, 0.0]]]], np.float32)
   s1 = np.array([[[[0.25, 0.75], [0.5, 0.5]]]], np.float32)
   t2 = np.array([[[[0.9, 0.1], [0.2, 0.8]]]], np.float32)
   ce1 = (-(0.5 * math.log(0.25) + 0.5 * math.log(0.75)) - math.log(0.5)) / 2  # mean over the two queries
   ce2 = (-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) - (0.2 * math.log(0.2) + 0.8 * math.log(0.8))) / 2
-  got = losses.attention_distillation([t1, t2], [s1, t2])
+  got = losses.attention_distillation([t1, t2], [np.log(s1), np.log(t2) + 3.0])  # scores shift-invariant
   np.testing.assert_allclose(float(got), ce1 + ce2, rtol=1e-6)
   # KL subtracts the teacher's entropy: zero for identical maps, log 2 / 2 less for the first layer.
   kl1 = ce1 - math.log(2) / 2
-  np.testing.assert_allclose(float(losses.attention_distillation([t1, t2], [s1, t2], kind="kl")), kl1, rtol=1e-5)
-  assert float(losses.attention_distillation([t2], [t2], kind="kl")) == pytest.approx(0.0, abs=1e-7)
-  # An underflowed student probability where the teacher has none stays finite.
-  assert np.isfinite(float(losses.attention_distillation([t1], [np.array([[[[0.5, 0.5], [1.0, 0.0]]]])])))
+  np.testing.assert_allclose(float(losses.attention_distillation([t1, t2], [np.log(s1), np.log(t2)], kind="kl")),
+                             kl1, rtol=1e-5)
+  assert float(losses.attention_distillation([t2], [np.log(t2)], kind="kl")) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_attention_distillation_gradient_is_student_minus_teacher():
-  # With student maps softmax(z), d(CE)/dz = (s - t) / rows per layer, the softmax cross-entropy gradient.
+  # d(CE)/dz = (softmax(z) - t) / rows per layer, the softmax cross-entropy gradient.
   rng = np.random.default_rng(0)
   t = softmax(rng.normal(size=(2, 3, 5, 5))).astype(np.float32)
   z = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
-  grad = jax.grad(lambda z: losses.attention_distillation([t], [jax.nn.softmax(z, -1)]))(z)
+  grad = jax.grad(lambda z: losses.attention_distillation([t], [z]))(z)
   np.testing.assert_allclose(grad, (softmax(z) - t) / (2 * 3 * 5), atol=1e-6)
+
+
+@pytest.mark.parametrize("underflow", [False, True])
+def test_attention_distillation_equals_the_reference_formula_and_gradient(underflow):
+  # The reference: attention-transfer models_dual_vit.py, -(teacher.softmax(-1) * log_softmax(student, -1))
+  # .sum(-1).mean() per layer, summed (tests/references.py). With underflow, some of the student's scores are
+  # ~200 below their row's maximum: its softmax is exactly 0 in float32 where the teacher puts mass, so a loss
+  # computed from post-softmax maps could not see them.
+  torch = pytest.importorskip("torch")
+  from tests import references
+  rng = np.random.default_rng(1)
+  teacher = [rng.normal(size=(2, 3, 6, 6)).astype(np.float32) for _ in range(2)]
+  student = [rng.normal(size=(2, 3, 6, 6)).astype(np.float32) for _ in range(2)]
+  if underflow:
+    student[0][:, :, :, 1:4] -= 200.0
+    student[1][0, 0, 0, 0] += 150.0
+    assert (softmax(student[0].astype(np.float32))[..., 1:4] == 0).any()
+  t_torch = [torch.tensor(x) for x in teacher]
+  s_torch = [torch.tensor(x, requires_grad=True) for x in student]
+  ref = references.attention_distillation_reference(t_torch, s_torch)
+  ref.backward()
+  maps = [jax.nn.softmax(jnp.asarray(x), axis=-1) for x in teacher]  # the teacher's post-softmax maps
+  value, grads = jax.value_and_grad(lambda z: losses.attention_distillation(maps, z))([jnp.asarray(x) for x in student])
+  ref = ref.detach()
+  scale = abs(float(ref))
+  assert abs(float(value) - float(ref)) <= 1e-5 * scale, (float(value), float(ref))
+  for g, s in zip(grads, s_torch):
+    np.testing.assert_allclose(np.asarray(g), s.grad.numpy(), atol=1e-6 + 1e-5 * float(s.grad.abs().max()))
+  if underflow:
+    assert float(ref) > 100  # the underflowed keys carry most of the loss: 200 nats times the teacher's mass there
+
+
+# ---------------------------------------------------------------------------------------- MAE / timm teachers
+def write_mae_checkpoint(path, layout="mae", pool="gap", width=32, depth=2, heads=4, patch=8, size=32, seed=0):
+  """A reference torch ViT with random weights (LayerNorms too) saved as facebookresearch/mae releases it
+  ({'model': state dict}) or as a plain timm state dict; returns the torch model."""
+  torch = pytest.importorskip("torch")
+  from tests import references
+  torch.manual_seed(seed)
+  model = references.mae_vit_class()(size, patch, width, depth, heads, global_pool=(pool == "gap"))
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      p.copy_(torch.randn_like(p) * (0.5 if p.ndim > 1 else 0.2) + (1.0 if name.endswith("norm1.weight") else 0.0))
+  sd = model.state_dict()
+  if pool == "gap":  # MAE's pretraining encoder also saves the final norm that global pooling does not use
+    sd = {**sd, "norm.weight": torch.ones(width), "norm.bias": torch.zeros(width)}
+  torch.save({"model": sd} if layout == "mae" else sd, str(path))
+  return model.eval()
+
+
+@pytest.mark.parametrize("layout,pool", [("mae", "gap"), ("timm", "cls")])
+def test_mae_checkpoint_loads_as_a_teacher_with_the_reference_attention(tmp_path, layout, pool):
+  torch = pytest.importorskip("torch")
+  path = tmp_path / "mae_pretrain_vit_tiny.pth"
+  ref = write_mae_checkpoint(path, layout, pool)
+  model, params = vit.load(path, heads=4, pool=pool)  # 8-channel heads: not inferable from the width
+  assert model.config == vit.ViTConfig(image_size=32, patch_size=8, width=32, layers=2, heads=4, pool=pool)
+  images = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    ref_pooled, ref_scores = ref(torch.tensor(images).permute(0, 3, 1, 2))
+  pooled, aux = model.apply({"params": params}, images, return_attention=True)
+  _, aux_logits = model.apply({"params": params}, images, return_attention="logits")
+  scale = lambda x: float(np.abs(x).max())
+  assert np.abs(np.asarray(pooled) - ref_pooled.numpy()).max() <= 1e-4 * scale(ref_pooled.numpy())
+  for maps, logits, r in zip(aux["attention"], aux_logits["attention"], ref_scores):
+    r_maps = r.softmax(-1).numpy()
+    assert maps.shape == r_maps.shape == (3, 4, 17, 17)
+    assert np.abs(np.asarray(maps) - r_maps).max() <= 1e-4 * scale(r_maps)
+    assert np.abs(np.asarray(logits) - r.numpy()).max() <= 1e-4 * scale(r.numpy())
+
+
+def test_mae_checkpoint_of_another_layout_is_a_clear_error(tmp_path):
+  torch = pytest.importorskip("torch")
+  from flyp_jax.checkpoint_files import CheckpointError
+  path = tmp_path / "not_a_vit.pth"
+  torch.save({"model": {"conv.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(10, 4)}}, str(path))
+  with pytest.raises(CheckpointError, match=r"not a timm / MAE ViT: it has no cls_token"):
+    vit.load(path)
+  path = tmp_path / "mae_layer_scale.pth"
+  write_mae_checkpoint(path)
+  sd = {k: torch.tensor(v.copy()) for k, v in checkpoint_files.read_state_dict(path).items()}
+  torch.save({"model": {**sd, "blocks.0.ls1.gamma": torch.ones(32)}}, str(path))
+  with pytest.raises(CheckpointError, match=r"unexpected \['blocks.0.ls1.gamma'\]"):
+    vit.load(path)
 
 
 # ------------------------------------------------------------------------------------------------- training
