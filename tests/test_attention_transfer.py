@@ -15,6 +15,7 @@ import pytest
 from flyp_jax import checkpoint_files, configs_lib, evaluate, losses, models, parallel, train
 from flyp_jax.data import pipeline, suites
 from flyp_jax.methods import attention_transfer as at
+from flyp_jax.models import transformer as tfm
 from flyp_jax.models import vit
 
 
@@ -211,13 +212,15 @@ def test_copy_uses_the_teachers_maps_and_never_changes_the_teacher(tmp_path, dat
   assert not same(params["student"], restore_params(tmp_path, 2)["student"])  # the student trains
 
   images = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
-  tower = models.VisionTransformer(model.config)
-  _, teacher = tower.apply({"params": params["clip"]["visual"]}, images, return_attention=True)
+  teacher = models.VisionTransformer(model.config)
+  student = vit.ViT(at.student_config(model.config, "gap"))
+  assert student.config == vit.ViTConfig(image_size=32, patch_size=8, width=128, layers=2, heads=2)
+  _, t_aux = teacher.apply({"params": params["clip"]["visual"]}, images, return_attention=True)
   layers = at.transfer_layers(config, model.config.vision_layers)
   assert layers == (0, 1)
-  features, student = tower.apply({"params": params["student"]}, images,
-                                  attention_maps=at.copied_maps(teacher["attention"], layers), return_attention=True)
-  for t, s in zip(teacher["attention"], student["attention"]):
+  features, s_aux = student.apply({"params": params["student"]}, images,
+                                  attention_maps=at.copied_maps(t_aux["attention"], layers), return_attention=True)
+  for t, s in zip(t_aux["attention"], s_aux["attention"]):
     np.testing.assert_array_equal(np.asarray(t), np.asarray(s))
   # The student's own queries and keys play no part: scrambling them leaves the evaluated features unchanged.
   eval_model = at.eval_model(config, model)
@@ -228,15 +231,67 @@ def test_copy_uses_the_teachers_maps_and_never_changes_the_teacher(tmp_path, dat
       lambda path, x: x + 1.0 if any(getattr(k, "key", None) in ("query", "key") for k in path) else x,
       clip["visual"])
   np.testing.assert_array_equal(np.asarray(encode({**clip, "visual": scrambled})), np.asarray(features))
-  own, _ = tower.apply({"params": params["student"]}, images)
+  own, _ = student.apply({"params": params["student"]}, images)
   assert not np.allclose(own, features)
 
   # Evaluation: the student under the usual keys, the teacher (zero-shot here) and the ensemble beside it.
   saved = json.loads((tmp_path / "results.json").read_text())
   for key in ("avg_id/top1", "teacher/avg_id/top1", "ensemble/avg_id/top1", "ensemble/avg_ood/top1"):
     assert 0 <= saved[key] <= 1 and saved[key] == results[key]
-  _, final = models.load_pretrained(tmp_path / "final")
-  assert same(final["visual"], params["student"]) and same(final["text"], params["clip"]["text"])
+  final_model, final = vit.load(tmp_path / "final")
+  assert final_model.config == student.config and same(final, params["student"])
+  with pytest.raises(ValueError, match="not a CLIP"):
+    models.load_pretrained(tmp_path / "final")
+
+
+def test_student_is_initialised_as_the_reference_and_its_head_reads_raw_features(data_dir):
+  config = tiny_config(data_dir)
+  model, clip_params = train.load_clip(config, "unused")
+  extra = at.extra_params(config, model, clip_params, None, None)
+  kernel, bias = np.asarray(extra["head"]["kernel"]), np.asarray(extra["head"]["bias"])
+  assert kernel.shape == (128, 10) and not bias.any() and abs(kernel.std() - 0.02) < 0.003
+  block = extra["student"]["transformer"]["resblocks_0"]
+  assert abs(float(np.std(block["attn"]["query"]["kernel"])) - 0.02) < 0.002 and not np.any(block["mlp"]["c_fc"]["bias"])
+  assert at.eval_model(config, model).normalize_features is False  # the evaluator applies the head to raw features
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  features = at.eval_model(config, model).apply({"params": {"visual": extra["student"]}}, images,
+                                                method=at.StudentClassifier.encode_image)
+  assert float(jnp.linalg.norm(features, axis=-1).min()) > 2.0  # fc_norm's output, not L2-normalised
+
+
+def test_mae_teacher_distills_into_a_student_with_shared_drop_path(tmp_path, data_dir):
+  write_mae_checkpoint(tmp_path / "mae.pth", width=64, heads=4)
+  config = tiny_config(data_dir, steps=2, log_every=1, checkpoint_every=2, eval={"suite": ""},
+                       at={"teacher": {"kind": "vit", "path": str(tmp_path / "mae.pth"), "heads": 4,
+                                       "image_norm": "imagenet"}, "drop_path": 0.5, "end_layer": -1})
+  model, teacher = at.load_model(config, str(tmp_path))
+  assert isinstance(model, vit.ViT) and model.config.width == 64
+  results = train.run(config, str(tmp_path / "run"))
+  params = restore_params(tmp_path / "run", 2)
+  assert same(params["clip"], teacher)
+  assert np.isfinite(results.get("train_seconds", 0.0))
+  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(l["train/attention_kl"]) for l in lines if "train/attention_kl" in l)
+  final_model, final = vit.load(tmp_path / "run" / "final")
+  assert final_model.config.width == 64 and same(final, params["student"])
+
+
+def test_drop_path_masks_and_a_fully_dropped_stack_is_the_identity():
+  masks = np.asarray(tfm.drop_path_masks(jax.random.PRNGKey(0), 0.5, 3, 4000))
+  assert masks.shape == (3, 2, 4000) and (masks[0] == 1).all()  # linspace(0, rate): the first layer keeps all
+  assert set(np.unique(masks[2])) == {0.0, 2.0} and abs(masks[2].mean() - 1.0) < 0.05
+  np.testing.assert_allclose(np.unique(masks[1]), [0.0, 1 / 0.75], rtol=1e-6)
+  # Every branch dropped: each block adds nothing, the tokens come out as they went in.
+  config = vit.ViTConfig(image_size=16, patch_size=8, width=32, layers=2, heads=4)
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 32))
+  stack = tfm.Transformer(2, 4, activation="gelu", eps=1e-6)
+  p = stack.init(jax.random.PRNGKey(2), x)
+  out, _ = stack.apply(p, x, drop_masks=jnp.zeros((2, 2, 3)))
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+  half = jnp.ones((2, 2, 3)).at[:, :, 0].set(0.0)  # only the first example dropped
+  out, _ = stack.apply(p, x, drop_masks=half)
+  np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(x[0]))
+  np.testing.assert_allclose(np.asarray(out[1:]), np.asarray(stack.apply(p, x[1:])[0]), atol=1e-6)
 
 
 def test_distillation_lowers_the_attention_divergence(tmp_path, data_dir):
@@ -273,6 +328,6 @@ def test_a_missing_ensemble_teacher_keeps_the_students_results(tmp_path, capsys)
   results = {"avg_id/top1": 0.5}
   assert at.finish(config, object(), {}, str(tmp_path), results) == results
   assert "no ensemble" in capsys.readouterr().out
-  with pytest.raises(ValueError, match="skip_last"):
-    config.at.skip_last = 2
+  with pytest.raises(ValueError, match="end_layer"):
+    config.at.end_layer = -2
     at.transfer_layers(config, 2)
