@@ -331,3 +331,55 @@ def test_a_missing_ensemble_teacher_keeps_the_students_results(tmp_path, capsys)
   with pytest.raises(ValueError, match="end_layer"):
     config.at.end_layer = -2
     at.transfer_layers(config, 2)
+
+
+# ------------------------------------------------------------------------------- the reference's optimiser
+def reference_layer_scale(name: str, num_layers: int, decay: float) -> float:
+  """attention-transfer util/lr_decay.py: `get_layer_id_for_vit` and `param_groups_lrd`'s scale for a
+  DualVisionTransformer (num_layers = the student's depth)."""
+  if "cls_token" in name or "pos_embed" in name or "patch_embed" in name:
+    layer = 0
+  elif "blocks" in name:
+    layer = int(name.split(".")[2]) + 1
+  else:
+    layer = num_layers
+  return decay ** (num_layers - layer)
+
+
+def test_layer_decay_and_cosine_floor_follow_the_reference():
+  from types import SimpleNamespace
+  from flyp_jax import optim
+  torch_names = {"student/patch_embed/kernel": "student.patch_embed.proj.weight",
+                 "student/cls_token": "student.cls_token", "student/pos_embed": "student.pos_embed",
+                 "student/transformer/resblocks_0/attn/query/kernel": "student.blocks.0.attn.qkv.weight",
+                 "student/transformer/resblocks_1/mlp/c_fc/bias": "student.blocks.1.mlp.fc1.bias",
+                 "student/transformer/resblocks_2/ln_1/scale": "student.blocks.2.norm1.weight",
+                 "student/fc_norm/scale": "student.fc_norm.weight", "head/kernel": "student.head.weight"}
+  params = {}
+  for name in list(torch_names) + ["clip/visual/transformer/resblocks_5/attn/out/kernel"]:
+    node = params
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = jnp.ones((3,), jnp.float32)
+  config = SimpleNamespace(trainable=r"^(student|head)/", frozen=r"^clip/", optimizer=SimpleNamespace(
+      name="adamw", lr=1e-2, warmup_steps=0, schedule="constant", b1=0.9, b2=0.999, eps=1e-12, weight_decay=0.0,
+      grad_clip=0.0, decay="matrices", layer_decay=0.75))
+  tx = optim.make_optimizer(config, params, 10)
+  grads = jax.tree_util.tree_map(lambda x: -jnp.ones_like(x), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Adam's first step is lr * sign(gradient) per parameter: what is left is the layer's scale.
+  got = {n: float(u[0]) / 1e-2 for n, u in zip(jax.tree_util.tree_leaves(optim.path_names(params)),
+                                                 jax.tree_util.tree_leaves(updates))}
+  for name, torch_name in torch_names.items():
+    assert got[name] == pytest.approx(reference_layer_scale(torch_name, 3, 0.75), rel=1e-5), name
+  assert got["clip/visual/transformer/resblocks_5/attn/out/kernel"] == 0.0  # the teacher never moves
+
+  # MAE's / attention transfer's util/lr_sched.py: linear warmup from 0, then min_lr + (lr - min_lr) cosine.
+  lr, min_lr, warmup, total = 8e-3, 2e-3, 5, 40
+  schedule = optim.make_schedule(SimpleNamespace(lr=lr, warmup_steps=warmup, schedule="warmup_cosine", min_lr=min_lr),
+                                 total)
+  for step in range(total):
+    want = lr * step / warmup if step < warmup else min_lr + (lr - min_lr) * 0.5 * (
+        1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+    assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-9), step
