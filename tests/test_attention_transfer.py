@@ -288,6 +288,14 @@ def test_drop_path_masks_and_a_fully_dropped_stack_is_the_identity():
   p = stack.init(jax.random.PRNGKey(2), x)
   out, _ = stack.apply(p, x, drop_masks=jnp.zeros((2, 2, 3)))
   np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+  # Attention branches dropped, MLP branches kept: each block adds only its MLP, so each mask reaches its branch.
+  mlp_only, _ = stack.apply(p, x, drop_masks=jnp.ones((2, 2, 3)).at[:, 0].set(0.0))
+  h = x
+  for i in range(2):
+    block = p["params"][f"resblocks_{i}"]
+    h = h + tfm.MLP(128, "gelu").apply({"params": block["mlp"]},
+                                       tfm.LayerNorm(1e-6).apply({"params": block["ln_2"]}, h))
+  np.testing.assert_allclose(np.asarray(mlp_only), np.asarray(h), atol=1e-5)
   half = jnp.ones((2, 2, 3)).at[:, :, 0].set(0.0)  # only the first example dropped
   out, _ = stack.apply(p, x, drop_masks=half)
   np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(x[0]))
