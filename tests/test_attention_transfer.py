@@ -391,3 +391,10 @@ def test_layer_decay_and_cosine_floor_follow_the_reference():
     want = lr * step / warmup if step < warmup else min_lr + (lr - min_lr) * 0.5 * (
         1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
     assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-9), step
+  from flyp_jax import config_checks
+  config = configs_lib.load("configs/attention_transfer.py:imagenet_l16_mae_copy")
+  assert (config.optimizer.layer_decay, config.optimizer.min_lr, config.optimizer.lr) == (0.75, 2e-3, 8e-3)
+  config.unlock()
+  config.optimizer.layer_decay, config.at.drop_path = 0.0, 1.0
+  with pytest.raises(config_checks.ConfigError, match=r"optimizer.layer_decay is 0.0 .*at.drop_path is 1.0"):
+    config_checks.validate(config)
