@@ -276,6 +276,28 @@ def test_mae_teacher_distills_into_a_student_with_shared_drop_path(tmp_path, dat
   assert final_model.config.width == 64 and same(final, params["student"])
 
 
+def test_teacher_and_student_share_the_drop_path_masks_in_the_loss(data_dir):
+  # attention-transfer models_dual_vit.py: one get_drop_path_mask per step, passed to the teacher and the student.
+  # Three layers: a layer's map depends on the masks of the layers below it, and the first layer never drops.
+  config = tiny_config(data_dir, at={"drop_path": 0.6},
+                       model={"overrides": {"context_length": 16, "vision_layers": 3}})
+  model, clip = train.load_clip(config, "unused")
+  params = {"clip": clip, **at.extra_params(config, model, clip, None, None)}
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  rng = jax.random.PRNGKey(3)
+  _, metrics = at.make_loss(config, model, None)(params, {"image": images, "label": jnp.zeros(4, jnp.int32)}, rng)
+  masks = tfm.drop_path_masks(rng, 0.6, 3, 4)
+  assert 0 < float(jnp.mean(masks[1] == 0)) < 1  # this draw drops some branches and keeps others
+  teacher = lambda m: models.VisionTransformer(model.config).apply(
+      {"params": clip["visual"]}, images, return_attention=True, drop_masks=m)[1]["attention"]
+  _, s_aux = vit.ViT(at.student_config(model.config, "gap")).apply(
+      {"params": params["student"]}, images, return_attention="logits", drop_masks=masks)
+  shared = float(losses.attention_distillation(teacher(masks), s_aux["attention"]))
+  assert float(metrics["attention_loss"]) == pytest.approx(shared, rel=1e-5)
+  # ... and the masks change the teacher's maps (its third layer's), so an unmasked teacher would give another loss.
+  assert float(jnp.abs(teacher(masks)[2] - teacher(None)[2]).max()) > 1e-2
+
+
 def test_drop_path_masks_and_a_fully_dropped_stack_is_the_identity():
   masks = np.asarray(tfm.drop_path_masks(jax.random.PRNGKey(0), 0.5, 3, 4000))
   assert masks.shape == (3, 2, 4000) and (masks[0] == 1).all()  # linspace(0, rate): the first layer keeps all
