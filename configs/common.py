@@ -45,7 +45,7 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9,
                                                b2=0.999, eps=1e-8, grad_clip=0.0, schedule="warmup_cosine",
                                                min_lr=0.0, decay="matrices", momentum=0.9, epoch_steps=0,
-                                               clamp_logit_scale=True))
+                                               clamp_logit_scale=True, layer_decay=1.0))
   c.trainable = ".*"  # regex over parameter paths ('clip/visual/...', 'clip/text/...', 'head')
   c.frozen = ""  # regex; wins over trainable
   # loss_block: score the gathered batch that many columns at a time (0: all at once), so the contrastive loss's

@@ -70,6 +70,9 @@ def validate(config, warn: bool = True) -> None:
     need(key, lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number, 0 or more", example)
   for key, example in (("optimizer.b1", "0.9"), ("optimizer.b2", "0.999")):
     need(key, lambda v: _number(v) and 0 <= v < 1, "a number from 0 up to (not including) 1", example)
+  need("optimizer.layer_decay", lambda v: _number(v) and 0 < v <= 1, "a number above 0, at most 1 (1: none)", "0.75")
+  need("optimizer.min_lr", lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number, 0 or more", "0")
+  need("at.drop_path", lambda v: _number(v) and 0 <= v < 1, "a number from 0 up to (not including) 1", "0.2")
   need("data.crop_scale", lambda v: len(v) == 2 and all(_number(x) for x in v) and 0 < v[0] <= v[1] <= 1,
        "two numbers 0 < low <= high <= 1", "'(0.9,1.0)'")
   if problems:

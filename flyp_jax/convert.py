@@ -337,7 +337,10 @@ def load_converted(path: str) -> tuple[CLIPConfig, dict]:
   import orbax.checkpoint as ocp
   from flyp_jax import files
   path = files.absolute(path)
-  config = CLIPConfig.from_dict(files.read_json(os.path.join(path, CONVERTED_MARKER))["config"])
+  record = files.read_json(os.path.join(path, CONVERTED_MARKER))
+  if record.get("kind") == "vit":  # an attention-transfer student (flyp_jax.models.vit.save)
+    raise ValueError(f"{path} holds a timm-style ViT classifier, not a CLIP: load it with flyp_jax.models.vit.load")
+  config = CLIPConfig.from_dict(record["config"])
   abstract = jax.eval_shape(lambda: models.init_params(models.create_model(config), jax.random.PRNGKey(0)))
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(path, "params"), abstract)

@@ -210,29 +210,29 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, labels))
 
 
-def attention_distillation(teacher_maps, student_maps, *, kind: str = "cross_entropy") -> jax.Array:
+def attention_distillation(teacher_maps, student_logits, *, kind: str = "cross_entropy") -> jax.Array:
   """Attention distillation (Li et al., 2024): summed over layers, the mean over batch, heads and queries of a
-  divergence between the teacher's and the student's attention distributions over keys.
+  divergence between the teacher's attention distribution over keys and the student's.
 
-  teacher_maps, student_maps: sequences (one entry per distilled layer) of post-softmax maps [B, H, T_q, T_k]
-  (rows sum to 1; any float dtype, computed in float32). The teacher's maps should carry no gradient
-  (`jax.lax.stop_gradient`). kind: 'cross_entropy' (the paper's loss, -sum_k t log s) or 'kl'
-  (sum_k t log(t / s): the same gradient for the student, and 0 when the maps agree, so it reads as a
-  distance). Returns a float32 scalar in nats.
+  teacher_maps: one entry per distilled layer, post-softmax maps [B, H, T_q, T_k] (rows sum to 1; they should
+  carry no gradient: `jax.lax.stop_gradient`). student_logits: the student's pre-softmax scores of the same
+  layers and shape. As the reference (attention-transfer `models_dual_vit.py`: `-(teacher.softmax(-1) *
+  log_softmax(student, -1)).sum(-1).mean()`), the student's log-probabilities come from its scores through
+  log_softmax, so they stay finite and exact where a probability underflows to 0 (log of a post-softmax map
+  would be -inf there, or a floor's value). kind: 'cross_entropy' (the paper's loss, -sum_k t log s) or 'kl'
+  (sum_k t log(t / s): the same gradient for the student, 0 when the maps agree, so it reads as a distance).
+  Any float dtype in, float32 nats out.
   """
   if kind not in ("cross_entropy", "kl"):
     raise ValueError(f"kind must be 'cross_entropy' or 'kl', got {kind!r}")
-  if len(teacher_maps) != len(student_maps):
-    raise ValueError(f"got {len(teacher_maps)} teacher maps and {len(student_maps)} student maps")
-  # The maps come post-softmax, so log(0) is possible where a probability underflowed; flooring at the
-  # smallest normal float keeps it finite, and a zero teacher probability then contributes exactly 0.
-  tiny = jnp.finfo(jnp.float32).tiny
+  if len(teacher_maps) != len(student_logits):
+    raise ValueError(f"got {len(teacher_maps)} teacher maps and {len(student_logits)} student score maps")
   total = jnp.zeros((), jnp.float32)
-  for t, s in zip(teacher_maps, student_maps):
-    t, s = jnp.asarray(t, jnp.float32), jnp.asarray(s, jnp.float32)
-    if t.shape != s.shape:
-      raise ValueError(f"teacher map {t.shape} and student map {s.shape} differ in shape")
-    per_row = -jnp.sum(t * jnp.log(jnp.maximum(s, tiny)), axis=-1)
+  for t, z in zip(teacher_maps, student_logits):
+    t, z = jnp.asarray(t, jnp.float32), jnp.asarray(z, jnp.float32)
+    if t.shape != z.shape:
+      raise ValueError(f"teacher map {t.shape} and student scores {z.shape} differ in shape")
+    per_row = -jnp.sum(t * jax.nn.log_softmax(z, axis=-1), axis=-1)
     if kind == "kl":
       per_row = per_row + jnp.sum(jax.scipy.special.xlogy(t, t), axis=-1)
     total = total + jnp.mean(per_row)

@@ -12,7 +12,14 @@ Config fields (`config.optimizer`; fields missing from an older config take the 
   decay ['matrices']: which parameters weight decay applies to: 'matrices' (not biases, norms, positional and
     class embeddings or the logit scale, as open_clip pretrains) or 'all' (torch.optim.AdamW(all params) in
     FLYP and WiSE-FT).
-  min_lr [0.0]: added to the cosine part of 'reference_cosine' (FLYP's --min_lr).
+  min_lr [0.0]: added to the cosine part of 'reference_cosine' (FLYP's --min_lr); for 'warmup_cosine' the value
+    the cosine ends at: min_lr + (lr - min_lr) 0.5 (1 + cos(...)) after the warmup, as MAE's and attention
+    transfer's `util/lr_sched.py` (`--min_lr`).
+  layer_decay [1.0]: layer-wise learning-rate decay of one trainable ViT (BEiT's, as attention transfer's
+    `util/lr_decay.py` with its DualVisionTransformer): with L the number of trainable blocks ('resblocks_i'), a
+    block i parameter's rate is scaled by layer_decay ** (L - i - 1), the embeddings' (patch, class token,
+    positional) by layer_decay ** L, everything else (final norm, head) by 1. The scale multiplies the whole
+    update (weight decay included), as torch's per-group lr does.
   momentum [0.9], epoch_steps [0]: for 'sgd' and 'epoch_cosine'.
 """
 
@@ -30,8 +37,9 @@ SCHEDULES = ("warmup_cosine", "reference_cosine", "epoch_cosine", "constant")
 DECAY_RULES = ("matrices", "all")
 OPTIMIZERS = ("adamw", "sgd")
 
-# Parameters open_clip's pretraining exempts from weight decay (gains, biases, tables added to activations).
-_NO_DECAY = r"(bias|scale|positional_embedding|class_embedding|logit_scale)$"
+# Parameters open_clip's pretraining exempts from weight decay (gains, biases, tables added to activations), and
+# their timm names (MAE's and attention transfer's `no_weight_decay`: cls_token, pos_embed).
+_NO_DECAY = r"(bias|scale|positional_embedding|class_embedding|logit_scale|cls_token|pos_embed)$"
 
 
 def path_names(tree) -> Any:
@@ -61,7 +69,7 @@ def make_schedule(opt, total_steps: int) -> Callable[[jax.Array], jax.Array]:
   if kind == "warmup_cosine":
     # warmup below the run's length leaves optax a decay step (a one-step run has no warmup)
     return optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, max(total_steps - 1, 0)), max(total_steps, 1),
-                                              end_value=0.0)
+                                              end_value=float(_get(opt, "min_lr", 0.0)))
   if kind == "constant":
     return optax.constant_schedule(lr)
   if kind == "reference_cosine":
@@ -117,4 +125,30 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
     raise ValueError(f"unknown optimizer.name {name!r}; known: {OPTIMIZERS}")
   chain = optax.chain(optax.clip_by_global_norm(opt.grad_clip), base) if opt.grad_clip else base
   labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
-  return optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()}, labels)
+  tx = optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()}, labels)
+  decay = float(_get(opt, "layer_decay", 1.0))
+  if decay == 1.0:
+    return tx
+  scales = layer_scales(names, trainable, decay)
+  scale = optax.stateless(lambda updates, params=None: jax.tree_util.tree_map(lambda u, s: u * s, updates, scales))
+  return optax.chain(tx, scale)
+
+
+_EMBEDDINGS = r"(^|/)(patch_embed|cls_token|pos_embed|conv1|class_embedding|positional_embedding|ln_pre)(/|$)"
+
+
+def layer_scales(names, trainable, decay: float):
+  """The per-parameter learning-rate factors of `layer_decay` (module docstring), a pytree like `names`;
+  `trainable`: the pytree of bools of `trainable_mask`."""
+  block = lambda n: re.search(r"(?:^|/)resblocks_(\d+)/", n)
+  trained = [n for n, t in zip(jax.tree_util.tree_leaves(names), jax.tree_util.tree_leaves(trainable)) if t]
+  layers = 1 + max((int(block(n).group(1)) for n in trained if block(n)), default=-1)
+  if layers == 0:
+    raise ValueError("optimizer.layer_decay needs trainable transformer blocks ('resblocks_i'); none is trainable")
+
+  def layer_id(n: str) -> int:
+    if re.search(_EMBEDDINGS, n):
+      return 0
+    return int(block(n).group(1)) + 1 if block(n) else layers
+
+  return jax.tree_util.tree_map(lambda n: decay ** (layers - layer_id(n)), names)

@@ -125,7 +125,9 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if accum < 1 or config.batch_size % (accum * mesh.shape[parallel.DATA]):
     raise ValueError(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
                      f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
-  model, clip_params = load_clip(config, workdir)
+  # A method may load its own starting model (attention transfer's ViT teacher); the CLIP of config.model otherwise.
+  model, clip_params = (method.load_model(config, workdir) if hasattr(method, "load_model")
+                        else load_clip(config, workdir))
   # What is evaluated and saved as final/ is params['clip'] with params['head'], unless the method says
   # otherwise (optional hooks eval_model, eval_params, final_params; e.g. an attention-transfer student).
   eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
@@ -232,7 +234,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.wait_until_finished()
   checkpoint_guard.set_aside_if_damaged(os.path.join(workdir, "final"))  # then written again below
   final = parallel.to_host(state["params"])
-  _save_final(workdir, model, *_method_params(method, "final_params", config, final))
+  _save_final(workdir, model, *_method_params(method, "final_params", config, final),
+              saver=_method_saver(method, config))
   if evaluator or validator:
     results = _select(config, method, evaluator, best, state["params"], evaluate_at(total), total, workdir,
                       model)
@@ -266,7 +269,7 @@ def _select(config, method, evaluator, best, last_params, last: dict, total: int
   if selected != total:
     params = best.restore(selected, args=ocp.args.StandardRestore(last_params))
     _save_final(workdir, model, *_method_params(method, "final_params", config, parallel.to_host(params)),
-                folder="selected")
+                folder="selected", saver=_method_saver(method, config))
   results = last if selected == total else files.read_json(os.path.join(workdir, f"eval_{selected}.json"))
   if hasattr(method, "finish"):  # results the method adds to the reported evaluation (e.g. an ensemble)
     results = method.finish(config, evaluator, params, workdir, results)
@@ -355,7 +358,7 @@ def make_train_step(config, loss_fn, tx, mesh, state):
     (loss, metrics), grads = gradients(state["params"], batch, step_rng)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)
-    if clamp:  # open_clip's pretraining loop does this after each step; FLYP's and WiSE-FT's loops do not
+    if clamp and "logit_scale" in new_params["clip"]:  # open_clip's pretraining loop does this; FLYP's does not
       new_params["clip"]["logit_scale"] = losses.clamp_logit_scale(new_params["clip"]["logit_scale"])
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
     return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
@@ -443,9 +446,17 @@ def _evaluate(evaluator, params) -> dict:
   return results
 
 
-def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[Any], folder: str = "final") -> None:
+def _method_saver(method, config):
+  """The method's writer of final/ (`save_final(config, dst, params, head)`), or None for a CLIP's."""
+  if not hasattr(method, "save_final"):
+    return None
+  return lambda dst, params, head: method.save_final(config, dst, params, head)
+
+
+def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[Any], folder: str = "final",
+                saver=None) -> None:
   """The trained CLIP as a `flyp_jax.convert` directory `workdir/folder` (loadable by load_pretrained), and the
-  head if any.
+  head if any; with `saver`, what the method writes instead (it too writes the marker last).
 
   Every process takes part (orbax coordinates the write); the parameters are host copies, the same on each.
   """
@@ -458,5 +469,8 @@ def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[An
     if jax.process_index() == 0:
       files.rmtree(final)
     parallel.sync(f"{folder}:cleared")
+  if saver is not None:
+    saver(final, clip_params, head)
+    return
   convert.save_converted(final, model.config, clip_params, source=workdir,
                          arrays=None if head is None else {"head.npz": head})

@@ -12,9 +12,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from flyp_jax import configs_lib, evaluate, losses, models, parallel, train
+from flyp_jax import checkpoint_files, configs_lib, evaluate, losses, models, parallel, train
 from flyp_jax.data import pipeline, suites
 from flyp_jax.methods import attention_transfer as at
+from flyp_jax.models import transformer as tfm
+from flyp_jax.models import vit
 
 
 @pytest.fixture(scope="module")
@@ -59,29 +61,113 @@ def softmax(x):
 
 # ------------------------------------------------------------------------------------------------ the loss
 def test_attention_distillation_by_hand():
-  # One batch, one head, two queries over two keys; two layers.
+  # One batch, one head, two queries over two keys; two layers. The student side is pre-softmax scores: the
+  # log of a distribution is a valid set of scores for it.
   t1 = np.array([[[[0.5, 0.5], [1.0, 0.0]]]], np.float32)
   s1 = np.array([[[[0.25, 0.75], [0.5, 0.5]]]], np.float32)
   t2 = np.array([[[[0.9, 0.1], [0.2, 0.8]]]], np.float32)
   ce1 = (-(0.5 * math.log(0.25) + 0.5 * math.log(0.75)) - math.log(0.5)) / 2  # mean over the two queries
   ce2 = (-(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) - (0.2 * math.log(0.2) + 0.8 * math.log(0.8))) / 2
-  got = losses.attention_distillation([t1, t2], [s1, t2])
+  got = losses.attention_distillation([t1, t2], [np.log(s1), np.log(t2) + 3.0])  # scores shift-invariant
   np.testing.assert_allclose(float(got), ce1 + ce2, rtol=1e-6)
   # KL subtracts the teacher's entropy: zero for identical maps, log 2 / 2 less for the first layer.
   kl1 = ce1 - math.log(2) / 2
-  np.testing.assert_allclose(float(losses.attention_distillation([t1, t2], [s1, t2], kind="kl")), kl1, rtol=1e-5)
-  assert float(losses.attention_distillation([t2], [t2], kind="kl")) == pytest.approx(0.0, abs=1e-7)
-  # An underflowed student probability where the teacher has none stays finite.
-  assert np.isfinite(float(losses.attention_distillation([t1], [np.array([[[[0.5, 0.5], [1.0, 0.0]]]])])))
+  np.testing.assert_allclose(float(losses.attention_distillation([t1, t2], [np.log(s1), np.log(t2)], kind="kl")),
+                             kl1, rtol=1e-5)
+  assert float(losses.attention_distillation([t2], [np.log(t2)], kind="kl")) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_attention_distillation_gradient_is_student_minus_teacher():
-  # With student maps softmax(z), d(CE)/dz = (s - t) / rows per layer, the softmax cross-entropy gradient.
+  # d(CE)/dz = (softmax(z) - t) / rows per layer, the softmax cross-entropy gradient.
   rng = np.random.default_rng(0)
   t = softmax(rng.normal(size=(2, 3, 5, 5))).astype(np.float32)
   z = rng.normal(size=(2, 3, 5, 5)).astype(np.float32)
-  grad = jax.grad(lambda z: losses.attention_distillation([t], [jax.nn.softmax(z, -1)]))(z)
+  grad = jax.grad(lambda z: losses.attention_distillation([t], [z]))(z)
   np.testing.assert_allclose(grad, (softmax(z) - t) / (2 * 3 * 5), atol=1e-6)
+
+
+@pytest.mark.parametrize("underflow", [False, True])
+def test_attention_distillation_equals_the_reference_formula_and_gradient(underflow):
+  # The reference: attention-transfer models_dual_vit.py, -(teacher.softmax(-1) * log_softmax(student, -1))
+  # .sum(-1).mean() per layer, summed (tests/references.py). With underflow, some of the student's scores are
+  # ~200 below their row's maximum: its softmax is exactly 0 in float32 where the teacher puts mass, so a loss
+  # computed from post-softmax maps could not see them.
+  torch = pytest.importorskip("torch")
+  from tests import references
+  rng = np.random.default_rng(1)
+  teacher = [rng.normal(size=(2, 3, 6, 6)).astype(np.float32) for _ in range(2)]
+  student = [rng.normal(size=(2, 3, 6, 6)).astype(np.float32) for _ in range(2)]
+  if underflow:
+    student[0][:, :, :, 1:4] -= 200.0
+    student[1][0, 0, 0, 0] += 150.0
+    assert (softmax(student[0].astype(np.float32))[..., 1:4] == 0).any()
+  t_torch = [torch.tensor(x) for x in teacher]
+  s_torch = [torch.tensor(x, requires_grad=True) for x in student]
+  ref = references.attention_distillation_reference(t_torch, s_torch)
+  ref.backward()
+  maps = [jax.nn.softmax(jnp.asarray(x), axis=-1) for x in teacher]  # the teacher's post-softmax maps
+  value, grads = jax.value_and_grad(lambda z: losses.attention_distillation(maps, z))([jnp.asarray(x) for x in student])
+  ref = ref.detach()
+  scale = abs(float(ref))
+  assert abs(float(value) - float(ref)) <= 1e-5 * scale, (float(value), float(ref))
+  for g, s in zip(grads, s_torch):
+    np.testing.assert_allclose(np.asarray(g), s.grad.numpy(), atol=1e-6 + 1e-5 * float(s.grad.abs().max()))
+  if underflow:
+    assert float(ref) > 100  # the underflowed keys carry most of the loss: 200 nats times the teacher's mass there
+
+
+# ---------------------------------------------------------------------------------------- MAE / timm teachers
+def write_mae_checkpoint(path, layout="mae", pool="gap", width=32, depth=2, heads=4, patch=8, size=32, seed=0):
+  """A reference torch ViT with random weights (LayerNorms too) saved as facebookresearch/mae releases it
+  ({'model': state dict}) or as a plain timm state dict; returns the torch model."""
+  torch = pytest.importorskip("torch")
+  from tests import references
+  torch.manual_seed(seed)
+  model = references.mae_vit_class()(size, patch, width, depth, heads, global_pool=(pool == "gap"))
+  with torch.no_grad():
+    for name, p in model.named_parameters():
+      p.copy_(torch.randn_like(p) * (0.5 if p.ndim > 1 else 0.2) + (1.0 if name.endswith("norm1.weight") else 0.0))
+  sd = model.state_dict()
+  if pool == "gap":  # MAE's pretraining encoder also saves the final norm that global pooling does not use
+    sd = {**sd, "norm.weight": torch.ones(width), "norm.bias": torch.zeros(width)}
+  torch.save({"model": sd} if layout == "mae" else sd, str(path))
+  return model.eval()
+
+
+@pytest.mark.parametrize("layout,pool", [("mae", "gap"), ("timm", "cls")])
+def test_mae_checkpoint_loads_as_a_teacher_with_the_reference_attention(tmp_path, layout, pool):
+  torch = pytest.importorskip("torch")
+  path = tmp_path / "mae_pretrain_vit_tiny.pth"
+  ref = write_mae_checkpoint(path, layout, pool)
+  model, params = vit.load(path, heads=4, pool=pool)  # 8-channel heads: not inferable from the width
+  assert model.config == vit.ViTConfig(image_size=32, patch_size=8, width=32, layers=2, heads=4, pool=pool)
+  images = np.random.default_rng(0).normal(size=(3, 32, 32, 3)).astype(np.float32)
+  with torch.no_grad():
+    ref_pooled, ref_scores = ref(torch.tensor(images).permute(0, 3, 1, 2))
+  pooled, aux = model.apply({"params": params}, images, return_attention=True)
+  _, aux_logits = model.apply({"params": params}, images, return_attention="logits")
+  scale = lambda x: float(np.abs(x).max())
+  assert np.abs(np.asarray(pooled) - ref_pooled.numpy()).max() <= 1e-4 * scale(ref_pooled.numpy())
+  for maps, logits, r in zip(aux["attention"], aux_logits["attention"], ref_scores):
+    r_maps = r.softmax(-1).numpy()
+    assert maps.shape == r_maps.shape == (3, 4, 17, 17)
+    assert np.abs(np.asarray(maps) - r_maps).max() <= 1e-4 * scale(r_maps)
+    assert np.abs(np.asarray(logits) - r.numpy()).max() <= 1e-4 * scale(r.numpy())
+
+
+def test_mae_checkpoint_of_another_layout_is_a_clear_error(tmp_path):
+  torch = pytest.importorskip("torch")
+  from flyp_jax.checkpoint_files import CheckpointError
+  path = tmp_path / "not_a_vit.pth"
+  torch.save({"model": {"conv.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(10, 4)}}, str(path))
+  with pytest.raises(CheckpointError, match=r"not a timm / MAE ViT: it has no cls_token"):
+    vit.load(path)
+  path = tmp_path / "mae_layer_scale.pth"
+  write_mae_checkpoint(path)
+  sd = {k: torch.tensor(v.copy()) for k, v in checkpoint_files.read_state_dict(path).items()}
+  torch.save({"model": {**sd, "blocks.0.ls1.gamma": torch.ones(32)}}, str(path))
+  with pytest.raises(CheckpointError, match=r"unexpected \['blocks.0.ls1.gamma'\]"):
+    vit.load(path)
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -126,13 +212,15 @@ def test_copy_uses_the_teachers_maps_and_never_changes_the_teacher(tmp_path, dat
   assert not same(params["student"], restore_params(tmp_path, 2)["student"])  # the student trains
 
   images = jax.random.normal(jax.random.PRNGKey(1), (4, 32, 32, 3))
-  tower = models.VisionTransformer(model.config)
-  _, teacher = tower.apply({"params": params["clip"]["visual"]}, images, return_attention=True)
+  teacher = models.VisionTransformer(model.config)
+  student = vit.ViT(at.student_config(model.config, "gap"))
+  assert student.config == vit.ViTConfig(image_size=32, patch_size=8, width=128, layers=2, heads=2)
+  _, t_aux = teacher.apply({"params": params["clip"]["visual"]}, images, return_attention=True)
   layers = at.transfer_layers(config, model.config.vision_layers)
   assert layers == (0, 1)
-  features, student = tower.apply({"params": params["student"]}, images,
-                                  attention_maps=at.copied_maps(teacher["attention"], layers), return_attention=True)
-  for t, s in zip(teacher["attention"], student["attention"]):
+  features, s_aux = student.apply({"params": params["student"]}, images,
+                                  attention_maps=at.copied_maps(t_aux["attention"], layers), return_attention=True)
+  for t, s in zip(t_aux["attention"], s_aux["attention"]):
     np.testing.assert_array_equal(np.asarray(t), np.asarray(s))
   # The student's own queries and keys play no part: scrambling them leaves the evaluated features unchanged.
   eval_model = at.eval_model(config, model)
@@ -143,15 +231,97 @@ def test_copy_uses_the_teachers_maps_and_never_changes_the_teacher(tmp_path, dat
       lambda path, x: x + 1.0 if any(getattr(k, "key", None) in ("query", "key") for k in path) else x,
       clip["visual"])
   np.testing.assert_array_equal(np.asarray(encode({**clip, "visual": scrambled})), np.asarray(features))
-  own, _ = tower.apply({"params": params["student"]}, images)
+  own, _ = student.apply({"params": params["student"]}, images)
   assert not np.allclose(own, features)
 
   # Evaluation: the student under the usual keys, the teacher (zero-shot here) and the ensemble beside it.
   saved = json.loads((tmp_path / "results.json").read_text())
   for key in ("avg_id/top1", "teacher/avg_id/top1", "ensemble/avg_id/top1", "ensemble/avg_ood/top1"):
     assert 0 <= saved[key] <= 1 and saved[key] == results[key]
-  _, final = models.load_pretrained(tmp_path / "final")
-  assert same(final["visual"], params["student"]) and same(final["text"], params["clip"]["text"])
+  final_model, final = vit.load(tmp_path / "final")
+  assert final_model.config == student.config and same(final, params["student"])
+  with pytest.raises(ValueError, match="not a CLIP"):
+    models.load_pretrained(tmp_path / "final")
+
+
+def test_student_is_initialised_as_the_reference_and_its_head_reads_raw_features(data_dir):
+  config = tiny_config(data_dir)
+  model, clip_params = train.load_clip(config, "unused")
+  extra = at.extra_params(config, model, clip_params, None, None)
+  kernel, bias = np.asarray(extra["head"]["kernel"]), np.asarray(extra["head"]["bias"])
+  assert kernel.shape == (128, 10) and not bias.any() and abs(kernel.std() - 0.02) < 0.003
+  block = extra["student"]["transformer"]["resblocks_0"]
+  assert abs(float(np.std(block["attn"]["query"]["kernel"])) - 0.02) < 0.002 and not np.any(block["mlp"]["c_fc"]["bias"])
+  assert at.eval_model(config, model).normalize_features is False  # the evaluator applies the head to raw features
+  images = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  features = at.eval_model(config, model).apply({"params": {"visual": extra["student"]}}, images,
+                                                method=at.StudentClassifier.encode_image)
+  assert float(jnp.linalg.norm(features, axis=-1).min()) > 2.0  # fc_norm's output, not L2-normalised
+
+
+def test_mae_teacher_distills_into_a_student_with_shared_drop_path(tmp_path, data_dir):
+  write_mae_checkpoint(tmp_path / "mae.pth", width=64, heads=4)
+  config = tiny_config(data_dir, steps=2, log_every=1, checkpoint_every=2, eval={"suite": ""},
+                       at={"teacher": {"kind": "vit", "path": str(tmp_path / "mae.pth"), "heads": 4,
+                                       "image_norm": "imagenet"}, "drop_path": 0.5, "end_layer": -1})
+  model, teacher = at.load_model(config, str(tmp_path))
+  assert isinstance(model, vit.ViT) and model.config.width == 64
+  results = train.run(config, str(tmp_path / "run"))
+  params = restore_params(tmp_path / "run", 2)
+  assert same(params["clip"], teacher)
+  assert np.isfinite(results.get("train_seconds", 0.0))
+  lines = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+  assert all(np.isfinite(l["train/attention_kl"]) for l in lines if "train/attention_kl" in l)
+  final_model, final = vit.load(tmp_path / "run" / "final")
+  assert final_model.config.width == 64 and same(final, params["student"])
+
+
+def test_teacher_and_student_share_the_drop_path_masks_in_the_loss(data_dir):
+  # attention-transfer models_dual_vit.py: one get_drop_path_mask per step, passed to the teacher and the student.
+  # Three layers: a layer's map depends on the masks of the layers below it, and the first layer never drops.
+  config = tiny_config(data_dir, at={"drop_path": 0.6},
+                       model={"overrides": {"context_length": 16, "vision_layers": 3}})
+  model, clip = train.load_clip(config, "unused")
+  params = {"clip": clip, **at.extra_params(config, model, clip, None, None)}
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 32, 32, 3))
+  rng = jax.random.PRNGKey(3)
+  _, metrics = at.make_loss(config, model, None)(params, {"image": images, "label": jnp.zeros(4, jnp.int32)}, rng)
+  masks = tfm.drop_path_masks(rng, 0.6, 3, 4)
+  assert 0 < float(jnp.mean(masks[1] == 0)) < 1  # this draw drops some branches and keeps others
+  teacher = lambda m: models.VisionTransformer(model.config).apply(
+      {"params": clip["visual"]}, images, return_attention=True, drop_masks=m)[1]["attention"]
+  _, s_aux = vit.ViT(at.student_config(model.config, "gap")).apply(
+      {"params": params["student"]}, images, return_attention="logits", drop_masks=masks)
+  shared = float(losses.attention_distillation(teacher(masks), s_aux["attention"]))
+  assert float(metrics["attention_loss"]) == pytest.approx(shared, rel=1e-5)
+  # ... and the masks change the teacher's maps (its third layer's), so an unmasked teacher would give another loss.
+  assert float(jnp.abs(teacher(masks)[2] - teacher(None)[2]).max()) > 1e-2
+
+
+def test_drop_path_masks_and_a_fully_dropped_stack_is_the_identity():
+  masks = np.asarray(tfm.drop_path_masks(jax.random.PRNGKey(0), 0.5, 3, 4000))
+  assert masks.shape == (3, 2, 4000) and (masks[0] == 1).all()  # linspace(0, rate): the first layer keeps all
+  assert set(np.unique(masks[2])) == {0.0, 2.0} and abs(masks[2].mean() - 1.0) < 0.05
+  np.testing.assert_allclose(np.unique(masks[1]), [0.0, 1 / 0.75], rtol=1e-6)
+  # Every branch dropped: each block adds nothing, the tokens come out as they went in.
+  config = vit.ViTConfig(image_size=16, patch_size=8, width=32, layers=2, heads=4)
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 32))
+  stack = tfm.Transformer(2, 4, activation="gelu", eps=1e-6)
+  p = stack.init(jax.random.PRNGKey(2), x)
+  out, _ = stack.apply(p, x, drop_masks=jnp.zeros((2, 2, 3)))
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(x))
+  # Attention branches dropped, MLP branches kept: each block adds only its MLP, so each mask reaches its branch.
+  mlp_only, _ = stack.apply(p, x, drop_masks=jnp.ones((2, 2, 3)).at[:, 0].set(0.0))
+  h = x
+  for i in range(2):
+    block = p["params"][f"resblocks_{i}"]
+    h = h + tfm.MLP(128, "gelu").apply({"params": block["mlp"]},
+                                       tfm.LayerNorm(1e-6).apply({"params": block["ln_2"]}, h))
+  np.testing.assert_allclose(np.asarray(mlp_only), np.asarray(h), atol=1e-5)
+  half = jnp.ones((2, 2, 3)).at[:, :, 0].set(0.0)  # only the first example dropped
+  out, _ = stack.apply(p, x, drop_masks=half)
+  np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(x[0]))
+  np.testing.assert_allclose(np.asarray(out[1:]), np.asarray(stack.apply(p, x[1:])[0]), atol=1e-6)
 
 
 def test_distillation_lowers_the_attention_divergence(tmp_path, data_dir):
@@ -188,6 +358,65 @@ def test_a_missing_ensemble_teacher_keeps_the_students_results(tmp_path, capsys)
   results = {"avg_id/top1": 0.5}
   assert at.finish(config, object(), {}, str(tmp_path), results) == results
   assert "no ensemble" in capsys.readouterr().out
-  with pytest.raises(ValueError, match="skip_last"):
-    config.at.skip_last = 2
+  with pytest.raises(ValueError, match="end_layer"):
+    config.at.end_layer = -2
     at.transfer_layers(config, 2)
+
+
+# ------------------------------------------------------------------------------- the reference's optimiser
+def reference_layer_scale(name: str, num_layers: int, decay: float) -> float:
+  """attention-transfer util/lr_decay.py: `get_layer_id_for_vit` and `param_groups_lrd`'s scale for a
+  DualVisionTransformer (num_layers = the student's depth)."""
+  if "cls_token" in name or "pos_embed" in name or "patch_embed" in name:
+    layer = 0
+  elif "blocks" in name:
+    layer = int(name.split(".")[2]) + 1
+  else:
+    layer = num_layers
+  return decay ** (num_layers - layer)
+
+
+def test_layer_decay_and_cosine_floor_follow_the_reference():
+  from types import SimpleNamespace
+  from flyp_jax import optim
+  torch_names = {"student/patch_embed/kernel": "student.patch_embed.proj.weight",
+                 "student/cls_token": "student.cls_token", "student/pos_embed": "student.pos_embed",
+                 "student/transformer/resblocks_0/attn/query/kernel": "student.blocks.0.attn.qkv.weight",
+                 "student/transformer/resblocks_1/mlp/c_fc/bias": "student.blocks.1.mlp.fc1.bias",
+                 "student/transformer/resblocks_2/ln_1/scale": "student.blocks.2.norm1.weight",
+                 "student/fc_norm/scale": "student.fc_norm.weight", "head/kernel": "student.head.weight"}
+  params = {}
+  for name in list(torch_names) + ["clip/visual/transformer/resblocks_5/attn/out/kernel"]:
+    node = params
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = jnp.ones((3,), jnp.float32)
+  config = SimpleNamespace(trainable=r"^(student|head)/", frozen=r"^clip/", optimizer=SimpleNamespace(
+      name="adamw", lr=1e-2, warmup_steps=0, schedule="constant", b1=0.9, b2=0.999, eps=1e-12, weight_decay=0.0,
+      grad_clip=0.0, decay="matrices", layer_decay=0.75))
+  tx = optim.make_optimizer(config, params, 10)
+  grads = jax.tree_util.tree_map(lambda x: -jnp.ones_like(x), params)
+  updates, _ = tx.update(grads, tx.init(params), params)
+  # Adam's first step is lr * sign(gradient) per parameter: what is left is the layer's scale.
+  got = {n: float(u[0]) / 1e-2 for n, u in zip(jax.tree_util.tree_leaves(optim.path_names(params)),
+                                                 jax.tree_util.tree_leaves(updates))}
+  for name, torch_name in torch_names.items():
+    assert got[name] == pytest.approx(reference_layer_scale(torch_name, 3, 0.75), rel=1e-5), name
+  assert got["clip/visual/transformer/resblocks_5/attn/out/kernel"] == 0.0  # the teacher never moves
+
+  # MAE's / attention transfer's util/lr_sched.py: linear warmup from 0, then min_lr + (lr - min_lr) cosine.
+  lr, min_lr, warmup, total = 8e-3, 2e-3, 5, 40
+  schedule = optim.make_schedule(SimpleNamespace(lr=lr, warmup_steps=warmup, schedule="warmup_cosine", min_lr=min_lr),
+                                 total)
+  for step in range(total):
+    want = lr * step / warmup if step < warmup else min_lr + (lr - min_lr) * 0.5 * (
+        1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+    assert float(schedule(step)) == pytest.approx(want, rel=1e-5, abs=1e-9), step
+  from flyp_jax import config_checks
+  config = configs_lib.load("configs/attention_transfer.py:imagenet_l16_mae_copy")
+  assert (config.optimizer.layer_decay, config.optimizer.min_lr, config.optimizer.lr) == (0.75, 2e-3, 8e-3)
+  config.unlock()
+  config.optimizer.layer_decay, config.at.drop_path = 0.0, 1.0
+  with pytest.raises(config_checks.ConfigError, match=r"optimizer.layer_decay is 0.0 .*at.drop_path is 1.0"):
+    config_checks.validate(config)

@@ -1,34 +1,45 @@
 """Attention transfer (Li et al., 2024, "On the surprising effectiveness of attention transfer for vision
-transformers"): a randomly initialised student image tower, trained with cross-entropy and a linear head,
-guided only by a frozen pretrained teacher's attention maps.
+transformers"): a randomly initialised ViT student, trained with cross-entropy and a linear head, guided only by
+a frozen pretrained teacher's attention maps. As the authors' code (alexlioralexli/attention-transfer,
+`models_dual_vit.py`, `main_finetune.py`), which the README's table cites line by line.
 
 Modes (`config.at.mode`):
-  copy     every transferred layer of the student mixes its values with the teacher's post-softmax map
-           (per head) instead of its own; the teacher runs at evaluation too (`TransferCLIP`).
-  distill  the student computes its own attention; the loss adds `config.at.weight` times the attention
-           cross-entropy over keys (`losses.attention_distillation`), summed over the transferred layers.
+  copy     each transferred layer of the student mixes its values with the teacher's post-softmax map (per
+           head) instead of its own; the teacher runs at evaluation too (`StudentClassifier`).
+  distill  the student computes its own attention; the loss adds `config.at.weight` times the cross-entropy
+           of the teacher's map against log_softmax of the student's pre-softmax scores
+           (`losses.attention_distillation`), summed over the transferred layers.
   none     the same student, head and schedule without any guidance: the from-scratch baseline.
 
-Transferred layers are the first L - `config.at.skip_last` (the reference implementation's `end_layer`,
-e.g. -6 of ViT-L's 24 layers when distilling; all layers when copying).
+Transferred layers: the first L + `config.at.end_layer` (the reference's `end_layer`, -3 by default in
+`DualVisionTransformer`, which `main_finetune.py` never overrides: 21 of ViT-L's 24 layers, in both modes).
 
-Parameters: {'clip': the pretrained CLIP (teacher; frozen by the config, its maps under stop_gradient),
-'student': the student's image tower (the tree of a CLIP's 'visual'), 'head': {'kernel' [E, C], 'bias' [C]}}
-on L2-normalised student features, as the other methods' heads. The teacher and the student share the
-mesh and the jitted step.
+Teacher (`config.at.teacher.kind`): 'clip', the image tower of the loop's CLIP (`config.model`; this project's
+extension), or 'vit', a timm / MAE ViT checkpoint at `config.at.teacher.path` (`flyp_jax.models.vit`: MAE's
+released `.pth` files). The student is a timm-style ViT (`flyp_jax.models.vit.ViT`) of the teacher's shape, with
+the reference's initialisation, pooling `config.at.pool` ('gap': mean of the patch tokens then fc_norm, the
+reference's default `global_pool`) and a linear head (normal(0.02) kernel, zero bias) on the un-normalised
+pooled features. Stochastic depth (`config.at.drop_path`, linearly over the layers) draws one set of masks
+per step that the teacher and the student share, as the reference's `get_drop_path_mask`.
+
+Parameters: {'clip': the teacher (a CLIP tree, or {'visual': ViT tree}; frozen by the config, its maps under
+stop_gradient), 'student': the student ViT, 'head': {'kernel' [W, C], 'bias' [C]}}. The teacher and the student
+share the mesh and the jitted step.
 
 The final evaluation also reports the teacher alone ('teacher/...') and the ensemble of the student with it
-('ensemble/...': averaged softmax probabilities). The teacher there is the fine-tuned CLIP of the run in
+('ensemble/...': averaged softmax probabilities; the reference code evaluates no ensemble, its
+`engine_finetune.evaluate` scores one model, so this rule is the project's). The teacher there is the fine-tuned model of the run in
 `config.at.ensemble.path` (its final/ and final/head.npz; made first with `config.at.ensemble.config` if it
-has not finished), or, with an empty path, the pretrained teacher with its zero-shot head.
+has not finished), or, with an empty path and a CLIP teacher, the pretrained CLIP with its zero-shot head (a
+ViT teacher without a run has no classifier: no ensemble).
 
-final/ holds a CLIP whose image tower is the student (text tower and logit scale from the teacher) and
-head.npz. A copy-mode student cannot run alone: evaluate it with `TransferCLIP` and the teacher's image
-tower.
+final/ holds the student ViT and head.npz (`flyp_jax.models.vit.load`). A copy-mode student cannot run alone:
+evaluate it with `StudentClassifier` and the teacher.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any, Optional, Sequence
@@ -40,24 +51,39 @@ import numpy as np
 
 from flyp_jax import evaluate, files, losses, models
 from flyp_jax.data import classnames as classnames_lib
+from flyp_jax.data import pipeline
 from flyp_jax.methods import common
-from flyp_jax.models.clip import TextTransformer, VisionTransformer
+from flyp_jax.models import vit as vit_lib
+from flyp_jax.models.clip import VisionTransformer
+from flyp_jax.models.transformer import drop_path_masks
 
 MODES = ("copy", "distill", "none")
+TEACHERS = ("clip", "vit")
+IMAGE_NORMS = ("clip", "imagenet")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # MAE's (timm's IMAGENET_DEFAULT_*)
 
 
 def transfer_layers(config, n_layers: int) -> tuple[int, ...]:
-  """Indices of the layers whose attention is copied or distilled: the first n_layers - skip_last."""
-  skip = config.at.skip_last
-  if not 0 <= skip < n_layers:
-    raise ValueError(f"at.skip_last must be in [0, {n_layers}) for a {n_layers}-layer tower, got {skip}")
-  return tuple(range(n_layers - skip))
+  """Indices of the layers whose attention is copied or distilled: the first n_layers + end_layer."""
+  end = config.at.end_layer
+  if not -n_layers < end <= 0:
+    raise ValueError(f"at.end_layer must be in ({-n_layers}, 0] for a {n_layers}-layer tower (the first "
+                     f"n_layers + end_layer layers are transferred; the reference's default is -3), got {end}")
+  return tuple(range(n_layers + end))
 
 
-def _check_mode(config) -> str:
-  if config.at.mode not in MODES:
-    raise ValueError(f"at.mode must be one of {MODES}, got {config.at.mode!r}")
-  return config.at.mode
+def _check(config) -> str:
+  at = config.at
+  for key, value, known in (("mode", at.mode, MODES), ("teacher.kind", at.teacher.kind, TEACHERS),
+                            ("teacher.image_norm", at.teacher.image_norm, IMAGE_NORMS), ("pool", at.pool, vit_lib.POOLS)):
+    if value not in known:
+      raise ValueError(f"at.{key} must be one of {known}, got {value!r}")
+  if not 0.0 <= at.drop_path < 1.0:
+    raise ValueError(f"at.drop_path must be in [0, 1) (the deepest layer's drop probability), got {at.drop_path}")
+  if at.teacher.kind == "vit" and not at.teacher.path:
+    raise ValueError("at.teacher.kind='vit' needs at.teacher.path: an MAE .pth (e.g. mae_pretrain_vit_large.pth "
+                     "of facebookresearch/mae) or a timm-layout state dict")
+  return at.mode
 
 
 def attention_entropy(maps: Sequence[jax.Array]) -> jax.Array:
@@ -74,42 +100,77 @@ def copied_maps(teacher_maps: Sequence[jax.Array], layers: Sequence[int]) -> lis
   return [jax.lax.stop_gradient(m) if i in layers else None for i, m in enumerate(teacher_maps)]
 
 
-class TransferCLIP(nn.Module):
-  """A CLIP whose image features are an attention-copy student's: `encode_image` runs the teacher's image
-  tower for its maps and the student with them. Parameters: {'visual': student, 'teacher': teacher's image
-  tower, 'text', 'logit_scale'} (see `eval_params`), so evaluators and zero-shot heads use it as a CLIP."""
-  config: models.CLIPConfig
-  layers: tuple[int, ...]
+def student_config(teacher_config, pool: str) -> vit_lib.ViTConfig:
+  """The student's shape: the teacher's (the reference builds both from one set of kwargs)."""
+  if isinstance(teacher_config, vit_lib.ViTConfig):
+    return dataclasses.replace(teacher_config, pool=pool)
+  c = teacher_config
+  return vit_lib.ViTConfig(image_size=c.image_size, patch_size=c.patch_size, width=c.vision_width,
+                           layers=c.vision_layers, heads=c.vision_heads, mlp_ratio=c.mlp_ratio, pool=pool)
+
+
+def teacher_tower(teacher_config, dtype=jnp.float32, remat: bool = False) -> nn.Module:
+  """The module whose maps guide the student: a CLIP image tower or a timm / MAE ViT."""
+  if isinstance(teacher_config, vit_lib.ViTConfig):
+    return vit_lib.ViT(teacher_config, dtype, remat)
+  return VisionTransformer(teacher_config, dtype, remat)
+
+
+def to_imagenet_norm(images: jax.Array) -> jax.Array:
+  """Images normalised with CLIP's mean and std (the pipeline's) -> with ImageNet's (MAE's training input)."""
+  clip_mean, clip_std = jnp.asarray(pipeline.CLIP_MEAN), jnp.asarray(pipeline.CLIP_STD)
+  return ((images * clip_std + clip_mean) - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
+
+
+class StudentClassifier(nn.Module):
+  """The student as the evaluator sees it: `encode_image` gives its pooled features (with `layers`, the copied
+  ones, computed with the teacher's maps, the teacher running beside it), read by the linear head
+  un-normalised. Parameters: {'visual': student, 'teacher': the teacher's tower (copy mode only)} (see
+  `eval_params`)."""
+  config: vit_lib.ViTConfig  # the student's
+  teacher_config: Any = None  # CLIPConfig or ViTConfig
+  layers: tuple[int, ...] = ()  # copied layers (copy mode); empty: the student runs alone
+  imagenet_norm: bool = False
   dtype: Any = jnp.float32
   remat: bool = False
+  normalize_features = False  # the evaluator applies the head to raw features (`evaluate._features`)
 
   def setup(self):
-    self.visual = VisionTransformer(self.config, self.dtype, self.remat)
-    self.teacher = VisionTransformer(self.config, self.dtype, self.remat)
-    self.text = TextTransformer(self.config, self.dtype, self.remat)
-    self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), (), jnp.float32)
+    self.visual = vit_lib.ViT(self.config, self.dtype, self.remat)
+    if self.layers:
+      self.teacher = teacher_tower(self.teacher_config, self.dtype, self.remat)
 
   def encode_image(self, images: jax.Array) -> jax.Array:
-    _, aux = self.teacher(images, return_attention=True)
-    return self.visual(images, copied_maps(aux["attention"], self.layers))[0]
-
-  def encode_text(self, tokens: jax.Array) -> jax.Array:
-    return self.text(tokens)[0]
+    if self.imagenet_norm:
+      images = to_imagenet_norm(images)
+    maps = None
+    if self.layers:
+      _, aux = self.teacher(images, return_attention=True)
+      maps = copied_maps(aux["attention"], self.layers)
+    return self.visual(images, attention_maps=maps)[0]
 
 
 # --------------------------------------------------------------------------------- the training loop's hooks
+def load_model(config, workdir: str):
+  """(model, params['clip']): the loop's CLIP (teacher 'clip'), or (ViT, {'visual': params}) from
+  `at.teacher.path` (teacher 'vit')."""
+  _check(config)
+  if config.at.teacher.kind == "clip":
+    from flyp_jax import train  # train imports the methods: import it when called
+    return train.load_clip(config, workdir)
+  model, params = vit_lib.load(config.at.teacher.path, heads=config.at.teacher.heads or None,
+                               dtype=config.model.dtype, remat=config.model.remat)
+  return model, {"visual": params}
+
+
 def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
-  _check_mode(config)
-  transfer_layers(config, model.config.vision_layers)
-  tower = VisionTransformer(model.config, model.dtype, model.remat)
-  images = jnp.zeros((1, model.config.image_size, model.config.image_size, 3), jnp.float32)
-  # A seed of its own: with a randomly initialised teacher (tests), the student must not start as its copy.
-  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-  student = jax.jit(lambda r: tower.init(r, images)["params"])(rng)
+  _check(config)
+  cfg = student_config(model.config, config.at.pool)
+  transfer_layers(config, cfg.layers)
+  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # not the teacher's seed (random teachers in tests)
+  student = jax.jit(lambda r: vit_lib.init_params(vit_lib.ViT(cfg), r))(rng)
   n_classes = len(classnames_lib.get(config.data.classnames))
-  # A zero head: the student's random features carry no class information to start from.
-  head = {"kernel": np.zeros((model.config.embed_dim, n_classes), np.float32),
-          "bias": np.zeros((n_classes,), np.float32)}
+  head = vit_lib.classifier_head(jax.random.fold_in(rng, 2), cfg.width, n_classes)
   return {"student": student, "head": head}
 
 
@@ -118,34 +179,44 @@ def batches(config, model, mesh, start_step: int):
 
 
 def make_loss(config, model, mesh):
-  mode = _check_mode(config)
-  tower = VisionTransformer(model.config, model.dtype, model.remat)
-  layers = transfer_layers(config, model.config.vision_layers)
+  mode = _check(config)
+  cfg = student_config(model.config, config.at.pool)
+  student_tower = vit_lib.ViT(cfg, model.dtype, model.remat)
+  teacher = teacher_tower(model.config, model.dtype, model.remat)
+  layers = transfer_layers(config, cfg.layers)
+  imagenet_norm = config.at.teacher.image_norm == "imagenet"
+  rate = float(config.at.drop_path)
 
   def loss_fn(params, batch, rng):
     images, metrics = batch["image"], {}
+    if imagenet_norm:
+      images = to_imagenet_norm(images)
+    # One set of stochastic-depth masks per step, shared by the teacher and the student (the reference's).
+    masks = drop_path_masks(rng, rate, cfg.layers, images.shape[0]) if rate > 0 else None
+    student = lambda **kw: student_tower.apply({"params": params["student"]}, images, drop_masks=masks, **kw)
     if mode == "none":
       # Without return_attention: asking for the maps would swap JAX's fused attention for the explicit one,
       # which changes the baseline's numbers slightly, so the baseline logs no attention entropy.
-      features, student = tower.apply({"params": params["student"]}, images)
-      attention = jnp.zeros((), jnp.float32)
+      features, _ = student()
+      attention, used_maps = jnp.zeros((), jnp.float32), None
     else:
-      _, teacher = tower.apply({"params": params["clip"]["visual"]}, images, return_attention=True)
+      _, t_aux = teacher.apply({"params": params["clip"]["visual"]}, images, return_attention=True, drop_masks=masks)
+      teacher_maps = [jax.lax.stop_gradient(m) for m in t_aux["attention"]]
       if mode == "copy":
-        features, student = tower.apply({"params": params["student"]}, images, return_attention=True,
-                                        attention_maps=copied_maps(teacher["attention"], layers))
-        attention = jnp.zeros((), jnp.float32)
+        features, s_aux = student(attention_maps=copied_maps(teacher_maps, layers), return_attention=True)
+        attention, used_maps = jnp.zeros((), jnp.float32), s_aux["attention"]
       else:
-        features, student = tower.apply({"params": params["student"]}, images, return_attention=True)
-        t = [jax.lax.stop_gradient(teacher["attention"][i]) for i in layers]
-        s = [student["attention"][i] for i in layers]
-        attention = losses.attention_distillation(t, s)
+        features, s_aux = student(return_attention="logits")
+        t = [teacher_maps[i] for i in layers]
+        z = [s_aux["attention"][i] for i in layers]
+        attention = losses.attention_distillation(t, z)
         # The divergence itself (0 when the maps agree), per transferred layer: what distillation drives down.
-        metrics["attention_kl"] = jax.lax.stop_gradient(losses.attention_distillation(t, s, kind="kl")) / len(t)
-    if student["attention"] is not None:
+        metrics["attention_kl"] = jax.lax.stop_gradient(losses.attention_distillation(t, z, kind="kl")) / len(t)
+        used_maps = [jax.nn.softmax(s.astype(jnp.float32), axis=-1) for s in s_aux["attention"]]
+    if used_maps is not None:
       # Of the maps the student uses (its own, or the teacher's where copied): shows attention collapse.
-      metrics["attention_entropy"] = jax.lax.stop_gradient(attention_entropy(student["attention"]))
-    logits = evaluate.apply_head(models.normalize(features), params["head"])
+      metrics["attention_entropy"] = jax.lax.stop_gradient(attention_entropy(used_maps))
+    logits = evaluate.apply_head(features, params["head"])  # un-normalised pooled features, as the reference
     ce = losses.cross_entropy(logits, batch["label"], config.at.label_smoothing)
     metrics.update(cross_entropy=ce, attention_loss=attention)
     return ce + config.at.weight * attention, metrics
@@ -154,24 +225,32 @@ def make_loss(config, model, mesh):
 
 
 def eval_model(config, model):
-  """The module evaluation runs: the CLIP itself, or `TransferCLIP` when the student copies attention."""
-  if _check_mode(config) != "copy":
-    return model
-  return TransferCLIP(model.config, transfer_layers(config, model.config.vision_layers), model.dtype, model.remat)
+  """The module evaluation runs: `StudentClassifier` (with the teacher beside the student in copy mode)."""
+  mode = _check(config)
+  cfg = student_config(model.config, config.at.pool)
+  copy = mode == "copy"
+  return StudentClassifier(cfg, model.config, transfer_layers(config, cfg.layers) if copy else (),
+                           config.at.teacher.image_norm == "imagenet", model.dtype, model.remat)
 
 
 def eval_params(config, params) -> tuple[dict, Any]:
-  """(params of `eval_model`, head): the CLIP with the student as its image tower, and for `TransferCLIP`
-  the teacher's image tower beside it."""
-  clip, head = final_params(config, params)
-  if _check_mode(config) == "copy":
-    clip["teacher"] = params["clip"]["visual"]
-  return clip, head
+  """(params of `eval_model`, head): the student, and in copy mode the teacher's tower beside it."""
+  out = {"visual": params["student"]}
+  if _check(config) == "copy":
+    out["teacher"] = params["clip"]["visual"]
+  return out, params["head"]
 
 
 def final_params(config, params) -> tuple[dict, Any]:
-  """(CLIP params, head) saved as final/: the CLIP with the student as its image tower."""
-  return {**params["clip"], "visual": params["student"]}, params["head"]
+  """(student ViT params, head), saved as final/ by `save_final`."""
+  return params["student"], params["head"]
+
+
+def save_final(config, dst: str, student_params, head) -> None:
+  """final/ (or selected/): the student ViT and head.npz, loadable with `flyp_jax.models.vit.load`."""
+  vit_lib.save(dst, vit_lib.config_from_params(student_params, config.at.pool), student_params,
+               source=f"attention transfer ({config.at.mode}, {config.at.teacher.kind} teacher)",
+               arrays=None if head is None else {"head.npz": head})
 
 
 def finish(config, evaluator, params, workdir: str, results: dict) -> dict:
@@ -187,12 +266,23 @@ def finish(config, evaluator, params, workdir: str, results: dict) -> dict:
   student_model = evaluator.model  # made with `eval_model` by the loop
   student_params, head = eval_params(config, params)
   if path:
-    teacher_model, teacher_params = models.load_pretrained(os.path.join(path, "final"), dtype=config.model.dtype)
-    head_file = os.path.join(path, "final", "head.npz")
+    final = os.path.join(path, "final")
+    head_file = os.path.join(final, "head.npz")
     teacher_head = files.load_npz(head_file) if files.exists(head_file) else None
-  else:
+    if files.read_json(os.path.join(final, vit_lib.MARKER)).get("kind") == vit_lib.KIND:  # a ViT classifier
+      vit_model, vit_params = vit_lib.load(final, dtype=config.model.dtype)
+      teacher_model = StudentClassifier(vit_model.config, imagenet_norm=student_model.imagenet_norm,
+                                        dtype=vit_model.dtype)
+      teacher_params = {"visual": vit_params}
+    else:
+      teacher_model, teacher_params = models.load_pretrained(final, dtype=config.model.dtype)
+  elif config.at.teacher.kind == "clip":
     c = student_model
-    teacher_model, teacher_params, teacher_head = models.CLIP(c.config, c.dtype, c.remat), params["clip"], None
+    teacher_model, teacher_params, teacher_head = models.CLIP(c.teacher_config, c.dtype, c.remat), params["clip"], None
+  else:
+    print("no ensemble: a ViT teacher has no classifier of its own; set at.ensemble.path to a run with one",
+          flush=True)
+    return results
   out = evaluator.ensemble([(student_model, student_params, head), (teacher_model, teacher_params, teacher_head)],
                            names=("student", "teacher"))
   results = dict(results)

@@ -34,23 +34,30 @@ class PatchEmbedding(nn.Module):
   patch: int
   width: int
   dtype: Any = jnp.float32
+  use_bias: bool = False  # CLIP's has none; timm's (MAE's) PatchEmbed has one
+  kernel_init: Any = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, images: Array) -> Array:
     p = self.patch
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (p, p, images.shape[-1], self.width), jnp.float32)
+    kernel = self.param("kernel", self.kernel_init, (p, p, images.shape[-1], self.width), jnp.float32)
     b, h, w, ch = images.shape
     patches = images.reshape(b, h // p, p, w // p, p, ch).transpose(0, 1, 3, 2, 4, 5)
     patches = patches.reshape(b * (h // p) * (w // p), p * p * ch).astype(self.dtype)
     out = matmul(patches, kernel.reshape(p * p * ch, self.width).astype(self.dtype))
+    if self.use_bias:  # initialised as torch's Conv2d bias: uniform in +-1 / sqrt(fan_in)
+      bound = (p * p * ch) ** -0.5
+      init = lambda rng, shape, dtype: jax.random.uniform(rng, shape, dtype, -bound, bound)
+      out = out + self.param("bias", init, (self.width,), jnp.float32).astype(self.dtype)
     return out.reshape(b, (h // p) * (w // p), self.width)
 
 
 class VisionTransformer(nn.Module):
   """Images [B, S, S, 3] (NHWC, CLIP-normalised) -> (features [B, embed_dim], aux).
 
-  aux: 'attention' (per-layer maps [B, H, T, T] with T = 1 + patches, or None unless requested),
-  'pooled' (the class token after ln_post, [B, width]), 'tokens' (last block's output, [B, T, width]).
+  aux: 'attention' (per-layer maps [B, H, T, T] with T = 1 + patches, or None unless requested; "logits" asks
+  for the pre-softmax scores), 'pooled' (the class token after ln_post, [B, width]), 'tokens' (last block's
+  output, [B, T, width]). `drop_masks`: stochastic depth's factors (`transformer.drop_path_masks`) or None.
   With `pool_only` the last block is computed at the class token only (`Transformer`'s pool_index): the
   same features, and aux 'tokens' is None.
   """
@@ -60,7 +67,8 @@ class VisionTransformer(nn.Module):
 
   @nn.compact
   def __call__(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
-               return_attention: bool = False, pool_only: bool = False) -> tuple[Array, dict]:
+               return_attention: bool | str = False, pool_only: bool = False,
+               drop_masks: Optional[Array] = None) -> tuple[Array, dict]:
     c = self.config
     if images.ndim != 4 or images.shape[1:] != (c.image_size, c.image_size, 3):
       raise ValueError(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), "
@@ -75,7 +83,7 @@ class VisionTransformer(nn.Module):
     pool_index = jnp.zeros(x.shape[:1], jnp.int32) if pool_only else None
     x, maps = Transformer(c.vision_layers, c.vision_heads, c.mlp_ratio, c.activation, causal=False,
                           eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(
-                              x, attention_maps, return_attention, pool_index)
+                              x, attention_maps, return_attention, pool_index, drop_masks)
     pooled = LayerNorm(c.layer_norm_eps, name="ln_post")(x[:, 0])
     proj = self.param("proj", normal(scale), (c.vision_width, c.embed_dim), jnp.float32)
     features = jnp.dot(pooled, proj.astype(pooled.dtype)).astype(jnp.float32)

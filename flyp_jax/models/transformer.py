@@ -1,7 +1,9 @@
 """The pre-LN transformer shared by CLIP's two towers, with attention maps readable and replaceable.
 
 Shapes: B batch, T tokens, W width, H heads, D = W // H head width. Attention maps are post-softmax
-probabilities of shape [B, H, T_query, T_key], float32.
+probabilities of shape [B, H, T_query, T_key], float32; asked for as "logits", the pre-softmax scores
+q k^T / sqrt(D) of the same shape (what attention distillation's log_softmax needs: it stays finite where a
+probability underflows to 0).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def quick_gelu(x: Array) -> Array:
   # The sigmoid approximation of GELU that OpenAI's CLIP checkpoints were trained with.
   return x * jax.nn.sigmoid(1.702 * x)
 
+
+MAP_OUTPUTS = (False, True, "probs", "logits")  # what a layer returns as its attention map (see Attention)
 
 ACTIVATION_FNS = {"quick_gelu": quick_gelu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
 
@@ -97,7 +101,8 @@ class Attention(nn.Module):
   """Multi-head self-attention.
 
   `attention_map` ([B, H, T, T] probabilities) replaces the map computed from queries and keys: the
-  values are then mixed with the given map (attention copy). Query and key parameters exist either way,
+  values are then mixed with the given map (attention copy). `return_map`: False, True or "probs" (the
+  post-softmax map used), or "logits" (the pre-softmax scores; None for a layer given its map). Query and key parameters exist either way,
   so the parameter tree does not depend on the mode; with a given map XLA drops their dead computation
   and they receive zero gradient. `query_index` ([B] ints) computes the output at one token per row only,
   [B, 1, W], with keys and values from every token.
@@ -108,8 +113,10 @@ class Attention(nn.Module):
   out_std: float = 0.02
 
   @nn.compact
-  def __call__(self, x: Array, attention_map: Optional[Array] = None, return_map: bool = False,
+  def __call__(self, x: Array, attention_map: Optional[Array] = None, return_map: bool | str = False,
                query_index: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
+    if return_map not in MAP_OUTPUTS:
+      raise ValueError(f"return_map must be one of {MAP_OUTPUTS}, got {return_map!r}")
     _, t, width = x.shape
     head_dim = width // self.heads
     proj = lambda name: Projection((self.heads, head_dim), dtype=self.dtype, kernel_init=normal(width ** -0.5),
@@ -123,7 +130,7 @@ class Attention(nn.Module):
       mask = (jnp.arange(t) <= query_index[:, None])[:, None, None, :] if self.causal else None
       out = jax.nn.dot_product_attention(q, proj("key")(x), v, mask=mask)
       return Projection((width,), in_axes=2, dtype=self.dtype, kernel_init=normal(self.out_std), name="out")(out), None
-    weights = None
+    weights = logits = None
     if attention_map is not None:
       if attention_map.shape[-3:] != (self.heads, t, t):
         raise ValueError(f"attention map of shape {attention_map.shape} does not fit {self.heads} heads "
@@ -141,7 +148,9 @@ class Attention(nn.Module):
         weights = jax.nn.softmax(logits, axis=-1)
       out = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v)
     out = Projection((width,), in_axes=2, dtype=self.dtype, kernel_init=normal(self.out_std), name="out")(out)
-    return out, (weights if return_map else None)
+    if not return_map:
+      return out, None
+    return out, (logits if return_map == "logits" else weights)
 
 
 class MLP(nn.Module):
@@ -166,19 +175,24 @@ class ResidualBlock(nn.Module):
   eps: float
   dtype: Any
   out_std: float
-  return_map: bool = False
+  return_map: bool | str = False
 
   @nn.compact
-  def __call__(self, x: Array, attention_map: Optional[Array] = None,
-               query_index: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
-    """-> (x [B, T, W], or [B, 1, W] at `query_index` ([B] ints) when given; the attention map or None)."""
+  def __call__(self, x: Array, attention_map: Optional[Array] = None, query_index: Optional[Array] = None,
+               drop_mask: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
+    """-> (x [B, T, W], or [B, 1, W] at `query_index` ([B] ints) when given; the attention map or None).
+
+    `drop_mask` [2, B]: per-example factors of the attention and MLP branches (stochastic depth: 0 or
+    1 / keep probability; `drop_path_masks`), or None for both 1.
+    """
     y, weights = Attention(self.heads, self.causal, self.dtype, self.out_std, name="attn")(
         LayerNorm(self.eps, name="ln_1")(x), attention_map, self.return_map, query_index)
     if query_index is not None:
       x = token_at(x, query_index)
-    x = x + y
-    x = x + MLP(int(x.shape[-1] * self.mlp_ratio), self.activation, self.dtype, self.out_std, name="mlp")(
-        LayerNorm(self.eps, name="ln_2")(x))
+    scale = (lambda i, b: b) if drop_mask is None else (lambda i, b: b * drop_mask[i][:, None, None].astype(b.dtype))
+    x = x + scale(0, y)
+    x = x + scale(1, MLP(int(x.shape[-1] * self.mlp_ratio), self.activation, self.dtype, self.out_std, name="mlp")(
+        LayerNorm(self.eps, name="ln_2")(x)))
     return x, weights
 
 
@@ -186,8 +200,10 @@ class Transformer(nn.Module):
   """A stack of pre-LN residual blocks named `resblocks_{i}`.
 
   `attention_maps`: None, or one entry per layer, each None (compute the layer's own map) or a
-  [B, H, T, T] map to use instead. With `return_attention`, the second output is the tuple of every
-  layer's map (the ones used, given or computed); otherwise it is None.
+  [B, H, T, T] map to use instead. With `return_attention` (True or "probs"), the second output is the tuple
+  of every layer's map (the ones used, given or computed); with "logits", of every layer's pre-softmax scores
+  (None where a map was given); otherwise it is None. `drop_masks` [layers, 2, B]: stochastic depth's
+  per-example branch factors (`drop_path_masks`), or None.
 
   `pool_index` ([B] ints): the one token per row that is read after the stack (CLIP's class token or
   end-of-text token). The last block then computes its output at that token only, [B, 1, W]: the same
@@ -205,12 +221,15 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
-               return_attention: bool = False,
-               pool_index: Optional[Array] = None) -> tuple[Array, Optional[tuple[Array, ...]]]:
+               return_attention: bool | str = False, pool_index: Optional[Array] = None,
+               drop_masks: Optional[Array] = None) -> tuple[Array, Optional[tuple[Array, ...]]]:
     if attention_maps is not None and len(attention_maps) != self.layers:
       raise ValueError(f"got {len(attention_maps)} attention maps for {self.layers} layers")
     if pool_index is not None and (attention_maps is not None or return_attention):
       raise ValueError("pool_index cannot be combined with attention maps given or returned")
+    if drop_masks is not None and drop_masks.shape[:2] != (self.layers, 2):
+      raise ValueError(f"drop_masks of shape {drop_masks.shape} do not fit {self.layers} layers; expected "
+                       f"[{self.layers}, 2, B]")
     block = nn.remat(ResidualBlock) if self.remat else ResidualBlock
     # Residual projections start small so that the stack's output variance does not grow with depth.
     out_std = x.shape[-1] ** -0.5 * (2 * self.layers) ** -0.5
@@ -219,6 +238,17 @@ class Transformer(nn.Module):
       x, weights = block(self.heads, self.mlp_ratio, self.activation, self.causal, self.eps, self.dtype,
                          out_std, return_attention, name=f"resblocks_{i}")(
                              x, None if attention_maps is None else attention_maps[i],
-                             pool_index if i == self.layers - 1 else None)
+                             pool_index if i == self.layers - 1 else None,
+                             None if drop_masks is None else drop_masks[i])
       maps.append(weights)
     return x, (tuple(maps) if return_attention else None)
+
+
+def drop_path_masks(rng: Array, rate: float, layers: int, batch: int) -> Array:
+  """Stochastic depth's branch factors [layers, 2, B] float32: layer i keeps each example's attention and MLP
+  branch with probability 1 - p_i (independently), p_i = linspace(0, rate, layers)[i], and scales a kept branch
+  by 1 / (1 - p_i) (timm's drop_path; attention-transfer `models_dual_vit.py` `get_drop_path_mask`, whose masks
+  the teacher and the student share)."""
+  keep = 1.0 - jnp.linspace(0.0, rate, layers, dtype=jnp.float32)[:, None, None]
+  uniform = jax.random.uniform(rng, (layers, 2, batch), jnp.float32)
+  return jnp.floor(keep + uniform) / keep
