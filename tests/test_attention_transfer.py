@@ -338,17 +338,40 @@ def test_distillation_lowers_the_attention_divergence(tmp_path, data_dir):
   assert same(params["clip"], jax.device_get(teacher_init))
 
 
-def test_ensemble_of_a_model_with_itself_is_the_model(data_dir):
+def test_ensemble_averages_the_members_probabilities_by_hand(data_dir):
+  """Two different CLIPs: the ensemble's top-1 equals the argmax of their averaged softmax probabilities,
+  computed here from each member's zero-shot logits; and each member's own row equals its evaluation alone."""
   model = models.create_model(models.get_config("ViT-T/8", context_length=16))
-  params = models.init_params(model, jax.random.PRNGKey(0))
+  init = jax.jit(models.init_params, static_argnums=0)
+  members = [init(model, jax.random.PRNGKey(0)), init(model, jax.random.PRNGKey(2))]
   mesh = parallel.make_mesh()
-  evaluator = evaluate.Evaluator(model, suites.get("domain_shapes")[:1], mesh, batch_size=64, data_dir=data_dir)
-  alone = evaluator(params)
-  out = evaluator.ensemble([(model, params, None), (model, params, None)], names=("a", "b"))
-  for name in ("a", "b", "ensemble"):
-    assert out[name]["avg_id/top1"] == alone["avg_id/top1"]
+  dataset = suites.get("domain_shapes")[0]
+  evaluator = evaluate.Evaluator(model, [dataset], mesh, batch_size=64, data_dir=data_dir)
+  out = evaluator.ensemble([(model, p, None) for p in members], names=("a", "b"))
+  heads = [np.asarray(evaluator.head(p, dataset)) for p in members]
+  encode = jax.jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_image))
+  hits, count = {(name, k): 0 for name in ("a", "b", "ensemble") for k in (1, 5)}, 0
+  for batch in evaluator._batches(dataset):
+    keep = np.asarray(batch["mask"], bool)
+    labels = np.asarray(batch["label"])[keep]
+    probs = []
+    for params, head in zip(members, heads):
+      features = np.asarray(encode(params, batch["image"]), np.float64)[keep]
+      logits = features / np.linalg.norm(features, axis=-1, keepdims=True) @ head
+      probs.append(softmax(logits))
+    for name, p in (("a", probs[0]), ("b", probs[1]), ("ensemble", (probs[0] + probs[1]) / 2)):
+      ranked = np.argsort(-p, axis=-1)
+      for k in (1, 5):
+        hits[name, k] += int((ranked[:, :k] == labels[:, None]).any(-1).sum())
+    count += len(labels)
+  for (name, k), n in hits.items():  # a tie may break differently: one example
+    assert out[name][f"{dataset.name}/top{k}"] == pytest.approx(n / count, abs=1 / count + 1e-9), (name, k)
+  assert out["a"][f"{dataset.name}/top1"] == pytest.approx(evaluator(members[0])[f"{dataset.name}/top1"])
+  # The check discriminates: an ensemble that returned either member would be off by more than a tie.
+  for member in ("a", "b"):
+    assert max(abs(hits[member, k] - hits["ensemble", k]) for k in (1, 5)) > 1, member
   with pytest.raises(ValueError, match="distinct name"):
-    evaluator.ensemble([(model, params, None)], names=("ensemble",))
+    evaluator.ensemble([(model, members[0], None)], names=("ensemble",))
 
 
 def test_a_missing_ensemble_teacher_keeps_the_students_results(tmp_path, capsys):

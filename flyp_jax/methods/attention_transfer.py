@@ -47,7 +47,6 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from flyp_jax import evaluate, files, losses, models
 from flyp_jax.data import classnames as classnames_lib
