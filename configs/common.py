@@ -34,11 +34,17 @@ def base(name: str) -> ml_collections.ConfigDict:
                                           # an image that cannot be decoded: stop with an error naming its
                                           # record ("error"), or leave it out and count it ("skip": never
                                           # trained on, not counted in the metrics)
-                                          corrupt_images="error"))
+                                          corrupt_images="error",
+                                          # key of flyp_jax.data.label_maps.class_table where the TFDS labels are
+                                          # not the classes one to one (Caltech101's background: not trained on)
+                                          label_map=""))
   # select_on: the ID validation metric that picks the reported checkpoint ("": the suite's headline metric,
-  # flyp_jax.data.suites.select_on)
+  # flyp_jax.data.suites.select_on; 'id_val/xent' is minimised). val_split: the validation set's split instead of
+  # the suite's (a k-shot sample). select_from_start: step 0 is a candidate too. test_selected_only: the suite is
+  # evaluated on the selected parameters only, each evaluation along the run being ID validation alone.
   c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False,
-                                          select_on=""))
+                                          select_on="", val_split="", select_from_start=False,
+                                          test_selected_only=False))
   # flyp_jax/optim.py says what each field does; these defaults are the demo's (open_clip-style) choices, and
   # the reproduction presets below switch to their reference's (REFERENCE_ADAMW).
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9,
