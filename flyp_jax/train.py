@@ -29,7 +29,7 @@ from flyp_jax import (checkpoint_guard, config_checks, configs_lib, evaluate, fi
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
-OTHER_METHODS = ("lp", "wiseft", "compare")
+OTHER_METHODS = ("lp", "wiseft", "compare", "few_shot")
 
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str):
