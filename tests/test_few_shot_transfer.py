@@ -16,6 +16,7 @@ import os
 import tarfile
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -239,14 +240,18 @@ def test_few_shot_command_end_to_end_on_domain_shapes(tmp_path, data_dir, small_
   config.unlock()
   config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
   config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
+  # FLYP and LP (FT's run is the same loop with another config: method_config is checked for it below)
   config.few_shot.update(k=4, repetitions=2)
+  config.few_shot.methods = ml_collections.ConfigDict({"FLYP": "configs/flyp.py", "LP": "configs/lp.py"})
   config.update(steps=2, log_every=1)
   config.eval.batch_size = 64
   config.lock()
   summary = few_shot.run(config, str(tmp_path))
+  assert sorted(summary) == ["FLYP", "LP"] and sorted(os.listdir(tmp_path)) == [
+      "FLYP", "LP", "few_shot.json", "few_shot.md", "labels"]
   seeds = [0, 1]
   splits = {}
-  for label in ("FLYP", "FT", "LP"):
+  for label in ("FLYP", "LP"):
     assert summary[label]["seeds"] == seeds
     assert 0 <= summary[label]["mean"]["domain_shapes_photo/top1"] <= 1
     assert summary[label]["std"]["domain_shapes_photo/top1"] >= 0
@@ -263,8 +268,16 @@ def test_few_shot_command_end_to_end_on_domain_shapes(tmp_path, data_dir, small_
         assert sorted(f for f in os.listdir(run_dir) if f.startswith("eval_")) == ["eval_0.json", "eval_1.json",
                                                                                    "eval_2.json"]
         assert "domain_shapes_photo/top1" not in json.loads((run_dir / "eval_1.json").read_text())
-  # the same sample for every method at a seed, another one at the next seed
-  assert splits["FLYP", 0] == splits["FT", 0] and splits["FLYP", 1] == splits["FT", 1]
+  # the same sample for every method at a seed (LP's, and FT's config), another one at the next seed
+  assert 0 <= summary["LP"]["mean"]["id_val/top1"] <= 1  # LP's l2 picked on the validation sample
+  for seed in seeds:
+    train_split, val_split = few_shot.samples(config, str(tmp_path / "labels"), seed)
+    assert splits["FLYP", seed] == (train_split, val_split)
+    ft = few_shot.method_config("configs/ft.py", config, seed, train_split, val_split)
+    lp_config = few_shot.method_config("configs/lp.py", config, seed, train_split, val_split)
+    assert (ft.method, ft.data.train_split, ft.eval.val_split, ft.batch_size) == ("ft", train_split, val_split, 40)
+    assert ft.trainable == configs_lib.load("configs/ft.py").trainable and ft.eval.select_on == "id_val/xent"
+    assert (lp_config.data.train_split, lp_config.lp.val_split) == (train_split, val_split)
   assert splits["FLYP", 0] != splits["FLYP", 1] and splits["FLYP", 0][0].count("[") <= 40
   table = (tmp_path / "few_shot.md").read_text()
   assert "| FLYP | 2 |" in table and "| LP | 2 |" in table
