@@ -1,6 +1,6 @@
 """Few-shot: FLYP, FT and LP on k examples per class, repeated on fresh k-shot samples; mean and deviation.
 
-  python main.py --config=configs/few_shot.py                  # demo: 4-shot domain_shapes photos on CPU, minutes
+  python main.py --config=configs/few_shot.py                  # demo: 4-shot domain_shapes photos, ~17 min on 2 CPUs
   python main.py --config=configs/few_shot.py:patchcamelyon_b16 --config.few_shot.k=16 \\
       --config.model.path=ViT-B-16.pt --config.data.data_dir=gs://BUCKET/tfds
 

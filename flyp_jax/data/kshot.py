@@ -91,9 +91,15 @@ def _check_plain(split: str) -> None:
 
 
 def _save_npy(path: str, array: np.ndarray) -> None:
+  """Written by process 0 under another name, then moved: no process reads a half-written file."""
+  import jax
+  if jax.process_index() != 0:
+    return
   files.makedirs(os.path.dirname(path))
-  with files.open_file(path, "wb") as f:
+  partial = f"{path}.partial"
+  with files.open_file(partial, "wb") as f:
     np.save(f, array)
+  files.move(partial, path)
 
 
 def _load_npy(path: str) -> np.ndarray:
