@@ -35,11 +35,17 @@ def base(name: str) -> ml_collections.ConfigDict:
                                           # an image that cannot be decoded: stop with an error naming its
                                           # record ("error"), or leave it out and count it ("skip": never
                                           # trained on, not counted in the metrics)
-                                          corrupt_images="error"))
+                                          corrupt_images="error",
+                                          # key of flyp_jax.data.label_maps.class_table where the TFDS labels are
+                                          # not the classes one to one (Caltech101's background: not trained on)
+                                          label_map=""))
   # select_on: the ID validation metric that picks the reported checkpoint ("": the suite's headline metric,
-  # flyp_jax.data.suites.select_on)
+  # flyp_jax.data.suites.select_on; 'id_val/xent' is minimised). val_split: the validation set's split instead of
+  # the suite's (a k-shot sample). select_from_start: step 0 is a candidate too. test_selected_only: the suite is
+  # evaluated on the selected parameters only, each evaluation along the run being ID validation alone.
   c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False,
-                                          select_on=""))
+                                          select_on="", val_split="", select_from_start=False,
+                                          test_selected_only=False))
   # flyp_jax/optim.py says what each field does; these defaults are the demo's (open_clip-style) choices, and
   # the reproduction presets below switch to their reference's (REFERENCE_ADAMW).
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9,
@@ -122,3 +128,56 @@ def wilds_b16(c: ml_collections.ConfigDict, dataset: str, lr: float) -> ml_colle
   c.batch_size = 256
   c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=0.2, **REFERENCE_ADAMW)
   return epochs_of(c, WILDS_TRAIN[dataset], 20)
+
+
+def _dataset(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """Train on, select on and evaluate FLYP's dataset `name` (flyp_jax.data.suites.TRANSFER_DATASETS)."""
+  tfds_name, label_map = suites.TRANSFER_DATASETS[name]
+  c.data.update(dataset=tfds_name, train_split=suites.TRANSFER_SPLITS[name]["train"], classnames=name,
+                templates=name, label_map=label_map)
+  c.eval.suite = name
+  return c
+
+
+def few_shot_b16(c: ml_collections.ConfigDict, name: str, lr: float, weight_decay: float) -> ml_collections.ConfigDict:
+  """FLYP's few-shot command for `name` (locuslab/FLYP README "Few shot on ..."; src/few_shot.py,
+  src/models/flyp_loss_few_shot.py): OpenAI's ViT-B/16 in float32, k = 16 (4 and 32 are the paper's others), 50
+  repetitions, 20 epochs of one full-batch step on the 2k examples, no warmup (--warmup_length 0), AdamW on all
+  parameters with `cosine_lr`, no logit-scale clamp; the step kept by the k-shot validation batch's cross-entropy,
+  the zero-shot model (epoch -1) among the candidates; evaluation batch 256 (--batch-size=256)."""
+  _dataset(c, name)
+  c.model.update(path="ViT-B-16.pt", dtype="float32")
+  c.few_shot.update(k=16, repetitions=50)
+  c.steps = 20
+  c.optimizer.update(lr=lr, warmup_steps=0, weight_decay=weight_decay, **REFERENCE_ADAMW)
+  c.eval.batch_size = 256
+  return c
+
+
+def few_shot_protocol(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """How every few-shot run selects and reports (flyp_loss_few_shot.py): validation after each step and at step 0,
+  the step of least validation cross-entropy (step 0 a candidate), the test split once, on the kept parameters."""
+  c.eval.update(every_steps=1, at_start=True, select_on="id_val/xent", select_from_start=True,
+                test_selected_only=True)
+  c.checkpoint_every = 0  # runs of a few steps: the last step and the best one are saved, nothing between
+  c.log_every = 5
+  return c
+
+
+# Examples of FLYP's transfer-learning training sets, which set the length of the schedule (`epochs_of`).
+# StanfordCars: cars196's train less its held-out 20% (8,144 - 1,629); Flowers102: the official 1,020.
+# Caltech101: 60% of its 8,677 images of the 101 classes; FLYP's unseeded split gives about as many.
+TRANSFER_TRAIN = {"caltech101": 5_206, "stanfordcars": 6_515, "flowers102": 1_020}
+
+
+def transfer_b16(c: ml_collections.ConfigDict, name: str) -> ml_collections.ConfigDict:
+  """FLYP's transfer-learning command (locuslab/FLYP README "Transfer Learning on Caltech" / "... StanfordCars"):
+  OpenAI's ViT-B/16 in float32, batch 256, 100 epochs, lr 1e-5, weight decay 0.0, 500 warmup steps, AdamW on all
+  parameters with `cosine_lr`, no logit-scale clamp; evaluated every epoch, the epoch selected on the validation
+  split (the reference's <Name>Val), reported on test (<Name>Test). Flowers102 has no command in FLYP's README:
+  the same settings (its 1,020 images make 400 steps, so the 500-step warmup never ends)."""
+  _dataset(c, name)
+  c.model.update(path="ViT-B-16.pt", dtype="float32")
+  c.batch_size = 256
+  c.optimizer.update(lr=1e-5, warmup_steps=500, weight_decay=0.0, **REFERENCE_ADAMW)
+  return epochs_of(c, TRANSFER_TRAIN[name], 100)

@@ -13,13 +13,18 @@ ObjectNet download (locuslab/FLYP issue 7), so average OOD accuracy over the sui
 comparable with the paper's.
 iwildcam_b16 / fmow_b16: FLYP's WILDS commands (batch 256, 20 epochs, weight decay 0.2, otherwise the same); the
 paper reports iWildCam macro-F1 and FMoW worst-region accuracy, ID and OOD, over repeated runs.
-README.md's "Reproduction presets" table cites the reference line of each setting.
+caltech101_b16 / stanfordcars_b16 / flowers102_b16: FLYP's transfer-learning commands (batch 256, 100 epochs, lr
+1e-5, weight decay 0.0, 500 warmup steps; Flowers102 has no command there and takes the same), the epoch selected
+on the validation split, test reported; configs/few_shot.py has the few-shot experiments. Not run here.
+README.md's "Reproduction presets" table cites the reference line of each setting (the few-shot and transfer
+ones: its "Few-shot and transfer-learning presets" table).
 """
 
 from configs import common
 
 
-PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
+PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16", "caltech101_b16", "stanfordcars_b16",
+           "flowers102_b16")  # the first is the default
 
 
 def get_config(arg: str = "demo"):
@@ -33,6 +38,8 @@ def get_config(arg: str = "demo"):
     common.imagenet_b16(c, lr=1e-5)
   elif arg in ("iwildcam_b16", "fmow_b16"):
     common.wilds_b16(c, arg.split("_")[0], lr=1e-5)
+  elif arg in ("caltech101_b16", "stanfordcars_b16", "flowers102_b16"):
+    common.transfer_b16(c, arg.split("_")[0])
   else:
     raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

@@ -59,7 +59,7 @@ def validate(config, warn: bool = True) -> None:
   positive_int = lambda v: _integer(v) and v > 0
   for key, example in (("steps", "300"), ("batch_size", "128"), ("eval.batch_size", "256"), ("log_every", "25"),
                        ("keep_checkpoints", "2"), ("grad_accum_steps", "1"), ("model_axis", "1"), ("seeds", "5"),
-                       ("compare.seeds", "5")):
+                       ("compare.seeds", "5"), ("few_shot.k", "16"), ("few_shot.repetitions", "50")):
     need(key, positive_int, "a positive whole number", example)
   for key, example in (("checkpoint_every", "100"), ("eval.every_steps", "0"), ("optimizer.warmup_steps", "500"),
                        ("total_epochs", "10")):

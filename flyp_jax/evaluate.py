@@ -78,12 +78,14 @@ def apply_head(features: Array, head) -> Array:
 # ----------------------------------------------------------------------------------------------- metrics
 def _zero_stats(n_classes: int, n_groups: int) -> dict[str, np.ndarray]:
   z = lambda *s: np.zeros(s, np.int32)
-  return {"count": z(), "correct": z(), "correct5": z(), "invalid": z(), "class_true": z(n_classes),
+  return {"count": z(), "correct": z(), "correct5": z(), "invalid": z(), "xent": np.zeros((), np.float32),
+          "class_true": z(n_classes),
           "class_pred": z(n_classes), "class_tp": z(n_classes), "group_count": z(n_groups), "group_correct": z(n_groups)}
 
 
 def batch_stats(logits: Array, labels: Array, mask: Array, groups: Array, n_groups: int) -> dict[str, Array]:
-  """Integer counts of one batch: logits [B, C], labels/mask/groups [B] (mask 1 for real examples).
+  """Integer counts of one batch: logits [B, C], labels/mask/groups [B] (mask 1 for real examples), and 'xent',
+  the summed cross-entropy (nats, float32) of the counted examples.
 
   Labels or groups outside [0, C) / [0, n_groups) are not scored but counted as 'invalid', so that the
   caller can refuse the result instead of reporting a wrong number.
@@ -98,7 +100,10 @@ def batch_stats(logits: Array, labels: Array, mask: Array, groups: Array, n_grou
   hit5 = jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1).astype(jnp.int32) * valid
   per_class = lambda idx, w: jnp.zeros(n_classes, jnp.int32).at[idx].add(w)
   per_group = lambda w: jnp.zeros(n_groups, jnp.int32).at[groups].add(w)
+  log_p = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(log_p, jnp.clip(labels, 0, n_classes - 1)[:, None], axis=-1)[:, 0]
   return {"count": valid.sum(), "correct": hit.sum(), "correct5": hit5.sum(), "invalid": invalid.sum(),
+          "xent": jnp.sum(jnp.where(valid == 1, nll, 0.0)),
           "class_true": per_class(labels, valid), "class_pred": per_class(pred, valid), "class_tp": per_class(labels, hit),
           "group_count": per_group(valid), "group_correct": per_group(hit)}
 
@@ -107,7 +112,8 @@ def metrics_from_stats(stats: dict[str, np.ndarray], metrics: Sequence[str],
                        excluded_groups: Sequence[int] = ()) -> dict[str, float]:
   """Metrics as WILDS and the CLIP papers define them, from summed `batch_stats`.
 
-  top1/top5: fraction correct. macro_f1: mean over the classes present in the labels of
+  top1/top5: fraction correct. xent: mean cross-entropy of the logits (nats; FLYP's few-shot runs select on it,
+  `F.cross_entropy` of the zero-shot head's logits on the validation batch). macro_f1: mean over the classes present in the labels of
   2 TP / (n_true + n_pred) (sklearn's f1_score(average='macro', labels=unique(y_true)), as WILDS uses).
   worst_group_top1: the lowest per-group accuracy over groups with examples, minus `excluded_groups`.
   """
@@ -123,6 +129,8 @@ def metrics_from_stats(stats: dict[str, np.ndarray], metrics: Sequence[str],
       out[m] = int(stats["correct"]) / count
     elif m == "top5":
       out[m] = int(stats["correct5"]) / count
+    elif m == "xent":
+      out[m] = float(stats["xent"]) / count
     elif m == "macro_f1":
       true, pred, tp = (np.asarray(stats[k], np.int64) for k in ("class_true", "class_pred", "class_tp"))
       present = true > 0
@@ -257,7 +265,8 @@ class Evaluator:
   def _batches(self, dataset: suites.EvalDataset):
     return pipeline.eval_batches(dataset.tfds_name, dataset.split, image_size=self.image_size,
                                  global_batch_size=self.batch_size, mesh=self.mesh, data_dir=self.data_dir,
-                                 group_feature=dataset.group_feature, corrupt_images=self.corrupt_images)
+                                 group_feature=dataset.group_feature, corrupt_images=self.corrupt_images,
+                                 label_table=label_maps.class_table(dataset.label_map))
 
   def __call__(self, params, head: Optional[Array] = None, workdir: Optional[str] = None,
                filename: str = "results.json") -> dict[str, Any]:

@@ -32,11 +32,13 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
   return float(x.mean()), float(half)
 
 
-def aggregate(runs: Sequence[dict], seeds: Sequence[int]) -> dict:
+def aggregate(runs: Sequence[dict], seeds: Sequence[int], ddof: int = 1) -> dict:
   """{'seeds', 'mean', 'ci95', 'std', 'values'} over the numeric metrics every run in `runs` has.
 
   Keys ending in '/count' (example counts) and non-numeric values are left out; each of 'mean', 'ci95',
-  'std', 'values' maps a metric to a number (a list for 'values', in the order of `seeds`).
+  'std', 'values' maps a metric to a number (a list for 'values', in the order of `seeds`). 'std' has `ddof`
+  degrees of freedom removed: 1 is the sample standard deviation, 0 numpy's default, which FLYP's few-shot
+  script reports (`np.std`); the 95% interval always uses the sample standard deviation.
   """
   if len(runs) != len(seeds) or not runs:
     raise ValueError(f"need one result per seed, got {len(runs)} results for seeds {list(seeds)}")
@@ -47,7 +49,7 @@ def aggregate(runs: Sequence[dict], seeds: Sequence[int]) -> dict:
   for k in keys:
     values = [float(r[k]) for r in runs]
     out["mean"][k], out["ci95"][k] = interval(values)
-    out["std"][k] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+    out["std"][k] = float(np.std(values, ddof=ddof)) if len(values) > ddof else float("nan")
     out["values"][k] = values
   return out
 

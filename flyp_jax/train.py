@@ -7,6 +7,7 @@ group), implemented with optax masks, so FT, LP-FT and FLYP differ in config rat
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -28,7 +29,7 @@ from flyp_jax import (checkpoint_guard, config_checks, configs_lib, evaluate, fi
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
-OTHER_METHODS = ("lp", "wiseft", "compare")
+OTHER_METHODS = ("lp", "wiseft", "compare", "few_shot")
 
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str):
@@ -147,7 +148,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # from the last checkpoints that resuming uses.
   select_on = selection_key(config)
   best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, best_fn=lambda m: m[select_on], best_mode="max")) if validator else None
+      max_to_keep=1, create=True, best_fn=lambda m: m[select_on],
+      best_mode="max" if suites.higher_is_better(select_on) else "min")) if validator else None
+  # eval.select_from_start: the starting point (step 0) is a candidate too, as in FLYP's few-shot loop (its epoch
+  # -1, the zero-shot model); eval.test_selected_only: the suite is evaluated once, on the selected parameters,
+  # and every other evaluation is ID validation alone (FLYP's few-shot loop tests only the model it keeps).
+  first_candidate = 0 if config.eval.get("select_from_start", False) else 1
+  test_every = evaluator is not None and not config.eval.get("test_selected_only", False)
   from flyp_jax import convert
   finished = files.exists(os.path.join(workdir, "final", convert.CONVERTED_MARKER))  # a half-written final/: redo
   if ckpt.latest_step() == total and finished and files.exists(os.path.join(workdir, "results.json")):
@@ -171,17 +178,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   def evaluate_at(step: int) -> dict:
     """The suite and ID validation at `step`, written to eval_<step>.json; a candidate for selection after step 0."""
     clip_params, head = _method_params(method, "eval_params", config, state["params"])
-    results = _evaluate(evaluator, {"clip": clip_params, "head": head}) if evaluator else {}
+    results = _evaluate(evaluator, {"clip": clip_params, "head": head}) if test_every else {}
     if validator:
       results.update(validator(clip_params, head))
-      if step > 0:  # step 0 is the starting point (zero-shot), not a result of the run
+      if step >= first_candidate:  # step 0 is the starting point (zero-shot), unless eval.select_from_start
         best.save(step, args=ocp.args.StandardSave(state["params"]), metrics={select_on: results[select_on]})
     if jax.process_index() == 0:
       files.write_json(os.path.join(workdir, f"eval_{step}.json"), results)
     writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
     return results
 
-  if config.eval.at_start and start == 0 and (evaluator or validator):
+  if config.eval.at_start and start == 0 and (test_every or validator):
     evaluate_at(0)
   results, metrics = {}, None
   t0, timed_steps, t_start = time.time(), 0, time.time()
@@ -271,6 +278,9 @@ def _select(config, method, evaluator, best, last_params, last: dict, total: int
     _save_final(workdir, model, *_method_params(method, "final_params", config, parallel.to_host(params)),
                 folder="selected", saver=_method_saver(method, config))
   results = last if selected == total else files.read_json(os.path.join(workdir, f"eval_{selected}.json"))
+  if evaluator is not None and config.eval.get("test_selected_only", False):
+    clip_params, head = _method_params(method, "eval_params", config, params)
+    results = {**results, **_evaluate(evaluator, {"clip": clip_params, "head": head})}
   if hasattr(method, "finish"):  # results the method adds to the reported evaluation (e.g. an ensemble)
     results = method.finish(config, evaluator, params, workdir, results)
   results = {**results, "selected_step": selected, "selected_on": selection_key(config) if best else "last step",
@@ -291,13 +301,18 @@ def selected_dir(run_dir: str) -> str:
 def make_validator(config, model, mesh):
   """`fn(clip_params, head=None) -> {'id_val/top1': ...}` on the suite's ID validation set, or None if it has none.
 
-  The set is `flyp_jax.data.suites.VALIDATION[config.eval.suite]`; its `selection_key(config)` metric selects
-  the reported checkpoint and WiSE-FT's mixing coefficient.
+  The set is `flyp_jax.data.suites.VALIDATION[config.eval.suite]` (its split replaced by `eval.val_split` if set);
+  its `selection_key(config)` metric selects the reported checkpoint and WiSE-FT's mixing coefficient.
   """
   dataset = suites.VALIDATION.get(config.eval.suite) if config.eval.suite else None
   if dataset is None:
     return None
   key = selection_key(config)
+  if config.eval.get("val_split"):  # e.g. a k-shot sample of the validation split (flyp_jax.methods.few_shot)
+    dataset = dataclasses.replace(dataset, split=config.eval.val_split)
+  metric = key.partition("/")[2]
+  if key.partition("/")[0] == dataset.name and metric in suites.METRICS and metric not in dataset.metrics:
+    dataset = dataclasses.replace(dataset, metrics=dataset.metrics + (metric,))  # what selection asks for
   if key.partition("/")[::2] not in {(dataset.name, m) for m in dataset.metrics}:
     raise ValueError(f"eval.select_on={key!r} is not a metric of the {config.eval.suite!r} suite's validation set; "
                      f"choose one of {[f'{dataset.name}/{m}' for m in dataset.metrics]}")

@@ -32,7 +32,7 @@ import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -493,3 +493,32 @@ def project_logits(logits: Union[np.ndarray, jax.Array], indices: IndicesLike,
   if reduce == "sum":
     return total.astype(logits.dtype)
   return (total / jnp.sum(valid, axis=-1)).astype(logits.dtype)
+
+
+# -------------------------------------------------------------- TFDS labels that are not a dataset's classes
+# TFDS caltech101 numbers its 102 folders in sorted lower-case order, 'background_google' among them (label 4);
+# FLYP's Caltech101 (locuslab/FLYP src/datasets/caltech101.py) has the 101 object classes only.
+CALTECH101_BACKGROUND_LABEL = 4
+CALTECH101_TFDS_LABELS = 102
+
+
+def _caltech101_table() -> np.ndarray:
+  labels = np.arange(CALTECH101_TFDS_LABELS)
+  return np.where(labels == CALTECH101_BACKGROUND_LABEL, -1,
+                  labels - (labels > CALTECH101_BACKGROUND_LABEL)).astype(np.int32)
+
+
+_CLASS_TABLES = {"caltech101": _caltech101_table}
+
+
+def class_table(name: str) -> Optional[np.ndarray]:
+  """TFDS label -> class index [n_tfds_labels] int32 for dataset `name`, -1 for a label that is no class (its
+  examples are left out of training and evaluation); None for "" (labels are the classes).
+
+  Used where a dataset's TFDS labels are not the classes its class-name list numbers (Caltech101's background).
+  """
+  if not name:
+    return None
+  if name not in _CLASS_TABLES:
+    raise ValueError(f"unknown label map {name!r}; known: {sorted(_CLASS_TABLES)} (or '' for none)")
+  return _CLASS_TABLES[name]()

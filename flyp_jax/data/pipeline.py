@@ -233,8 +233,12 @@ def _undecodable_error(name: str, split, what: str, tfds_id: str, message: str) 
 # ---------------------------------------------------------------------------------------------- batches
 def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                  data_dir: Optional[str] = None, group_feature: Optional[str] = None,
-                 label_feature: str = "label", corrupt_images: str = "error") -> Iterator[dict[str, jax.Array]]:
+                 label_feature: str = "label", corrupt_images: str = "error",
+                 label_table: Optional[np.ndarray] = None) -> Iterator[dict[str, jax.Array]]:
   """Global batches {'image' [B, S, S, 3] f32, 'label' [B] i32, 'group' [B] i32, 'mask' [B] i32}.
+
+  `label_table` (`label_maps.class_table`): TFDS label -> class index; examples whose label maps to -1 get mask 0
+  (no class: not counted), a label outside the table stays out of range (the evaluator refuses it).
 
   All batches have the same shape (the last is padded, mask 0), and every process yields the same number of
   batches, so one compiled step serves the whole dataset and sums over `mask` are exact.
@@ -281,6 +285,9 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
       ok, ids, encoded = batch.pop("image_ok"), batch.pop("tfds_id"), batch.pop("encoded")
       local = _pad(batch, local_bs)
       local["mask"][:len(ok)] *= ok.astype(np.int32)
+      if label_table is not None:
+        local["label"], kept = map_labels(local["label"], label_table)
+        local["mask"] *= kept.astype(np.int32)
       decoded += int(ok.sum())
       if not ok.all():
         bad += int((~ok).sum())
@@ -302,6 +309,16 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
                   "record %r: %s)", total_bad, name, split, tfds_id, message)
 
 
+def map_labels(labels: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(class indices, kept) of TFDS `labels` under `table`: a label mapped to -1 is not kept (its class index
+  reads 0); one outside the table maps to len(table) + label, out of every class range, so it is refused later."""
+  labels = np.asarray(labels).astype(np.int64)
+  inside = (labels >= 0) & (labels < len(table))
+  mapped = np.where(inside, np.asarray(table)[np.clip(labels, 0, len(table) - 1)], len(table) + np.abs(labels))
+  kept = mapped != -1
+  return np.where(kept, mapped, 0).astype(np.int32), kept
+
+
 def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
   n = len(batch["label"])
   out = {k: np.concatenate([v, np.zeros((size - n, *v.shape[1:]), v.dtype)]) for k, v in batch.items()}
@@ -312,7 +329,8 @@ def _pad(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
 def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                   data_dir: Optional[str] = None, seed: int = 0, start_step: int = 0,
                   features: Sequence[str] = ("label",), shuffle_buffer: int = 10_000, shards: int = 0,
-                  corrupt_images: str = "error", **augment) -> tf.data.Dataset:
+                  corrupt_images: str = "error", label_table: Optional[np.ndarray] = None,
+                  **augment) -> tf.data.Dataset:
   """An endless, shuffled tf.data pipeline of this process's local batches, starting at step `start_step`.
 
   Yields numpy-able dicts {'image' [b, S, S, 3] f32, <feature> [b] ...} with b the local batch size; turn them
@@ -334,6 +352,9 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
   into an `UndecodableImageError` naming the record). With "skip", every image of this process's parts is
   decoded once here to find the bad ones, which are removed before shuffling: a part is then its intact records
   (n of them), so the stream, and resuming it, stay exact.
+
+  `label_table` (`label_maps.class_table`): the records whose label maps to -1 are removed before shuffling in
+  the same way (a part is then its n records of a class), and 'label' is the class index.
   """
   _check_corrupt_images(corrupt_images)
   parallel.local_batch_size(global_batch_size, mesh)  # a clear error for a batch the data axis does not split
@@ -344,7 +365,8 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
   builder = get_builder(name, data_dir)
   _check_parts_not_empty(builder, split, shards)
   parts = _process_parts(shards)
-  bases = [_part_records(builder, name, split, part, shards, corrupt_images, add_tfds_id="tfds_id" in features)
+  bases = [_part_records(builder, name, split, part, shards, corrupt_images, add_tfds_id="tfds_id" in features,
+                         label_table=label_table)
            for part in parts]
   if corrupt_images == "skip" and parallel.across_processes(min(n for _, n in bases), np.min) == 0:
     raise EmptySplitError(
@@ -359,7 +381,7 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
 
 
 def _part_records(builder, name: str, split: str, part: int, parts: int, corrupt_images: str,
-                  add_tfds_id: bool) -> tuple[tf.data.Dataset, int]:
+                  add_tfds_id: bool, label_table: Optional[np.ndarray] = None) -> tuple[tf.data.Dataset, int]:
   """(the encoded records of part `part` of `parts` of the split, how many), without undecodable ones if skipped."""
   subsplit = process_split(split, part, parts)
   base = _read_encoded(builder, subsplit, add_tfds_id=add_tfds_id)
@@ -373,6 +395,14 @@ def _part_records(builder, name: str, split: str, part: int, parts: int, corrupt
       base = base.enumerate().filter(lambda i, ex: tf.logical_not(tf.reduce_any(tf.equal(i, bad_index))))
       base = base.map(lambda i, ex: ex)
       n -= len(bad)
+  if label_table is not None:
+    table = tf.constant(np.asarray(label_table, np.int64))
+    base = base.filter(lambda ex: tf.gather(table, ex["label"]) >= 0)
+    base = base.map(lambda ex: dict(ex, label=tf.gather(table, ex["label"])))
+    n = int(base.reduce(np.int64(0), lambda count, _: count + 1))  # images stay encoded: a read of the part
+    if n == 0:
+      raise EmptySplitError(f"TFDS dataset {name!r}, split {split!r} (part {part} of {parts}), has no example of "
+                            f"a class the label map keeps: there is nothing to train on.")
   return base, n
 
 
@@ -429,7 +459,11 @@ def train_batches(name: str, split: str, *, data_dir: Optional[str] = None, num_
   past its classes without a word); a dataset whose label feature declares more classes is refused here, on
   every process.
   """
-  if num_classes is not None:
+  if num_classes is not None and kwargs.get("label_table") is not None:
+    table = np.asarray(kwargs["label_table"])
+    if table.max() >= num_classes:
+      raise _label_error(name, split, f"its label map gives class {int(table.max())}", num_classes, classnames)
+  elif num_classes is not None:
     label = get_builder(name, data_dir).info.features[label_feature]
     declared = getattr(label, "num_classes", None)
     if declared is not None and declared > num_classes:

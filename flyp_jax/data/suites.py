@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
-METRICS = ("top1", "top5", "macro_f1", "worst_group_top1")
+METRICS = ("top1", "top5", "macro_f1", "worst_group_top1", "xent")
+LOWER_IS_BETTER = ("xent",)  # the metrics a smaller value of which is better (selection minimises them)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +23,8 @@ class EvalDataset:
   `flyp_jax.data.label_maps` mapping head classes onto this dataset's labels (None: labels index the head).
   group_feature/num_groups/excluded_groups: the feature holding a group id (FMoW's region) for
   worst-group accuracy, how many groups there are, and which are left out of the worst case (WILDS excludes
-  FMoW's 'Other' region).
+  FMoW's 'Other' region). label_map: key of `label_maps.class_table` when the TFDS labels are not the classes
+  one to one (Caltech101's background label is no class: its examples are not counted).
   """
   name: str
   tfds_name: str
@@ -35,6 +37,7 @@ class EvalDataset:
   group_feature: Optional[str] = None
   num_groups: int = 1
   excluded_groups: tuple[int, ...] = ()
+  label_map: str = ""
 
   def __post_init__(self):
     unknown = set(self.metrics) - set(METRICS)
@@ -94,6 +97,37 @@ SUITES: dict[str, tuple[EvalDataset, ...]] = {
     ),
 }
 
+# FLYP's few-shot and transfer-learning datasets (locuslab/FLYP README, src/datasets/<name>.py): train on
+# TRANSFER_SPLITS[name]["train"], select on "validation" (the reference's <Name>Val), report "test" (<Name>Test).
+# patch_camelyon, oxford_flowers102 and rendered SST2 have the official three splits, as FLYP's copies do.
+# StanfordCars: FLYP holds out 20% of cars196's train (datacreation_scripts/stanfordCars.py, sklearn's
+# train_test_split with random_state=10, which cannot be repeated over TFDS records): here its last 20%; the test
+# split is cars196's. Caltech101 has no official split: FLYP sends each image to train / val / test with
+# probabilities 0.6 / 0.2 / 0.2 and no seed (datacreation_scripts/traintestsplit.py); here the same fractions of
+# each TFDS split (records are in hashed order), so train is 60% of all images, as FLYP's is.
+TRANSFER_SPLITS: dict[str, dict[str, str]] = {
+    "patchcamelyon": {"train": "train", "validation": "validation", "test": "test"},
+    "sst2": {"train": "train", "validation": "validation", "test": "test"},
+    "caltech101": {"train": "train[:60%]+test[:60%]", "validation": "train[60%:80%]+test[60%:80%]",
+                   "test": "train[80%:]+test[80%:]"},
+    "stanfordcars": {"train": "train[:80%]", "validation": "train[80%:]", "test": "test"},
+    "flowers102": {"train": "train", "validation": "validation", "test": "test"},
+}
+# name (= its class names and templates) -> (TFDS dataset, label map)
+TRANSFER_DATASETS: dict[str, tuple[str, str]] = {
+    "patchcamelyon": ("patch_camelyon", ""), "sst2": ("rendered_sst2", ""), "caltech101": ("caltech101", "caltech101"),
+    "stanfordcars": ("cars196", ""), "flowers102": ("oxford_flowers102", ""),
+}
+
+
+def _transfer(name: str, split: str, dataset_name: str) -> EvalDataset:
+  tfds_name, label_map = TRANSFER_DATASETS[name]
+  return EvalDataset(dataset_name, tfds_name, TRANSFER_SPLITS[name][split], False, name, name,
+                     metrics=("top1", "top5", "xent"), label_map=label_map)
+
+
+SUITES.update({name: (_transfer(name, "test", f"{name}_test"),) for name in TRANSFER_DATASETS})
+
 # The fraction of ImageNet's train split held out as its ID validation set (big_vision's `minival` does the
 # same with 10,000 images): ImageNet's own validation split is this suite's ID test, on which FLYP and WiSE-FT
 # report, so nothing may be chosen on it. Training presets read IMAGENET_TRAIN_SPLIT, which excludes it.
@@ -109,12 +143,18 @@ VALIDATION: dict[str, EvalDataset] = {
     "fmow": EvalDataset("id_val", "wilds_fmow", "id_val", False, "fmow", "fmow",
                         metrics=("top1", "worst_group_top1"), group_feature="region", num_groups=6,
                         excluded_groups=(5,)),
+    **{name: _transfer(name, "validation", "id_val") for name in TRANSFER_DATASETS},
 }
 
 
 # The headline ID metric of each suite, on its validation set: what a run's reported checkpoint is selected on
 # (FLYP reports iWildCam by macro-F1 and FMoW by worst-region accuracy; top-1 elsewhere).
 _SELECT_ON = {"iwildcam": "id_val/macro_f1", "fmow": "id_val/worst_group_top1"}
+
+
+def higher_is_better(key: str) -> bool:
+  """Whether a larger value of metric `key` ('id_val/top1', 'id_val/xent', ...) is better."""
+  return key.rpartition("/")[2] not in LOWER_IS_BETTER
 
 
 def select_on(suite: str) -> str:

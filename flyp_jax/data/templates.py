@@ -13,6 +13,8 @@ Sources (exact text and order):
     `src/templates/iwildcam_template.py`, repeated in locuslab/FLYP `datacreation_scripts/iwildcam.py`).
   fmow: FLYP's `fmow_template` (16 templates; mlfoundations/wise-ft `src/templates/fmow_template.py`,
     imported by locuslab/FLYP `src/templates/__init__.py`).
+  patchcamelyon, sst2, caltech101, stanfordcars, flowers102: FLYP's `<name>_template` (locuslab/FLYP
+    `src/templates/<name>_template.py`), the names FLYP's commands pass as --template.
   domain_shapes: `CLASSNAMES`/`TEMPLATES` of `flyp_jax.data.builders.domain_shapes`, imported on demand.
 
 FLYP/WiSE-FT write templates as lambdas; every lambda here is `lambda c: f"...{c}..."` and became
@@ -186,6 +188,27 @@ FMOW_TEMPLATES: tuple[str, ...] = (
 )
 
 
+# locuslab/FLYP (commit 215d5bb) src/templates/<name>_template.py, each `lambda c: f"...{c}..."` as "...{}...",
+# in order; FLYP's datacreation_scripts/ caption the training images with the same templates.
+PATCHCAMELYON_TEMPLATES: tuple[str, ...] = ("this is a photo of {}",)
+SST2_TEMPLATES: tuple[str, ...] = ("a {} review of a movie.",)
+CALTECH101_TEMPLATES: tuple[str, ...] = (
+  "a photo of a {}.", "a painting of a {}.", "a plastic {}.", "a sculpture of a {}.", "a sketch of a {}.",
+  "a tattoo of a {}.", "a toy {}.", "a rendition of a {}.", "a embroidered {}.", "a cartoon {}.",
+  "a {} in a video game.", "a plushie {}.", "a origami {}.", "art of a {}.", "graffiti of a {}.",
+  "a drawing of a {}.", "a doodle of a {}.", "a photo of the {}.", "a painting of the {}.", "the plastic {}.",
+  "a sculpture of the {}.", "a sketch of the {}.", "a tattoo of the {}.", "the toy {}.", "a rendition of the {}.",
+  "the embroidered {}.", "the cartoon {}.", "the {} in a video game.", "the plushie {}.", "the origami {}.",
+  "art of the {}.", "graffiti of the {}.", "a drawing of the {}.", "a doodle of the {}.",
+)
+# The eight active entries (the file's commented-out ones are not templates).
+STANFORDCARS_TEMPLATES: tuple[str, ...] = (
+  "a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "i love my {}!", "a photo of my dirty {}.",
+  "a photo of my clean {}.", "a photo of my new {}.", "a photo of my old {}.",
+)
+FLOWERS102_TEMPLATES: tuple[str, ...] = ("a photo of a {}, a type of flower.",)
+
+
 def _domain_shapes() -> tuple[str, ...]:
   # Imported lazily: the builder module pulls in TensorFlow and TFDS, which plain name look-ups do not need.
   module = importlib.import_module("flyp_jax.data.builders.domain_shapes")
@@ -199,6 +222,11 @@ _REGISTRY: dict[str, Callable[[], tuple[str, ...]]] = {
   "iwildcam": lambda: IWILDCAM_TEMPLATES,
   "fmow": lambda: FMOW_TEMPLATES,
   "domain_shapes": _domain_shapes,
+  "patchcamelyon": lambda: PATCHCAMELYON_TEMPLATES,
+  "sst2": lambda: SST2_TEMPLATES,
+  "caltech101": lambda: CALTECH101_TEMPLATES,
+  "stanfordcars": lambda: STANFORDCARS_TEMPLATES,
+  "flowers102": lambda: FLOWERS102_TEMPLATES,
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from flyp_jax import models, parallel
 from flyp_jax.data import classnames as classnames_lib
-from flyp_jax.data import pipeline
+from flyp_jax.data import label_maps, pipeline
 
 
 def train_batches(config, model: models.CLIP, mesh, start_step: int, features: Sequence[str] = ("label",),
@@ -24,7 +24,8 @@ def train_batches(config, model: models.CLIP, mesh, start_step: int, features: S
                                 seed=config.seed, start_step=start_step, features=features, shards=d.shards,
                                 scale=tuple(d.crop_scale), flip=d.flip,
                                 corrupt_images=d.get("corrupt_images", "error"), num_classes=num_classes,
-                                classnames=d.classnames if num_classes is not None else "")
+                                classnames=d.classnames if num_classes is not None else "",
+                                label_table=label_maps.class_table(d.get("label_map", "")))
 
 
 def labelled_batches(config, model, mesh, start_step: int) -> Iterator[dict[str, jax.Array]]:

@@ -114,12 +114,14 @@ def l2_from_C(C, num_train: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- the LP command
 def extract_features(model, params, dataset: str, split: str, mesh, *, batch_size: int, data_dir=None,
-                     image_size=None, corrupt_images: str = "error") -> tuple[np.ndarray, np.ndarray]:
+                     image_size=None, corrupt_images: str = "error",
+                     label_map: str = "") -> tuple[np.ndarray, np.ndarray]:
   """(normalised image features [N, E] float32, labels [N] int32) of a split, without augmentation.
 
   Runs the jitted image tower over the evaluation pipeline's padded batches; padding rows (and skipped
-  undecodable images) are dropped. Every process gets all of them.
+  undecodable images, and examples of no class under `label_map`) are dropped. Every process gets all of them.
   """
+  from flyp_jax.data import label_maps
   from flyp_jax import parallel
   from flyp_jax.data import pipeline
   from flyp_jax.methods import common
@@ -127,7 +129,7 @@ def extract_features(model, params, dataset: str, split: str, mesh, *, batch_siz
   feats, labels = [], []
   for batch in pipeline.eval_batches(dataset, split, image_size=image_size or model.config.image_size,
                                      global_batch_size=batch_size, mesh=mesh, data_dir=data_dir,
-                                     corrupt_images=corrupt_images):
+                                     corrupt_images=corrupt_images, label_table=label_maps.class_table(label_map)):
     f, label, mask = parallel.to_host((encode(params, batch["image"]), batch["label"], batch["mask"]))
     feats.append(f[mask == 1])
     labels.append(label[mask == 1])
@@ -148,7 +150,7 @@ def run(config, workdir: str) -> dict:
   d = config.data
   extract = lambda split: extract_features(model, params, d.dataset, split, mesh, batch_size=config.eval.batch_size,
                                            data_dir=d.data_dir or None, image_size=d.image_size or None,
-                                           corrupt_images=d.corrupt_images)
+                                           corrupt_images=d.corrupt_images, label_map=d.get("label_map", ""))
   (train_x, train_y), (val_x, val_y) = extract(d.train_split), extract(config.lp.val_split)
   from flyp_jax.data import classnames, pipeline
   n_classes = len(classnames.get(d.classnames))

@@ -1,8 +1,9 @@
-"""Shared pieces of the builders that read a manually downloaded archive: WILDS iWildCam, WILDS FMoW, ObjectNet.
+"""Shared pieces of the builders that read a manually downloaded archive: WILDS iWildCam, WILDS FMoW, ObjectNet,
+Rendered SST2.
 
 None of these datasets can be fetched by TFDS (the WILDS archives are tens of GB behind CodaLab, ObjectNet sits
-behind a licence page), so each builder reads the official layout from `manual_dir` and fails early, with one
-readable paragraph, when that folder or a file in it is missing. `how_to_prepare(name)` gives the command that
+behind a licence page, Rendered SST2 is no TFDS dataset), so each builder reads the official layout from
+`manual_dir` and fails early, with one readable paragraph, when that folder or a file in it is missing. `how_to_prepare(name)` gives the command that
 prepares a dataset, for loaders to print when `tfds.load` finds it unprepared.
 
 Paths are `etils.epath.Path`s, so `manual_dir` may be a local folder or a bucket (gs://...) on a TPU VM.
@@ -21,6 +22,7 @@ MANUAL_DATASETS: Dict[str, str] = {
   "wilds_iwildcam": "flyp_jax.data.builders.wilds_iwildcam",
   "wilds_fmow": "flyp_jax.data.builders.wilds_fmow",
   "objectnet": "flyp_jax.data.builders.objectnet",
+  "rendered_sst2": "flyp_jax.data.builders.rendered_sst2",
 }
 
 _DEFAULT_MANUAL_DIR = "/path/to/manual_dir"
