@@ -44,8 +44,9 @@ def test_analytic_flops_match_xla(train_result):
   r = train_result
   assert 0.95 < r["xla_over_analytic_forward"] < 1.1, r["xla_over_analytic_forward"]
   # Per device the compiled step also holds the AdamW update of every (replicated) parameter, which the
-  # formula leaves out: on 8 simulated devices and a tiny model that is a visible share (1.0-1.1 on one device).
-  assert 0.95 < r["xla_over_analytic_step"] < 2.0, r["xla_over_analytic_step"]
+  # formula leaves out: on 8 simulated devices and a tiny model that is a visible share (1.0-1.1 on one device),
+  # the larger with prompts cut to 22 tokens (measured 3.2).
+  assert 0.95 < r["xla_over_analytic_step"] < 4.0, r["xla_over_analytic_step"]
 
 
 def test_prompt_captions_are_cut_for_jax_only(train_result):
