@@ -310,9 +310,11 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
 
 
 def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "",
-                   arrays: Optional[dict[str, dict]] = None) -> None:
+                   arrays: Optional[dict[str, dict]] = None, kind: str = "") -> None:
   """Write params as an orbax checkpoint under dst/params and the architecture to dst/flyp_clip.json.
 
+  `kind`: written into the marker for a model other than a CLIP (`flyp_jax.models.vit` saves its ViTs here,
+  config any object with `to_dict`).
   `arrays`: more files to write beside them, {'head.npz': {'kernel': ..., 'bias': ...}}. With several processes,
   all of them call this with the same (host) values. The marker is written last, by process 0, so a directory
   with the marker is complete.
@@ -329,7 +331,8 @@ def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "",
   if jax.process_index() == 0:
     for name, tree in (arrays or {}).items():
       files.save_npz(os.path.join(dst, name), jax.tree_util.tree_map(np.asarray, tree))
-    files.write_json(os.path.join(dst, CONVERTED_MARKER), {"config": config.to_dict(), "source": source})
+    files.write_json(os.path.join(dst, CONVERTED_MARKER),
+                     {**({"kind": kind} if kind else {}), "config": config.to_dict(), "source": source})
   parallel.sync("save_converted:done")
 
 

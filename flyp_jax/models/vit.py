@@ -273,21 +273,9 @@ MARKER = "flyp_clip.json"  # the name `flyp_jax.convert` gives its marker: a fin
 
 def save(dst: str, config: ViTConfig, params: dict, source: str = "", arrays: Optional[dict] = None) -> None:
   """Params as an orbax checkpoint under dst/params, `arrays` ({'head.npz': tree}) beside them, and the marker
-  ({'kind': 'vit', 'config': ...}) written last, as `flyp_jax.convert.save_converted` does for a CLIP."""
-  import orbax.checkpoint as ocp
-  from flyp_jax import files, parallel
-  dst = files.absolute(dst)
-  if files.exists(dst) and files.listdir(dst):
-    raise FileExistsError(f"{dst} exists and is not empty; choose a new directory")
-  parallel.sync("save_vit:checked")
-  files.makedirs(dst)
-  with ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(dst, "params"), params)
-  if jax.process_index() == 0:
-    for name, tree in (arrays or {}).items():
-      files.save_npz(os.path.join(dst, name), jax.tree_util.tree_map(np.asarray, tree))
-    files.write_json(os.path.join(dst, MARKER), {"kind": KIND, "config": config.to_dict(), "source": source})
-  parallel.sync("save_vit:done")
+  ({'kind': 'vit', 'config': ...}) written last: `flyp_jax.convert.save_converted` with this kind."""
+  from flyp_jax import convert
+  convert.save_converted(dst, config, params, source=source, arrays=arrays, kind=KIND)
 
 
 def load_saved(path: str) -> tuple[ViTConfig, dict]:
