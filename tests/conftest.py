@@ -8,3 +8,22 @@ os.environ["XLA_FLAGS"] = " ".join(
     + ["--xla_force_host_platform_device_count=8"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# One XLA compilation cache for the run, shared by pytest-xdist's workers and by the subprocesses tests start (they
+# inherit the environment): many tests compile the same tiny-model train and evaluation programs. Entries are keyed
+# by the program, the compile options and the JAX version, so a stale entry cannot be used; the directory is capped.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax_compilation_cache"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
+
+# The longest files first: with `pytest -n 2 --dist loadfile` a file runs on one worker, and a long file started
+# last would leave the other worker idle until it ends. The rest keep their order.
+LONGEST_FIRST = ("test_multihost.py", "test_preemption.py", "test_train.py", "test_attention_transfer.py",
+                 "test_train_step.py", "test_reliability.py", "test_models.py", "test_cli.py", "test_parity.py",
+                 "test_few_shot_transfer.py", "test_benchmarks.py", "test_notebook.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

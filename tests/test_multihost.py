@@ -2,7 +2,7 @@
 
 Each process is `python -c RUNNER` with its own simulated CPU devices; two of them form one JAX job through
 `jax.distributed` (CPU collectives over gloo), 4 devices each, and are compared with one process of 8 devices
-reading the training split in the same 2 shards. A tiny random CLIP trains FLYP and FT on domain_shapes/small,
+(the test's own) reading the training split in the same 2 shards. A tiny random CLIP trains FLYP and FT on domain_shapes/small,
 evaluates on the (small) demo suite, keeps its best checkpoint and saves final/ from both processes together.
 
 On CPU, FLYP's two-process step is slow (about 25 s here, against well under a second for one process). The
@@ -47,18 +47,24 @@ def make_config(method, data_dir):
   config.optimizer.update(lr=1e-2, eps=1.0, warmup_steps=0)
   config.eval.update(at_start=False, every_steps=%d, batch_size=64)  # one evaluation, at the end
   return config
+
+
+def use_small_suites(setitem):
+  # The demo suite and its validation set on domain_shapes/small; setitem(mapping, key, value).
+  import dataclasses
+  from flyp_jax.data import suites
+  setitem(suites.SUITES, "domain_shapes", tuple(dataclasses.replace(d, tfds_name="domain_shapes/small")
+                                                for d in suites.SUITES["domain_shapes"]))
+  setitem(suites.VALIDATION, "domain_shapes",
+          dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))
 """ % (STEPS, STEPS)
 RUNNER = CONFIG + """
-import dataclasses, sys
+import sys
 from flyp_jax import parallel
 workdir, data_dir, method, coordinator, processes, process = sys.argv[1:]
 parallel.initialize(coordinator_address=coordinator or None, num_processes=int(processes), process_id=int(process))
 from flyp_jax import train
-from flyp_jax.data import suites
-suites.SUITES["domain_shapes"] = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small")
-                                       for d in suites.SUITES["domain_shapes"])
-suites.VALIDATION["domain_shapes"] = dataclasses.replace(suites.VALIDATION["domain_shapes"],
-                                                         tfds_name="domain_shapes/small")
+use_small_suites(lambda mapping, key, value: mapping.__setitem__(key, value))
 train.run(make_config(method, data_dir), workdir)
 """
 exec(CONFIG)
@@ -162,7 +168,17 @@ def initial_params(method, data_dir):
 
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory, data_dir):
-  return {m: run(tmp_path_factory.mktemp(f"{m}_1"), data_dir, m, 1) for m in ("flyp", "ft")}
+  """The one-process runs, in this process: it has the same 8 simulated devices (conftest.py)."""
+  from flyp_jax import train
+  assert jax.device_count() == 8 and jax.process_count() == 1
+  runs = {}
+  with pytest.MonkeyPatch.context() as patch:
+    use_small_suites(patch.setitem)
+    for method in ("flyp", "ft"):
+      workdir = tmp_path_factory.mktemp(f"{method}_1")
+      train.run(make_config(method, data_dir), str(workdir))
+      runs[method] = outcome(workdir)
+  return runs
 
 
 def test_two_processes_train_as_one(tmp_path, data_dir, one_process):

@@ -40,40 +40,53 @@ def tiny_config(spec, data_dir, **updates):
   return config
 
 
-def test_flyp_trains_evaluates_and_saves(tmp_path, data_dir):
-  results = train.run(tiny_config("configs/flyp.py:demo", data_dir), str(tmp_path))
-  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  train_lines = [l for l in lines if "train/loss" in l]
-  assert [l["step"] for l in train_lines] == [2, 4] and all(np.isfinite(l["train/loss"]) for l in train_lines)
-  assert 0 <= results["avg_ood/top1"] <= 1 and (tmp_path / "results.json").exists()
-  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
-  model, params = models.load_pretrained(tmp_path / "final")
-  assert model.config.context_length == 16 and float(params["logit_scale"]) <= np.log(100) + 1e-6
-
-
-def test_resume_continues_from_the_last_checkpoint(tmp_path, data_dir, capsys):
-  """With parameters split over a model axis of 2, so that sharded checkpoints are saved and restored."""
+def test_flyp_trains_evaluates_saves_resumes_and_reports_a_finished_run(tmp_path, data_dir, capsys):
+  """One FLYP run, with parameters split over a model axis of 2 so that sharded checkpoints are saved and
+  restored: 2 steps, final/ removed, resumed to 4 steps, then run again once finished."""
   train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=2, model_axis=2), str(tmp_path))
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
   import shutil
   shutil.rmtree(tmp_path / "final")
   capsys.readouterr()
-  train.run(tiny_config("configs/flyp.py:demo", data_dir, steps=4, model_axis=2), str(tmp_path))
+  config = tiny_config("configs/flyp.py:demo", data_dir, steps=4, model_axis=2)
+  results = train.run(config, str(tmp_path))
   out = capsys.readouterr().out
   assert "step 4/4" in out and "step 2/4" not in out  # steps 1-2 were not run again
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  train_lines = [l for l in lines if "train/loss" in l]
+  assert [l["step"] for l in train_lines] == [2, 4] and all(np.isfinite(l["train/loss"]) for l in train_lines)
+  assert 0 <= results["avg_ood/top1"] <= 1 and results["train_seconds"] > 0
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tensorboard"))
+  model, params = models.load_pretrained(tmp_path / "final")
+  assert model.config.context_length == 16 and float(params["logit_scale"]) <= np.log(100) + 1e-6
+
+  # A finished run is reported as it is: no training, no evaluation, no second final row in metrics.jsonl.
+  metrics = (tmp_path / "metrics.jsonl").read_text()
+  again = train.run(config, str(tmp_path))
+  out = capsys.readouterr().out
+  assert "step " not in out and "evaluation" not in out and "holds a finished run" in out
+  assert again == json.loads((tmp_path / "results.json").read_text()) and "train_seconds" not in again
+  assert again["avg_ood/top1"] == results["avg_ood/top1"]
+  assert (tmp_path / "metrics.jsonl").read_text() == metrics
 
 
-def test_ft_trains_head_and_image_tower_only(tmp_path, data_dir):
+def test_ft_trains_head_and_image_tower_only_and_rewrites_a_half_written_final(tmp_path, data_dir):
   config = tiny_config("configs/ft.py:demo", data_dir)
   model, init = train.load_clip(config, str(tmp_path))
   train.run(config, str(tmp_path))
   _, final = models.load_pretrained(tmp_path / "final")
-  head = np.load(tmp_path / "final" / "head.npz")
+  head = dict(np.load(tmp_path / "final" / "head.npz"))
   assert head["kernel"].shape == (64, 10) and head["bias"].shape == (10,)
   same = lambda a, b: jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, a, b))
   assert same(final["text"], jax.device_get(init["text"]))
   assert not same(final["visual"], jax.device_get(init["visual"]))
+  # A run stopped while saving final/: the parameters are there, the marker (written last) and head are not.
+  (tmp_path / "final" / "flyp_clip.json").unlink()
+  (tmp_path / "final" / "head.npz").unlink()
+  train.run(config, str(tmp_path))
+  assert (tmp_path / "final" / "flyp_clip.json").exists()
+  jax.tree_util.tree_map(np.testing.assert_array_equal, dict(np.load(tmp_path / "final" / "head.npz")), head)
 
 
 def test_pretrain_step_on_captions(tmp_path, data_dir):
@@ -155,27 +168,6 @@ def test_config_typo_is_a_clear_error(tmp_path):
   assert "learning_rate" in run.stderr and "lr" in run.stderr  # names the typo and the valid keys
 
 
-def test_rerunning_a_finished_run_trains_nothing(tmp_path, data_dir, capsys):
-  config = tiny_config("configs/flyp.py:demo", data_dir, steps=2)
-  first = train.run(config, str(tmp_path))
-  capsys.readouterr()
-  again = train.run(config, str(tmp_path))
-  assert "step " not in capsys.readouterr().out
-  assert again["avg_ood/top1"] == first["avg_ood/top1"]
-
-
-def test_a_final_directory_left_half_written_is_written_again(tmp_path, data_dir):
-  config = tiny_config("configs/ft.py:demo", data_dir, steps=2)
-  train.run(config, str(tmp_path))
-  head = dict(np.load(tmp_path / "final" / "head.npz"))
-  # A run stopped while saving final/: the parameters are there, the marker (written last) and head are not.
-  (tmp_path / "final" / "flyp_clip.json").unlink()
-  (tmp_path / "final" / "head.npz").unlink()
-  train.run(config, str(tmp_path))
-  assert (tmp_path / "final" / "flyp_clip.json").exists()
-  jax.tree_util.tree_map(np.testing.assert_array_equal, dict(np.load(tmp_path / "final" / "head.npz")), head)
-
-
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path, data_dir):
   config = tiny_config("configs/ft.py:demo", data_dir)
   config.unlock()
@@ -244,20 +236,3 @@ def test_logged_loss_is_the_mean_since_the_last_log_and_lr_is_recorded(tmp_path,
   schedule = optim.make_schedule(tiny_config("configs/flyp.py:demo", data_dir).optimizer, 4)
   lrs = [every_step[s]["train/lr"] for s in (1, 2, 3, 4)]
   assert lrs == pytest.approx([float(schedule(s - 1)) for s in (1, 2, 3, 4)]) and len(set(lrs)) == 4
-
-
-def test_rerunning_a_finished_run_reports_it_without_training_or_evaluating_again(tmp_path, data_dir, capsys):
-  config = tiny_config("configs/flyp.py:demo", data_dir, steps=2, checkpoint_every=0)
-  config.eval.unlock().suite = ""
-  first = train.run(config, str(tmp_path))
-  assert first["train_seconds"] > 0
-  # As the final evaluation leaves it (with an evaluation suite, the evaluator writes results.json and a row).
-  (tmp_path / "results.json").write_text(json.dumps({"avg_id/top1": 0.5}))
-  with open(tmp_path / "metrics.jsonl", "a") as f:
-    f.write(json.dumps({"step": 2, "eval/avg_id/top1": 0.5}) + "\n")
-  metrics = (tmp_path / "metrics.jsonl").read_text()
-  capsys.readouterr()
-  again = train.run(config, str(tmp_path))
-  assert again == {"avg_id/top1": 0.5}  # no train_seconds: no training happened
-  assert (tmp_path / "metrics.jsonl").read_text() == metrics  # no second final row
-  assert "holds a finished run" in capsys.readouterr().out

@@ -9,8 +9,30 @@ from typing import Any
 ACTIVATIONS = ("quick_gelu", "gelu")
 
 
+class ShapeFields:
+  """What a model shape's dataclass (CLIPConfig, vit.ViTConfig) shares: its patch count and a dict form that
+  refuses unknown fields by name."""
+  image_size: int
+  patch_size: int
+
+  @property
+  def num_patches(self) -> int:
+    return (self.image_size // self.patch_size) ** 2
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+
 @dataclasses.dataclass(frozen=True)
-class CLIPConfig:
+class CLIPConfig(ShapeFields):
   """Shape of a CLIP model with a ViT image tower and a causal text transformer.
 
   Widths are channels; `image_size` and `patch_size` are pixels. Attention heads are 64 channels wide in
@@ -40,21 +62,6 @@ class CLIPConfig:
                                 ("text", self.text_width, self.text_heads)):
       if width % heads:
         raise ValueError(f"{tower} width {width} is not divisible by its {heads} heads")
-
-  @property
-  def num_patches(self) -> int:
-    return (self.image_size // self.patch_size) ** 2
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "CLIPConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - known)
-    if unknown:
-      raise ValueError(f"unknown CLIPConfig fields {unknown}; known: {sorted(known)}")
-    return cls(**d)
 
 
 # Tower sizes by the letter in the variant name: (embed, vision width, layers, text width, text layers).

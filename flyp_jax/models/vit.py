@@ -28,6 +28,7 @@ import numpy as np
 
 from flyp_jax.models.clip import PatchEmbedding
 from flyp_jax.models.transformer import LayerNorm, Transformer
+from flyp_jax.models.variants import ShapeFields
 
 Array = jax.Array
 POOLS = ("gap", "cls")
@@ -35,7 +36,7 @@ KIND = "vit"  # the 'kind' a converted directory's marker names (CLIP directorie
 
 
 @dataclasses.dataclass(frozen=True)
-class ViTConfig:
+class ViTConfig(ShapeFields):
   """A timm / MAE ViT's shape. Widths are channels, sizes pixels."""
   image_size: int
   patch_size: int
@@ -53,20 +54,6 @@ class ViTConfig:
       raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
     if self.width % self.heads:
       raise ValueError(f"width {self.width} is not divisible by its {self.heads} heads")
-
-  @property
-  def num_patches(self) -> int:
-    return (self.image_size // self.patch_size) ** 2
-
-  def to_dict(self) -> dict[str, Any]:
-    return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: dict[str, Any]) -> "ViTConfig":
-    known = {f.name for f in dataclasses.fields(cls)}
-    if set(d) - known:
-      raise ValueError(f"unknown ViTConfig fields {sorted(set(d) - known)}; known: {sorted(known)}")
-    return cls(**d)
 
 
 # MAE's models_vit.py: vit_base_patch16 (768, 12, 12), vit_large_patch16 (1024, 24, 16), vit_huge_patch14
