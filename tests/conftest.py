@@ -14,7 +14,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # by the program, the compile options and the JAX version, so a stale entry cannot be used; the directory is capped.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".pytest_cache", "jax_compilation_cache"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # the small eager ops too
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 
 # The longest files first: with `pytest -n 2 --dist loadfile` a file runs on one worker, and a long file started
@@ -22,6 +22,11 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 LONGEST_FIRST = ("test_multihost.py", "test_preemption.py", "test_train.py", "test_attention_transfer.py",
                  "test_train_step.py", "test_reliability.py", "test_models.py", "test_cli.py", "test_parity.py",
                  "test_few_shot_transfer.py", "test_benchmarks.py", "test_notebook.py")
+
+
+def pytest_configure(config):
+  if hasattr(config.option, "loadscopereorder"):  # pytest-xdist would order the files by their number of tests
+    config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):
