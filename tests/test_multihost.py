@@ -2,8 +2,9 @@
 
 Each process is `python -c RUNNER` with its own simulated CPU devices; two of them form one JAX job through
 `jax.distributed` (CPU collectives over gloo), 4 devices each, and are compared with one process of 8 devices
-(the test's own) reading the training split in the same 2 shards. A tiny random CLIP trains FLYP and FT on domain_shapes/small,
-evaluates on the (small) demo suite, keeps its best checkpoint and saves final/ from both processes together.
+(the test's own) reading the training split in the same 2 shards. A tiny random CLIP trains FLYP and FT on
+domain_shapes/small, evaluates on the (small) demo suite, keeps its best checkpoint and saves final/ from both
+processes together.
 
 On CPU, FLYP's two-process step is slow (about 25 s here, against well under a second for one process). The
 time comes with the gradient of the text tower's token-embedding table: with that gradient stopped the step
