@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flyp_jax import convert
 from flyp_jax.models.clip import PatchEmbedding
 from flyp_jax.models.transformer import LayerNorm, Transformer
 from flyp_jax.models.variants import ShapeFields
@@ -255,13 +256,12 @@ def load(path, heads: Optional[int] = None, pool: str = "gap", dtype: Any = jnp.
   return ViT(config, jnp.dtype(dtype), remat), state_dict_to_params(sd, config, path)
 
 
-MARKER = "flyp_clip.json"  # the name `flyp_jax.convert` gives its marker: a finished run's final/ has it either way
+MARKER = convert.CONVERTED_MARKER  # a finished run's final/ has it, CLIP or ViT (its "kind" tells them apart)
 
 
 def save(dst: str, config: ViTConfig, params: dict, source: str = "", arrays: Optional[dict] = None) -> None:
   """Params as an orbax checkpoint under dst/params, `arrays` ({'head.npz': tree}) beside them, and the marker
   ({'kind': 'vit', 'config': ...}) written last: `flyp_jax.convert.save_converted` with this kind."""
-  from flyp_jax import convert
   convert.save_converted(dst, config, params, source=source, arrays=arrays, kind=KIND)
 
 
