@@ -3,7 +3,7 @@
   python main.py --config=configs/pretrain.py:demo --workdir=workdirs/pretrain_demo
 
 demo: a tiny CLIP (ViT-T/4: 32 px images in 4 px patches, 2 layers of width 128 per tower, context 16) on the
-200,000 captioned images over 5 visual domains of `domain_shapes/pretrain_200k`, 2400 steps of 128; zero-shot
+200,000 captioned images over 5 visual domains of `domain_shapes/pretrain_200k`, 7200 steps of 128; zero-shot
 accuracy judged on held-out data only (`domain_shapes_heldout`: photo validation and the held-out image-caption
 split `pretrain_val`, per domain), never on the test splits. The shipped demo CLIP (flyp_jax/demo_model.py).
 """
@@ -30,7 +30,7 @@ def get_config(arg: str = "demo"):
   c.eval.every_steps = 400
   c.eval.batch_size = 256
   c.batch_size = 128
-  c.steps = 2400
+  c.steps = 7200
   c.log_every = 100
   c.checkpoint_every = 200
   c.optimizer.update(lr=1e-3, warmup_steps=200, weight_decay=0.1, b2=0.98, eps=1e-6)

@@ -1,14 +1,15 @@
 """The offline benchmark's pretrained CLIP, shipped with the package so the demo needs no pretraining.
 
 A tiny CLIP (ViT-T/4: 32 px images in 4 px patches, 2 layers of width 128 per tower, context 16) pretrained with
-`configs/pretrain.py:demo` on the 200,000 image-caption pairs of `domain_shapes/pretrain_200k` (2400 steps of
-128; 51 minutes on a 2-core CPU shared with other jobs). The shipped file is remade with
+`configs/pretrain.py:demo` on the 200,000 image-caption pairs of `domain_shapes/pretrain_200k` (7200 steps of
+128, 4.6 epochs; about 90 minutes alone on a 2-core CPU, 170 examples/s). The shipped file is remade with
 
   python main.py --config=configs/pretrain.py:demo --workdir=workdirs/pretrain_demo
   python -m flyp_jax.demo_model workdirs/pretrain_demo --curve=docs/demo_pretraining.png
 
-(the shipped weights' run began with a 3600-step schedule and was resumed at step 258 with `--config.steps=2400`,
-so they are not bit for bit what the command makes; the learning rates differ by under 1% at that step).
+(the shipped weights' run was stopped and resumed once, at step 2600, by a later version of the code: resuming is
+exact and the options added in between were at their defaults, but bit-for-bit equality with one uninterrupted
+run of the command was not checked).
 
 Most of a CLIP's parameters are its token embedding (49,408 x 128 here), and pretraining on domain_shapes'
 captions only uses a few hundred of those tokens: the other rows never receive a gradient and keep their
