@@ -2,10 +2,22 @@
 
 import os
 
+# Compiling dominates the suite (hundreds of tiny programs, each compiled once per process): XLA's CPU backend
+# without LLVM's optimisation passes compiles them several times faster, and running tiny models unoptimised
+# costs little. Tolerances and bitwise comparisons are between programs compiled the same way (subprocesses get
+# the same flags through `xla_flags`).
+TEST_XLA_FLAGS = ["--xla_backend_optimization_level=0"]
+
+
+def xla_flags(devices: int | None = None) -> str:
+  """XLA_FLAGS for a process of this test run: the caller's flags, the test flags, `devices` simulated CPUs."""
+  kept = [f for f in os.environ.get("XLA_FLAGS", "").split()
+          if "host_platform_device_count" not in f and f not in TEST_XLA_FLAGS]
+  return " ".join(kept + TEST_XLA_FLAGS + ([f"--xla_force_host_platform_device_count={devices}"] if devices else []))
+
+
 # Must happen before jax is imported anywhere (pytest imports conftest first).
-os.environ["XLA_FLAGS"] = " ".join(
-    [f for f in os.environ.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
-    + ["--xla_force_host_platform_device_count=8"])
+os.environ["XLA_FLAGS"] = xla_flags(8)
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

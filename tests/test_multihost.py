@@ -24,6 +24,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from conftest import xla_flags
 
 from flyp_jax import models
 from flyp_jax.data import pipeline
@@ -87,8 +88,7 @@ def free_port() -> int:
 def launch(workdir, data_dir, method, processes):
   """Start the job's processes; (list of Popen, their output files)."""
   devices = 8 // processes
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(devices))
   coordinator = f"127.0.0.1:{free_port()}" if processes > 1 else ""
   procs = []
   for i in range(processes):

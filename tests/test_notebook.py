@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import xla_flags
 
 try:
   import nbformat
@@ -37,7 +38,7 @@ def kernel_env(tmp_path, monkeypatch):
       "FLYP_NOTEBOOK_DATA_DIR": str(tmp_path / "tfds"),
       "FLYP_NOTEBOOK_WORKDIR": str(tmp_path / "work"),
       "JAX_PLATFORMS": "cpu",
-      "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+      "XLA_FLAGS": xla_flags(2),
       "TF_CPP_MIN_LOG_LEVEL": "2",
       "MPLBACKEND": "Agg",
       # The kernel imports this checkout's package even where it is not installed.
