@@ -266,6 +266,5 @@ def test_blockwise_memory_is_linear_in_global_batch_on_a_fixed_mesh():
     assert f"f32[{batch // 8},256]" in hlo and f"f32[{batch // 8},{batch}]" not in hlo
     temps.append(_temp_bytes(compiled))
   print("blockwise temp bytes/device, global 1024..8192:", temps)
-  if None not in temps:
-    for small, big in zip(temps, temps[1:]):
-      assert big <= 2.5 * small  # doubling the batch at most ~doubles the memory (quadratic would be 4x)
+  for small, big in zip(temps, temps[1:]):
+    assert big <= 2.5 * small  # doubling the batch at most ~doubles the memory (quadratic would be 4x)

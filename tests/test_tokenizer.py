@@ -119,6 +119,23 @@ def test_cleaning(ours):
   assert ours.encode("   ") == ours.encode("") == []
 
 
+def test_ascii_fast_path_cleans_as_ftfy_does():
+  """Printable ASCII without '&' skips ftfy and unescaping; the rest takes the full path. Both give what the
+  full path gives, on every ImageNet prompt and on ASCII that ftfy or unescaping does change."""
+  import html
+
+  import ftfy
+
+  from flyp_jax.data import classnames, templates
+  full = lambda t: " ".join(html.unescape(html.unescape(ftfy.fix_text(t))).split()).lower()
+  prompts = [t.format(c) for c in classnames.get("imagenet") for t in templates.get("imagenet")[:8]]
+  changed = ["Fish &amp; Chips", "a\x1b[31mred\x1b[0m cat", "bell\x07", "&#39;quoted&#39;", "line\r\nbreak",
+             "tab\tand  spaces"]
+  assert all(full(t) != " ".join(t.split()).lower() for t in changed[:4])  # the fast path would be wrong on them
+  for text in prompts + changed + TRICKY_TEXTS + [LONG_TEXT]:
+    assert tok.clean_text(text) == full(text), text
+
+
 @pytest.mark.parametrize("n_tokens", [0, 1, 74, 75, 76, 77, 200])
 def test_context_boundary(n_tokens):
   # 'a a a ...' is exactly one token per 'a'; 75 + sot + eot fill 77 exactly.
