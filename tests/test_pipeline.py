@@ -104,6 +104,29 @@ def test_eval_batches_pad_and_mask_the_last_batch(shapes_dir):
   assert masks.sum() == 100 and masks[:100].all() and not masks[100:].any()
 
 
+def test_eval_pipelines_are_built_once_and_read_the_same_each_time(shapes_dir, tmp_path, monkeypatch):
+  mesh = parallel.make_mesh()
+  builds = []
+  read_encoded = pipeline._read_encoded
+  monkeypatch.setattr(pipeline, "_read_encoded", lambda *a, **k: builds.append(a[1]) or read_encoded(*a, **k))
+  monkeypatch.setattr(pipeline, "_EVAL_PIPELINES", {})
+  read = lambda data_dir=shapes_dir, size=32, split="test_cartoon": [
+      {k: np.asarray(v) for k, v in b.items()} for b in pipeline.eval_batches(
+          "domain_shapes/small", split, image_size=size, global_batch_size=40, mesh=mesh, data_dir=data_dir)]
+  first, again = read(), read()
+  assert builds == ["test_cartoon"]  # the second evaluation reuses the pipeline
+  for a, b in zip(first, again, strict=True):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  # Another image size or split, or the same dataset prepared in another directory: a pipeline of its own.
+  assert read(size=16)[0]["image"].shape[1] == 16
+  assert read(split="test_cartoon[:50%]")[1]["mask"].sum() == 10
+  other = str(tmp_path / "other_tfds")
+  pipeline.get_builder("domain_shapes/small", other)
+  np.testing.assert_array_equal(read(data_dir=other)[0]["label"], first[0]["label"])
+  assert builds == ["test_cartoon", "test_cartoon", "test_cartoon[:50%]", "test_cartoon"]
+
+
 def test_train_dataset_batches_drop_the_remainder_and_repeat(shapes_dir):
   mesh = parallel.make_mesh()
   ds = pipeline.train_dataset("domain_shapes/small", "train", image_size=32, global_batch_size=16, mesh=mesh,

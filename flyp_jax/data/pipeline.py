@@ -231,6 +231,45 @@ def _undecodable_error(name: str, split, what: str, tfds_id: str, message: str) 
 
 
 # ---------------------------------------------------------------------------------------------- batches
+# Every evaluation of a run reads the same splits again. Building their tf.data pipelines traces the map
+# functions (autograph included), which takes longer than reading a small split, so each process keeps them: a
+# tf.data.Dataset is a description, and its files are read afresh each time it is iterated. The key holds the
+# prepared dataset's directory and the split's size, so a dataset prepared again elsewhere or with another size
+# gets a new pipeline, and the builder class's reading method, which `tfds.testing.mock_data` replaces.
+_EVAL_PIPELINES: dict = {}
+_EVAL_PIPELINES_KEPT = 64
+
+
+def _eval_pipeline(builder: tfds.core.DatasetBuilder, part: str, image_size: int, local_bs: int,
+                   group_feature: Optional[str], label_feature: str) -> tuple[Optional[tf.data.Dataset], int]:
+  """(batched evaluation pipeline of this process's `part`, or None when it is empty; its number of examples)."""
+  n_examples = split_size(builder, part)
+  key = (str(builder.data_dir), part, n_examples, image_size, local_bs, group_feature, label_feature,
+         type(builder).as_dataset)
+  if key in _EVAL_PIPELINES:
+    return _EVAL_PIPELINES[key]
+
+  def convert(ex):
+    return {"image": preprocess_eval(ex["image"], image_size), "label": tf.cast(ex[label_feature], tf.int32),
+            "group": tf.cast(ex[group_feature], tf.int32) if group_feature else tf.constant(0, tf.int32),
+            "image_ok": ex["image_ok"], "tfds_id": ex.get("tfds_id", tf.constant("")), "encoded": ex["encoded"]}
+
+  # A process can have no share of a split smaller than the number of processes: it yields blank batches.
+  ds = None
+  if n_examples != 0:
+    ds = _read_encoded(builder, part, add_tfds_id=True)
+    if ds.cardinality() >= 0:
+      n_examples = int(ds.cardinality())
+    elif n_examples is None:  # neither the metadata nor tf.data know: count the encoded records
+      n_examples = sum(1 for _ in ds)
+    ds = _decode_flagged(ds, builder.info.features["image"])
+    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs).prefetch(tf.data.AUTOTUNE)
+  if len(_EVAL_PIPELINES) >= _EVAL_PIPELINES_KEPT:
+    _EVAL_PIPELINES.pop(next(iter(_EVAL_PIPELINES)))
+  _EVAL_PIPELINES[key] = ds, n_examples
+  return ds, n_examples
+
+
 def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                  data_dir: Optional[str] = None, group_feature: Optional[str] = None,
                  label_feature: str = "label", corrupt_images: str = "error",
@@ -253,25 +292,8 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
   if split_size(builder, split) == 0:
     raise EmptySplitError(f"TFDS dataset {name!r}, split {split!r}, has no examples: there is nothing to evaluate. "
                           f"Check the split name (and slice), or prepare the dataset again.")
-  part = process_split(split)
-
-  def convert(ex):
-    return {"image": preprocess_eval(ex["image"], image_size), "label": tf.cast(ex[label_feature], tf.int32),
-            "group": tf.cast(ex[group_feature], tf.int32) if group_feature else tf.constant(0, tf.int32),
-            "image_ok": ex["image_ok"], "tfds_id": ex.get("tfds_id", tf.constant("")), "encoded": ex["encoded"]}
-
-  # A process can have no share of a split smaller than the number of processes: it yields blank batches.
-  n_examples = split_size(builder, part)
-  batches: Iterator = iter(())
-  if n_examples != 0:
-    ds = _read_encoded(builder, part, add_tfds_id=True)
-    if ds.cardinality() >= 0:
-      n_examples = int(ds.cardinality())
-    elif n_examples is None:  # neither the metadata nor tf.data know: count the encoded records
-      n_examples = sum(1 for _ in ds)
-    ds = _decode_flagged(ds, builder.info.features["image"])
-    ds = ds.map(convert, num_parallel_calls=tf.data.AUTOTUNE).batch(local_bs).prefetch(tf.data.AUTOTUNE)
-    batches = iter(tfds.as_numpy(ds))
+  ds, n_examples = _eval_pipeline(builder, process_split(split), image_size, local_bs, group_feature, label_feature)
+  batches: Iterator = iter(tfds.as_numpy(ds)) if ds is not None else iter(())
   n_batches = int(parallel.across_processes(-(-n_examples // local_bs), np.max))
   blank = {"image": np.zeros((local_bs, image_size, image_size, 3), np.float32),
            "label": np.zeros((local_bs,), np.int32), "group": np.zeros((local_bs,), np.int32),
