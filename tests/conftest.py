@@ -4,8 +4,8 @@ import os
 
 # Compiling dominates the suite (hundreds of tiny programs, each compiled once per process): XLA's CPU backend
 # without LLVM's optimisation passes compiles them faster, and running tiny models unoptimised costs little (the
-# whole suite, 2 cores, empty cache: 1097-1171 s against 1591 s). Tolerances and bitwise comparisons are between
-# programs compiled the same way (subprocesses get the same flags through `xla_flags`).
+# whole suite, 2 cores, empty cache: 1097-1171 s against 1591 s). Tolerances and bitwise comparisons are
+# between programs compiled the same way (subprocesses get the same flags through `xla_flags`).
 TEST_XLA_FLAGS = ["--xla_backend_optimization_level=0"]
 
 
