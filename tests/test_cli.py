@@ -41,7 +41,7 @@ def main_py(*args, small_suite=False, timeout=300):
   """(exit status, stdout, stderr) of `python main.py args` in this checkout."""
   command = [sys.executable, "-c", SMALL_SUITE] if small_suite else [sys.executable, "main.py"]
   env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-         "XLA_FLAGS": xla_flags()}  # one CPU device, as a user's CPU run (and quicker to compile than 8)
+         "XLA_FLAGS": xla_flags()}  # one CPU device, as a user's CPU run (compiled as every test is: conftest.py)
   proc = subprocess.run(command + list(args), capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
   return proc.returncode, proc.stdout, proc.stderr
 
