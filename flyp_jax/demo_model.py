@@ -1,15 +1,21 @@
 """The offline benchmark's pretrained CLIP, shipped with the package so the demo needs no pretraining.
 
 A tiny CLIP (ViT-T/4: 32 px images in 4 px patches, 2 layers of width 128 per tower, context 16) pretrained with
-`configs/pretrain.py:demo` on the 200,000 image-caption pairs of `domain_shapes/pretrain_200k` (7200 steps of
-128, 4.6 epochs; about 90 minutes alone on a 2-core CPU, 170 examples/s). The shipped file is remade with
+`configs/pretrain.py:demo` on the 200,000 image-caption pairs of `domain_shapes/pretrain_200k` in two cosine
+cycles: 7200 steps of 128 from random weights (`:demo_cycle1`, 4.6 epochs, lr 1e-3), then 2400 steps from its end
+(lr 5e-4, a fresh optimiser, another data order); about 2 hours on a 2-core CPU in all. The shipped file is
+remade with
 
   python main.py --config=configs/pretrain.py:demo --workdir=workdirs/pretrain_demo
   python -m flyp_jax.demo_model workdirs/pretrain_demo --curve=docs/demo_pretraining.png
 
-(the shipped weights' run was stopped and resumed once, at step 2600, by a later version of the code: resuming is
-exact and the options added in between were at their defaults, but bit-for-bit equality with one uninterrupted
-run of the command was not checked).
+(the first command runs the first cycle in workdirs/pretrain_demo_cycle1 if it has not run; the curve follows
+the second run back to the first). The shipped weights' first cycle was stopped and resumed once, at step 2600,
+by a later version of the code, and their second cycle was started from the command line with the settings the
+preset now has (`--config.model.init=run` and the first cycle's workdir, `--config.steps=2400
+--config.optimizer.lr=5e-4 --config.optimizer.warmup_steps=100 --config.seed=1`): resuming is exact and the
+options added in between were at their defaults, but bit-for-bit equality with one uninterrupted run of the
+commands above was not checked.
 
 Most of a CLIP's parameters are its token embedding (49,408 x 128 here), and pretraining on domain_shapes'
 captions only uses a few hundred of those tokens: the other rows never receive a gradient and keep their
@@ -56,17 +62,35 @@ def export(run_dir: str, dst: str = PATH, data_dir: str | None = None) -> dict:
   return {"kept_tokens": int(len(used)), "vocab_size": int(table.shape[0]), "bytes": os.path.getsize(dst)}
 
 
+def held_out_curve(run_dir: str) -> tuple[list[tuple[int, dict]], list[int]]:
+  """A pretraining run's evaluations as [(step, metrics of eval_<step>.json)], preceded by those of the run it
+  started from (`model.init='run'`, followed back to the first), steps counted from the first run's start; and
+  the steps at which each later run started."""
+  from flyp_jax import files, run_paths
+  model = files.read_json(os.path.join(run_dir, "config.json"))["config"]["model"]
+  points, starts = [], []
+  if model["init"] == "run":
+    earlier = run_paths.resolve(run_dir, model["path"])
+    points, starts = held_out_curve(earlier)
+    offset = files.read_json(os.path.join(earlier, "config.json"))["config"]["steps"] + (starts or [0])[-1]
+    starts = starts + [offset]
+  offset = starts[-1] if starts else 0
+  steps = sorted(int(n[5:-5]) for n in files.listdir(run_dir) if n.startswith("eval_") and n.endswith(".json"))
+  return points + [(offset + s, files.read_json(os.path.join(run_dir, f"eval_{s}.json"))) for s in steps], starts
+
+
 def plot_curve(run_dir: str, path: str) -> str:
   """A PNG of a pretraining run's zero-shot top-1 (%) on held-out data at each evaluation (`eval_<step>.json`
-  of the `domain_shapes_heldout` suite): photo validation and each domain of `pretrain_val`. Returns `path`."""
+  of the `domain_shapes_heldout` suite), the runs it started from included: photo validation and each domain of
+  `pretrain_val`. Returns `path`."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  from flyp_jax import files
   from flyp_jax.data.builders import domain_shapes
-  steps = sorted(int(n[5:-5]) for n in files.listdir(run_dir) if n.startswith("eval_") and n.endswith(".json"))
-  runs = [files.read_json(os.path.join(run_dir, f"eval_{s}.json")) for s in steps]
+  points, starts = held_out_curve(run_dir)
+  steps = [s for s, _ in points]
+  runs = [r for _, r in points]
   fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=150)
   ax.plot(steps, [100 * r["domain_shapes_validation/top1"] for r in runs], "-o", color="black",
           label="photo validation (ID)")
@@ -74,6 +98,8 @@ def plot_curve(run_dir: str, path: str) -> str:
     ax.plot(steps, [100 * r[f"domain_shapes_pretrain_val/group{g}_top1"] for r in runs], "--.",
             label=f"pretrain_val: {domain}")
   ax.axhline(10, color="gray", linewidth=0.8, linestyle=":", label="chance")
+  for i, start in enumerate(starts):
+    ax.axvline(start, color="gray", linewidth=0.8, linestyle="-.", label="a new cycle starts" if i == 0 else None)
   ax.set_xlabel("pretraining step (batch 128)")
   ax.set_ylabel("zero-shot top-1 (%)")
   ax.set_title("Demo CLIP pretraining: zero-shot accuracy on held-out data")
@@ -90,7 +116,7 @@ def main(argv=None) -> int:
   parser.add_argument("run_dir", help="workdir of a finished configs/pretrain.py:demo run")
   parser.add_argument("--dst", default=PATH, help="output .npz (default: the file shipped with the package)")
   parser.add_argument("--data_dir", default=None, help="TFDS data directory holding domain_shapes")
-  parser.add_argument("--curve", default=None, help="also plot the run's held-out zero-shot curve to this PNG")
+  parser.add_argument("--curve", default=None, help="also plot the held-out zero-shot curve (of the run and those it started from) to this PNG")
   args = parser.parse_args(argv)
   if args.curve:
     print(f"wrote {plot_curve(args.run_dir, args.curve)}")

@@ -21,7 +21,7 @@ def setup(spec, model_axis=1, optimizer=None, **updates):
   config = configs_lib.load(spec)
   config.unlock()
   config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
-  config.update(batch_size=BATCH, steps=100, **updates)
+  config.update(batch_size=BATCH, steps=100, seed=0, **updates)  # the same random CLIP whatever the preset's seed
   config.optimizer.update({"lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.0, **(optimizer or {})})
   config.lock()
   model, clip = train.load_clip(config, "unused")
