@@ -4,8 +4,8 @@
   python main.py --config=configs/flyp.py:imagenet_b16 --workdir=workdirs/flyp_in --config.data.data_dir=gs://BUCKET/tfds \\
       --config.model.path=ViT-B-16.pt
 
-demo: pretrains a tiny CLIP on domain_shapes (configs/pretrain.py:demo, reused once done), then fine-tunes it
-with FLYP on the photo domain and evaluates on photos (ID) and sketches, cartoons, paintings, clutter (OOD).
+demo: the tiny CLIP shipped with the package (pretrained on domain_shapes' captions by configs/pretrain.py:demo),
+fine-tuned with FLYP on the photo domain, evaluated on photos (ID) and sketches, cartoons, paintings, clutter (OOD).
 imagenet_b16: FLYP's ImageNet command (locuslab/FLYP README, src/models/flyp_loss.py): OpenAI's ViT-B/16 in
 float32, batch 512, lr 1e-5, weight decay 0.1 on every parameter, 10 epochs, AdamW, `cosine_lr` with 500 warmup
 steps, the logit scale trained and never clamped. Not run here. FLYP's ObjectNet numbers came from an incomplete

@@ -72,8 +72,7 @@ def held_out_curve(run_dir: str) -> tuple[list[tuple[int, dict]], list[int]]:
   if model["init"] == "run":
     earlier = run_paths.resolve(run_dir, model["path"])
     points, starts = held_out_curve(earlier)
-    offset = files.read_json(os.path.join(earlier, "config.json"))["config"]["steps"] + (starts or [0])[-1]
-    starts = starts + [offset]
+    starts = starts + [(starts or [0])[-1] + files.read_json(os.path.join(earlier, "config.json"))["config"]["steps"]]
   offset = starts[-1] if starts else 0
   steps = sorted(int(n[5:-5]) for n in files.listdir(run_dir) if n.startswith("eval_") and n.endswith(".json"))
   return points + [(offset + s, files.read_json(os.path.join(run_dir, f"eval_{s}.json"))) for s in steps], starts
@@ -116,7 +115,8 @@ def main(argv=None) -> int:
   parser.add_argument("run_dir", help="workdir of a finished configs/pretrain.py:demo run")
   parser.add_argument("--dst", default=PATH, help="output .npz (default: the file shipped with the package)")
   parser.add_argument("--data_dir", default=None, help="TFDS data directory holding domain_shapes")
-  parser.add_argument("--curve", default=None, help="also plot the held-out zero-shot curve (of the run and those it started from) to this PNG")
+  parser.add_argument("--curve", default=None,
+                      help="also plot the held-out zero-shot curve (the run's and its earlier cycles') to this PNG")
   args = parser.parse_args(argv)
   if args.curve:
     print(f"wrote {plot_curve(args.run_dir, args.curve)}")

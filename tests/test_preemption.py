@@ -140,8 +140,8 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_resumes_exactly(tmp_path, data_
   assert_same_run(final_state(tmp_path), uninterrupted)
 
 
-def test_sigkills_at_random_steps_and_inside_a_save_reach_the_uninterrupted_result(tmp_path, data_dir, uninterrupted,
-                                                                                     capsys):
+def test_sigkills_at_a_random_step_and_inside_a_save_reach_the_uninterrupted_result(tmp_path, data_dir, uninterrupted,
+                                                                                       capsys):
   rng = random.Random(0)
   resumed_from = []
   for kill in range(2):
