@@ -1,19 +1,20 @@
 """The offline benchmark's pretrained CLIP, shipped with the package so the demo needs no pretraining.
 
 A tiny CLIP (ViT-T/4: 32 px images in 4 px patches, 2 layers of width 128 per tower, context 16) pretrained with
-`configs/pretrain.py:demo` on the 200,000 image-caption pairs of `domain_shapes/pretrain_200k` in two cosine
-cycles: 7200 steps of 128 from random weights (`:demo_cycle1`, 4.6 epochs, lr 1e-3), then 2400 steps from its end
-(lr 5e-4, a fresh optimiser, another data order); about 2 hours on a 2-core CPU in all. The shipped file is
-remade with
+`configs/pretrain.py:demo` on the 200,000 image-caption pairs of `domain_shapes/pretrain_200k` in three cosine
+cycles (`configs/pretrain.py` `CYCLES`): 7200 steps of 128 from random weights (`:demo_cycle1`, 4.6 epochs, lr
+1e-3), then 2400 steps from its end (`:demo_cycle2`, lr 5e-4), then 2400 from that (`:demo`, lr 2.5e-4), each later
+cycle with a fresh optimiser and another data order; 90, 25 and 18 minutes on a 2-core CPU, as measured. The
+shipped file is remade with
 
   python main.py --config=configs/pretrain.py:demo --workdir=workdirs/pretrain_demo
   python -m flyp_jax.demo_model workdirs/pretrain_demo --curve=docs/demo_pretraining.png
 
-(the first command runs the first cycle in workdirs/pretrain_demo_cycle1 if it has not run; the curve follows
-the second run back to the first). The shipped weights' first cycle was stopped and resumed once, at step 2600,
-by a later version of the code, and their second cycle was started from the command line with the settings the
-preset now has (`--config.model.init=run` and the first cycle's workdir, `--config.steps=2400
---config.optimizer.lr=5e-4 --config.optimizer.warmup_steps=100 --config.seed=1`): resuming is exact and the
+(the first command runs the earlier cycles in workdirs/pretrain_demo_cycle1 and _cycle2 if they have not run; the
+curve follows the last run back to the first). The shipped weights' first cycle was stopped and resumed once, at
+step 2600, by a later version of the code, and their later cycles were started from the command line with the
+settings the presets now have (`--config.model.init=run` and the previous cycle's workdir, `--config.steps=2400`,
+`--config.optimizer.lr`, `--config.optimizer.warmup_steps=100`, `--config.seed`): resuming is exact and the
 options added in between were at their defaults, but bit-for-bit equality with one uninterrupted run of the
 commands above was not checked.
 

@@ -97,6 +97,46 @@ def test_pretrain_step_on_captions(tmp_path, data_dir):
   assert all(f"domain_shapes_pretrain_val/group{g}_top1" in results for g in range(5))
 
 
+# configs/pretrain.py's presets, made tiny: the cosine cycles keep their chain (model.path, model.config), seeds and
+# learning rates; each earlier cycle's config is read from this file too.
+TINY_PRETRAIN = """
+from flyp_jax import configs_lib
+
+def get_config(arg):
+  c = configs_lib.load("configs/pretrain.py:" + arg)
+  c.unlock()
+  c.model.update(variant="ViT-T/8", config=c.model.config.replace("configs/pretrain.py", __file__))
+  c.data.update(dataset="domain_shapes/small", data_dir=DATA_DIR)
+  c.update(batch_size=16, steps=2, log_every=1, checkpoint_every=0)
+  c.eval.suite = ""
+  return c
+"""
+
+
+def test_demo_pretraining_runs_its_earlier_cycles_first_and_once(tmp_path, data_dir):
+  from configs import pretrain
+  spec = tmp_path / "tiny_pretrain.py"
+  spec.write_text(TINY_PRETRAIN.replace("DATA_DIR", repr(data_dir)))
+  train.run(configs_lib.load(f"{spec}:demo"), str(tmp_path / "pretrain_demo"))
+  # every cycle ran in the workdir beside it that the next names, with its own seed and learning rate, and each
+  # later one started from the one before (its parameters are the earlier final's after two steps, not random)
+  for i, (_, lr, _) in enumerate(pretrain.CYCLES):
+    name = "pretrain_demo" if i == len(pretrain.CYCLES) - 1 else f"pretrain_demo_cycle{i + 1}"
+    config = json.loads((tmp_path / name / "config.json").read_text())["config"]
+    assert (config["seed"], config["optimizer"]["lr"]) == (i, lr), name
+    assert config["model"]["init"] == ("random" if i == 0 else "run"), name
+    if i:
+      _, start = models.load_pretrained(tmp_path / config["model"]["path"] / "final")
+      _, end = models.load_pretrained(tmp_path / name / "final")
+      gap = np.abs(end["visual"]["proj"] - start["visual"]["proj"]).max()
+      assert 0 < gap < 0.1 * np.abs(start["visual"]["proj"]).max(), name
+  # another final run of the last cycle finds the earlier ones finished and leaves them as they are
+  earlier = [tmp_path / f"pretrain_demo_cycle{i}" / "metrics.jsonl" for i in range(1, len(pretrain.CYCLES))]
+  before = [path.read_text() for path in earlier]
+  train.run(configs_lib.load(f"{spec}:demo"), str(tmp_path / "pretrain_demo_again"))
+  assert [path.read_text() for path in earlier] == before
+
+
 def test_total_epochs_sets_the_steps_from_the_training_split(data_dir):
   config = tiny_config("configs/lpft.py:demo", data_dir, total_epochs=3, batch_size=16)
   resolved = train.steps_of_epochs(config)
