@@ -68,15 +68,19 @@ def held_out_curve(run_dir: str) -> tuple[list[tuple[int, dict]], list[int]]:
   started from (`model.init='run'`, followed back to the first), steps counted from the first run's start; and
   the steps at which each later run started."""
   from flyp_jax import files, run_paths
-  model = files.read_json(os.path.join(run_dir, "config.json"))["config"]["model"]
-  points, starts = [], []
-  if model["init"] == "run":
-    earlier = run_paths.resolve(run_dir, model["path"])
-    points, starts = held_out_curve(earlier)
-    starts = starts + [(starts or [0])[-1] + files.read_json(os.path.join(earlier, "config.json"))["config"]["steps"]]
-  offset = starts[-1] if starts else 0
-  steps = sorted(int(n[5:-5]) for n in files.listdir(run_dir) if n.startswith("eval_") and n.endswith(".json"))
-  return points + [(offset + s, files.read_json(os.path.join(run_dir, f"eval_{s}.json"))) for s in steps], starts
+  config_of = lambda workdir: files.read_json(os.path.join(workdir, "config.json"))["config"]
+  chain = [(run_dir, config_of(run_dir))]  # each run, then the one it started from
+  while chain[-1][1]["model"]["init"] == "run":
+    earlier = run_paths.resolve(chain[-1][0], chain[-1][1]["model"]["path"])
+    chain.append((earlier, config_of(earlier)))
+  points, starts, offset = [], [], 0
+  for i, (workdir, config) in enumerate(reversed(chain)):
+    if i:
+      starts.append(offset)
+    steps = sorted(int(n[5:-5]) for n in files.listdir(workdir) if n.startswith("eval_") and n.endswith(".json"))
+    points += [(offset + s, files.read_json(os.path.join(workdir, f"eval_{s}.json"))) for s in steps]
+    offset += config["steps"]
+  return points, starts
 
 
 def plot_curve(run_dir: str, path: str) -> str:
