@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the project on every worker of the slice: the local checkout (committed files plus uncommitted
 # changes to them) or, with --repo, a git clone; then a Python virtual environment with the package and
-# jax[tpu], and a check that every worker sees its TPU devices.
+# jax[tpu] at the versions of requirements.lock, and a check that every worker sees its TPU devices.
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -76,7 +76,7 @@ done
 # uv brings its own Python when the image's is too old; installed per user, no root needed.
 install="python3 -m pip install -q --user -U uv"
 install+=" && { [ -x $venv/bin/python ] || \"\$HOME\"/.local/bin/uv venv -q --python $(tpu_quote "$FLYP_PYTHON") $venv; }"
-install+=" && \"\$HOME\"/.local/bin/uv pip install -q --python $venv/bin/python -e $dir'[tpu]'"
+install+=" && \"\$HOME\"/.local/bin/uv pip install -q --python $venv/bin/python -c $dir/requirements.lock -e $dir'[tpu]'"
 
 steps="set -e; $fetch; $install"
 if [[ "$check" == 1 ]]; then
