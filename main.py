@@ -13,6 +13,8 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
+from flyp_jax import errors
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "method config file, optionally :preset", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory (default: workdirs/<config.name>)")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "one of several processes (a TPU pod slice: one per host)")
@@ -28,29 +30,27 @@ _HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
 def error_message(e: BaseException):
   """The message of an error in what the command was given (config, paths, data, checkpoints), or None.
 
-  These errors are raised with one paragraph that says what is wrong and how to fix it, so the traceback adds
-  nothing for the user; anything else is a bug and keeps its traceback.
+  The project raises these (`flyp_jax.errors.UserError`) with one paragraph that says what is wrong and how to fix
+  it, so the traceback adds nothing for the user; anything else is a bug and keeps its traceback.
   """
-  kinds = [FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
-           FloatingPointError, ValueError]
-  # these modules' errors can only come from them once they are imported
-  for module, names in (("flyp_jax.data.pipeline", ("DatasetNotPreparedError",)),
-                        ("flyp_jax.workdir_lock", ("WorkdirLocked",)),
-                        ("flyp_jax.checkpoint_guard", ("CheckpointError",))):
-    if module in sys.modules:
-      kinds += [getattr(sys.modules[module], n) for n in names]
-  if not isinstance(e, tuple(kinds)):
-    return None
-  return str(e) or type(e).__name__
+  return (str(e) or type(e).__name__) if isinstance(e, errors.UserError) else None
+
+
+INTERNAL_ERROR = ("internal error (a bug in flyp_jax or a library it uses, not in your command): please report it "
+                  "to the flyp_jax issue tracker with this output, the command and `pip freeze`. The traceback:")
 
 
 def run_reporting_errors(fn, *args, verbose: bool):
-  """fn(*args); an error in the input is printed as `error: ...` (exit status 2), its traceback only if verbose."""
+  """fn(*args); an error in the input is printed as `error: ...` (exit status 2), its traceback only if verbose;
+  any other error is announced as internal and keeps its traceback (exit status 1)."""
   try:
     return fn(*args)
   except Exception as e:  # the mapping of every user error to its message is here, in one place
     message = error_message(e)
-    if verbose or message is None:
+    if message is None:
+      print(INTERNAL_ERROR, file=sys.stderr, flush=True)
+      raise
+    if verbose:
       raise
     print(f"error: {message}", file=sys.stderr, flush=True)
     sys.exit(USAGE_ERROR_EXIT)
@@ -124,13 +124,23 @@ def main(argv):
   if _quiet:
     quiet_libraries()
 
+  from flyp_jax import parallel, train
+
   def run():
-    from flyp_jax import parallel, train
     logging.info("main.py %s\nconfig:\n%s", " ".join(sys.argv[1:]), _CONFIG.value)  # with -v: what ran
     parallel.initialize(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     train.main(_CONFIG.value, _WORKDIR.value)
 
-  run_reporting_errors(run, verbose=_VERBOSE.value or flags.FLAGS.verbosity >= 1)
+  try:
+    run_reporting_errors(run, verbose=_VERBOSE.value or flags.FLAGS.verbosity >= 1)
+  except train.Preempted as stop:
+    # The run is saved and closed (the loop's and the workdir lock's cleanup have run). A library's input thread
+    # (TFDS streaming a large split) can still keep the interpreter from exiting, so leave now, once every
+    # process is here (the last of them may still be finishing its share of the checkpoint).
+    parallel.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(stop.code)
 
 
 def help_text() -> str:

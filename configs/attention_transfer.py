@@ -40,6 +40,8 @@ import ml_collections
 
 from configs import common
 
+from flyp_jax import errors
+
 # The demo presets' learning rates: the best of each mode's sweep on seed 0 (600 steps; docstring).
 DEMO_LR = {"demo": 5e-3, "demo_copy": 3e-3, "demo_none": 1e-3}
 
@@ -89,7 +91,7 @@ def get_config(arg: str = "demo"):
   elif arg.startswith("imagenet_"):
     mode = arg.rsplit("_", 1)[1]
     if arg not in PRESETS:
-      raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+      raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
     epochs, blr, b2, wd, warmup, min_lr, layer_decay, drop_path = REFERENCE[mode]
     common.imagenet_b16(c, lr=0.0)
     if "mae" in arg:
@@ -107,5 +109,5 @@ def get_config(arg: str = "demo"):
     # The paper ensembles with a fine-tuned teacher; give its run with --config.at.ensemble.path.
     c.at.ensemble.update(path="ft_imagenet_b16" if "b16" in arg else "", config="")
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

@@ -10,13 +10,15 @@ comparison.png and claims.md (the claims of docs/demo_claims.md, tested). See fl
 
 from configs import common
 
+from flyp_jax import errors
+
 
 PRESETS = ("demo",)  # the first is the default
 
 
 def get_config(arg: str = "demo"):
   if arg != "demo":
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   c = common.demo(common.base(f"compare_{arg}"))
   c.method = "compare"
   c.compare = common.ml_collections.ConfigDict(dict(

@@ -18,6 +18,8 @@ numbers. README.md's "Few-shot and transfer-learning presets" table cites the re
 
 from configs import common
 
+from flyp_jax import errors
+
 PRESETS = ("demo", "patchcamelyon_b16", "sst2_b16")  # the first is the default
 
 METHODS = {"FLYP": "configs/flyp.py", "FT": "configs/ft.py", "LP": "configs/lp.py"}
@@ -38,5 +40,5 @@ def get_config(arg: str = "demo"):
   elif arg == "sst2_b16":
     common.few_shot_b16(c, "sst2", lr=1e-5, weight_decay=0.2)
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return common.few_shot_protocol(c)

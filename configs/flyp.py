@@ -22,6 +22,8 @@ ones: its "Few-shot and transfer-learning presets" table).
 
 from configs import common
 
+from flyp_jax import errors
+
 
 PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16", "caltech101_b16", "stanfordcars_b16",
            "flowers102_b16")  # the first is the default
@@ -41,5 +43,5 @@ def get_config(arg: str = "demo"):
   elif arg in ("caltech101_b16", "stanfordcars_b16", "flowers102_b16"):
     common.transfer_b16(c, arg.split("_")[0])
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

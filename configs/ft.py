@@ -12,6 +12,8 @@ to 1.0, float32). iwildcam_b16 / fmow_b16: the same loop with FLYP's WILDS batch
 
 from configs import common
 
+from flyp_jax import errors
+
 
 PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
 
@@ -31,5 +33,5 @@ def get_config(arg: str = "demo"):
     common.wilds_b16(c, arg.split("_")[0], lr=3e-5)
     c.optimizer.grad_clip = 1.0
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

@@ -13,6 +13,7 @@ features by one scalar mean and std, so the same C is not the same regularisatio
 import numpy as np
 
 from configs import common
+from flyp_jax import errors
 from flyp_jax.data import suites
 
 
@@ -39,5 +40,5 @@ def get_config(arg: str = "demo"):
     c.lp.val_split = "id_val"  # WILDS' held-out ID split
     c.lp.C_grid = reference_grid
   else:
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   return c

@@ -14,6 +14,8 @@ held-out image-caption split `pretrain_val`, per domain), never on the test spli
 
 from configs import common
 
+from flyp_jax import errors
+
 # (steps, peak lr, warmup steps) of each cosine cycle; the demo preset is the last cycle
 CYCLES = ((7200, 1e-3, 200), (2400, 5e-4, 100), (2400, 2.5e-4, 100))
 PRESETS = ("demo",) + tuple(f"demo_cycle{i}" for i in range(1, len(CYCLES)))  # the first is the default
@@ -23,7 +25,7 @@ def get_config(arg: str = "demo"):
   c = common.base(f"pretrain_{arg}")
   c.method = "pretrain"
   if arg not in PRESETS:
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   cycle = len(CYCLES) if arg == "demo" else int(arg[len("demo_cycle"):])
   c.model.init = "random"
   c.model.variant = "ViT-T/4"

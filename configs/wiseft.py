@@ -13,6 +13,8 @@ Writes wiseft.json, wiseft.md (table) and wiseft.png (ID vs average OOD accuracy
 
 from configs import common
 
+from flyp_jax import errors
+
 SUITES = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")
 PRESETS = ("demo", "flyp") + tuple(f"{s}_{x}" for s in ("ft", "flyp") for x in SUITES if x != "demo")  # first: default
 
@@ -22,7 +24,7 @@ def get_config(arg: str = "demo"):
   preset = aliases.get(arg, arg)
   source, _, suite = preset.partition("_")
   if source not in ("ft", "flyp") or suite not in SUITES:
-    raise ValueError(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
+    raise errors.BadValue(f"unknown preset {arg!r}; known: {', '.join(PRESETS)}")
   c = common.base(f"wiseft_{arg}")
   c.method = "wiseft"
   if suite == "demo":

@@ -28,6 +28,8 @@ from collections import OrderedDict
 import ml_dtypes
 import numpy as np
 
+from flyp_jax import errors
+
 _DTYPES = {n: np.dtype(n) for n in ("float64", "float32", "float16", "int64", "int32", "int16", "int8", "uint8",
                                     "uint16", "uint32", "uint64", "bool", "complex64", "complex128")}
 _DTYPES.update(bfloat16=np.dtype(ml_dtypes.bfloat16), float8_e4m3fn=np.dtype(ml_dtypes.float8_e4m3fn),
@@ -44,7 +46,7 @@ _SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF
 _LEGACY_TORCH_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")  # first object of a pre-1.6 torch.save
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError, ValueError):
   """The file is not a checkpoint this module can read; the message names the path and the problem."""
 
 

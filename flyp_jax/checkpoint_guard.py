@@ -20,10 +20,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from flyp_jax import files, parallel
+from flyp_jax import errors, files, parallel
 
 
-class CheckpointError(RuntimeError):
+class WorkdirCheckpointError(errors.UserError, RuntimeError):
   """The workdir's checkpoints cannot be used or written; one paragraph naming them and what to do."""
 
 
@@ -115,7 +115,7 @@ def restore_latest(manager: ocp.CheckpointManager, target, what: str = "checkpoi
   """The newest readable step of `manager` restored into `target`'s structure and shardings, or `target` if none.
 
   Unreadable steps are set aside (warning with the error's first line); a checkpoint of another model raises
-  CheckpointError, as does a folder whose every step is unreadable when `required`. Every process calls this.
+  WorkdirCheckpointError, as does a folder whose every step is unreadable when `required`. Every process calls this.
   """
   directory = os.fspath(manager.directory)
   set_aside_to = []
@@ -127,7 +127,7 @@ def restore_latest(manager: ocp.CheckpointManager, target, what: str = "checkpoi
     else:
       problem = _mismatch(tree, target) if isinstance(tree, dict) else None
       if problem:
-        raise CheckpointError(
+        raise WorkdirCheckpointError(
             f"the {what} step {step} in {directory} does not fit the model and optimiser configured now ({problem}): "
             f"nothing was run. Run with the settings the checkpoints were made with (see config.json in the "
             f"workdir), or choose a new --workdir.")
@@ -143,7 +143,7 @@ def restore_latest(manager: ocp.CheckpointManager, target, what: str = "checkpoi
                                   error or RuntimeError("unreadable on another process"), f"{what} step {step}"))
     manager.reload()
   if set_aside_to and required:
-    raise CheckpointError(
+    raise WorkdirCheckpointError(
         f"no {what} in {directory} can be read: each was moved aside ({', '.join(set_aside_to)}), nothing was run. "
         f"Restore a good copy of the checkpoints there (renamed back to their step number) to resume, or choose a "
         f"new --workdir to start again.")
@@ -160,14 +160,14 @@ class Saving:
   def __getattr__(self, name: str) -> Any:
     return getattr(self._manager, name)
 
-  def _failed(self, step: int, error: BaseException) -> CheckpointError:
+  def _failed(self, step: int, error: BaseException) -> WorkdirCheckpointError:
     directory = os.fspath(self._manager.directory)
     try:
       complete = complete_steps(directory)
     except Exception:
       complete = []
     newest = f"step {complete[-1]}, which re-running the same command resumes from" if complete else "none yet"
-    return CheckpointError(
+    return WorkdirCheckpointError(
         f"saving step {step} to {directory} failed ({first_line(error)}): training stopped. The complete checkpoints "
         f"are kept (the newest: {newest}); make room or fix access to the workdir's storage, then run again.")
 

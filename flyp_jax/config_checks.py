@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any
 
-from flyp_jax import files
+from flyp_jax import errors, files
 
 CONFIG_FILE = "config.json"
 
@@ -29,7 +29,7 @@ RESUME_SAFE = ("name", "steps", "total_epochs", "log_every", "checkpoint_every",
                "model.dtype", "model.remat", "model_axis", "data.data_dir", "data.corrupt_images", "flyp.loss_block")
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.UserError, ValueError):
   """A setting that cannot work, or a re-run that would change a workdir's training; one paragraph, nothing run."""
 
 

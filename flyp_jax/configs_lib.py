@@ -8,6 +8,8 @@ import sys
 
 import ml_collections
 
+from flyp_jax import errors
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -25,7 +27,7 @@ def resolve(spec: str) -> str:
     if os.path.isfile(candidate):
       return os.path.abspath(candidate) + colon + arg
   looked = " and ".join(dict.fromkeys((os.getcwd(), REPO_ROOT)))
-  raise FileNotFoundError(f"config file {path!r} not found (looked in {looked}); the config "
+  raise errors.NotFound(f"config file {path!r} not found (looked in {looked}); the config "
                           f"files are {', '.join(config_files())} (python main.py --help lists their presets)")
 
 
@@ -46,7 +48,7 @@ def load(spec: str) -> ml_collections.ConfigDict:
   presets = getattr(mod, "PRESETS", ())
   if arg and presets and arg not in presets:
     name = os.path.relpath(path, REPO_ROOT) if path.startswith(REPO_ROOT) else path
-    raise ValueError(f"{name} has no preset {arg!r}; its presets are {', '.join(presets)} (give one as "
+    raise errors.BadValue(f"{name} has no preset {arg!r}; its presets are {', '.join(presets)} (give one as "
                      f"--config={name}:PRESET; python main.py --help lists every config file's presets)")
   config = mod.get_config(arg) if arg else mod.get_config()
   config.lock()

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
-from flyp_jax import models
+from flyp_jax import errors, models
 from flyp_jax.checkpoint_files import CheckpointError, read_state_dict
 from flyp_jax.models.variants import ACTIVATIONS, CLIPConfig, get_config
 
@@ -292,17 +292,17 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
   from flyp_jax import files, pretrained
   path = pretrained.resolve(os.fspath(path))  # openai:NAME -> the cached, checked download
   if not files.is_remote(path) and not os.path.exists(path):
-    raise FileNotFoundError(pretrained.missing_checkpoint_message(path))
+    raise errors.NotFound(pretrained.missing_checkpoint_message(path))
   converted = files.exists(os.path.join(path, CONVERTED_MARKER))
   if converted or (path.endswith(".npz") and os.path.isfile(path)):
     config, params = load_converted(path) if converted else load_npz(path)
     if activation and activation != config.activation:
-      raise ValueError(f"{path} was converted with activation {config.activation!r}, not {activation!r}")
+      raise errors.BadValue(f"{path} was converted with activation {config.activation!r}, not {activation!r}")
   else:
     sd, hints = read_source(path)
     if activation is not None:
       if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        raise errors.BadValue(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
       hints["activation"] = activation
     config = infer_config(sd, hints)
     params = openai_to_params(sd, config)
@@ -323,7 +323,7 @@ def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "",
   from flyp_jax import files, parallel
   dst = files.absolute(dst)
   if files.exists(dst) and files.listdir(dst):
-    raise FileExistsError(f"{dst} exists and is not empty; choose a new directory")
+    raise errors.AlreadyExists(f"{dst} exists and is not empty; choose a new directory")
   parallel.sync("save_converted:checked")
   files.makedirs(dst)
   with ocp.StandardCheckpointer() as ckptr:
@@ -342,7 +342,7 @@ def load_converted(path: str) -> tuple[CLIPConfig, dict]:
   path = files.absolute(path)
   record = files.read_json(os.path.join(path, CONVERTED_MARKER))
   if record.get("kind") == "vit":  # an attention-transfer student (flyp_jax.models.vit.save)
-    raise ValueError(f"{path} holds a timm-style ViT classifier, not a CLIP: load it with flyp_jax.models.vit.load")
+    raise errors.BadValue(f"{path} holds a timm-style ViT classifier, not a CLIP: load it with flyp_jax.models.vit.load")
   config = CLIPConfig.from_dict(record["config"])
   abstract = jax.eval_shape(lambda: models.init_params(models.create_model(config), jax.random.PRNGKey(0)))
   with ocp.StandardCheckpointer() as ckptr:

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import files, models, parallel
+from flyp_jax import errors, files, models, parallel
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import label_maps, pipeline, suites
 from flyp_jax.data import templates as templates_lib
@@ -119,10 +119,10 @@ def metrics_from_stats(stats: dict[str, np.ndarray], metrics: Sequence[str],
   """
   count = int(stats["count"])
   if int(stats["invalid"]):
-    raise ValueError(f"{int(stats['invalid'])} examples have a label or group outside the classes or groups "
+    raise errors.BadValue(f"{int(stats['invalid'])} examples have a label or group outside the classes or groups "
                      f"being scored; the dataset does not match its suite definition")
   if count == 0:
-    raise ValueError("no examples were evaluated (empty split?)")
+    raise errors.BadValue("no examples were evaluated (empty split?)")
   out = {"count": count}
   for m in metrics:
     if m == "top1":
@@ -141,7 +141,7 @@ def metrics_from_stats(stats: dict[str, np.ndarray], metrics: Sequence[str],
       out[m] = min(correct[g] / counts[g] for g in groups) if groups else float("nan")
       out.update({f"group{g}_top1": float(correct[g] / counts[g]) for g in range(len(counts)) if counts[g]})
     else:
-      raise ValueError(f"unknown metric {m!r}")
+      raise errors.BadValue(f"unknown metric {m!r}")
   return out
 
 
@@ -160,7 +160,7 @@ def effective_robustness(id_acc: float, ood_acc: float, baseline: dict) -> float
   elif transform == "linear":
     f = f_inv = lambda p: p
   else:
-    raise ValueError(f"unknown baseline transform {transform!r}; use logit, probit or linear")
+    raise errors.BadValue(f"unknown baseline transform {transform!r}; use logit, probit or linear")
   eps = 1e-6
   predicted = f_inv(baseline["slope"] * f(min(max(id_acc, eps), 1 - eps)) + baseline["intercept"])
   return ood_acc - predicted
@@ -293,7 +293,7 @@ class Evaluator:
     {name: results as `__call__` returns them, ..., 'ensemble': results of the averaged probabilities}.
     """
     if len(names) != len(members) or "ensemble" in names or len(set(names)) != len(names):
-      raise ValueError(f"need one distinct name per member, other than 'ensemble'; got {names} for "
+      raise errors.BadValue(f"need one distinct name per member, other than 'ensemble'; got {names} for "
                        f"{len(members)} members")
     models_ = tuple(m for m, _, _ in members)
     params = tuple(p for _, p, _ in members)
@@ -339,7 +339,7 @@ def _metrics(dataset: suites.EvalDataset, stats) -> dict[str, float]:
   try:
     return metrics_from_stats(stats, dataset.metrics, dataset.excluded_groups)
   except ValueError as e:  # e.g. labels outside the scored classes: say which dataset
-    raise ValueError(f"{dataset.name} ({dataset.tfds_name}, split {dataset.split!r}): {e}") from None
+    raise errors.BadValue(f"{dataset.name} ({dataset.tfds_name}, split {dataset.split!r}): {e}") from None
 
 
 def summarize(datasets: Sequence[suites.EvalDataset], per_dataset: dict[str, dict],

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from flyp_jax import errors
+
 
 def is_remote(path: str) -> bool:
   return "://" in os.fspath(path)
@@ -119,6 +121,6 @@ def check_writable(workdir: str) -> None:
       f.write("ok")
     remove(probe)
   except Exception as e:  # OSError locally; tf.errors.* for buckets
-    raise PermissionError(
+    raise errors.NotPermitted(
         f"the workdir {workdir} cannot be written ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}): "
         f"nothing was run. Choose another --workdir, or give this user write access to it.") from None

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from flyp_jax import errors
 from flyp_jax.parallel import DATA
 
 # Masked logits get the most negative float32 rather than -inf: exp() of it is exactly 0 after the
@@ -84,16 +85,16 @@ def _prepare(image_features, text_features, logit_scale, labels, mask_same_class
   text_features = jnp.asarray(text_features, jnp.float32)
   logit_scale = jnp.asarray(logit_scale, jnp.float32)
   if image_features.ndim != 2 or image_features.shape != text_features.shape:
-    raise ValueError(f"expected image and text features of the same shape [N, E], got "
+    raise errors.BadValue(f"expected image and text features of the same shape [N, E], got "
                      f"{image_features.shape} and {text_features.shape}")
   if logit_scale.ndim != 0:
-    raise ValueError(f"logit_scale must be a scalar, got shape {logit_scale.shape}")
+    raise errors.BadValue(f"logit_scale must be a scalar, got shape {logit_scale.shape}")
   if mask_same_class:
     if labels is None:
-      raise ValueError("mask_same_class=True needs labels [N]")
+      raise errors.BadValue("mask_same_class=True needs labels [N]")
     labels = jnp.asarray(labels)
     if labels.shape != image_features.shape[:1]:
-      raise ValueError(f"labels must have shape [{image_features.shape[0]}], got {labels.shape}")
+      raise errors.BadValue(f"labels must have shape [{image_features.shape[0]}], got {labels.shape}")
   else:
     labels = None  # labels without masking change nothing; dropping them keeps one code path
   return image_features, text_features, logit_scale, labels
@@ -154,9 +155,9 @@ def sharded_clip_loss(image_features: jax.Array, text_features: jax.Array, logit
   img, txt, scale, labels = _prepare(image_features, text_features, logit_scale, labels, mask_same_class)
   n, n_shards = img.shape[0], mesh.shape[DATA]
   if n % n_shards:
-    raise ValueError(f"global batch {n} is not divisible by the {n_shards} devices of the '{DATA}' axis")
+    raise errors.BadValue(f"global batch {n} is not divisible by the {n_shards} devices of the '{DATA}' axis")
   if block < 0 or (block and n % block):
-    raise ValueError(f"loss block {block} must be 0 (no blocks) or divide the global batch {n}")
+    raise errors.BadValue(f"loss block {block} must be 0 (no blocks) or divide the global batch {n}")
   return _sharded_clip_loss(img, txt, scale, labels, mesh, block if block and block < n else 0)
 
 
@@ -224,14 +225,14 @@ def attention_distillation(teacher_maps, student_logits, *, kind: str = "cross_e
   Any float dtype in, float32 nats out.
   """
   if kind not in ("cross_entropy", "kl"):
-    raise ValueError(f"kind must be 'cross_entropy' or 'kl', got {kind!r}")
+    raise errors.BadValue(f"kind must be 'cross_entropy' or 'kl', got {kind!r}")
   if len(teacher_maps) != len(student_logits):
-    raise ValueError(f"got {len(teacher_maps)} teacher maps and {len(student_logits)} student score maps")
+    raise errors.BadValue(f"got {len(teacher_maps)} teacher maps and {len(student_logits)} student score maps")
   total = jnp.zeros((), jnp.float32)
   for t, z in zip(teacher_maps, student_logits):
     t, z = jnp.asarray(t, jnp.float32), jnp.asarray(z, jnp.float32)
     if t.shape != z.shape:
-      raise ValueError(f"teacher map {t.shape} and student scores {z.shape} differ in shape")
+      raise errors.BadValue(f"teacher map {t.shape} and student scores {z.shape} differ in shape")
     per_row = -jnp.sum(t * jax.nn.log_softmax(z, axis=-1), axis=-1)
     if kind == "kl":
       per_row = per_row + jnp.sum(jax.scipy.special.xlogy(t, t), axis=-1)

@@ -33,6 +33,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from flyp_jax import errors
+
 SCHEDULES = ("warmup_cosine", "reference_cosine", "epoch_cosine", "constant")
 DECAY_RULES = ("matrices", "all")
 OPTIMIZERS = ("adamw", "sgd")
@@ -53,7 +55,7 @@ def trainable_mask(config, params) -> Any:
   match = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
   mask = jax.tree_util.tree_map(match, path_names(params))
   if not any(jax.tree_util.tree_leaves(mask)):
-    raise ValueError(f"no parameter matches trainable={config.trainable!r} (frozen={config.frozen!r})")
+    raise errors.BadValue(f"no parameter matches trainable={config.trainable!r} (frozen={config.frozen!r})")
   return mask
 
 
@@ -87,7 +89,7 @@ def make_schedule(opt, total_steps: int) -> Callable[[jax.Array], jax.Array]:
   if kind == "epoch_cosine":
     epoch_steps = int(_get(opt, "epoch_steps", 0))
     if epoch_steps <= 0:
-      raise ValueError(f"optimizer.schedule='epoch_cosine' needs optimizer.epoch_steps > 0 (steps per epoch), "
+      raise errors.BadValue(f"optimizer.schedule='epoch_cosine' needs optimizer.epoch_steps > 0 (steps per epoch), "
                        f"got {epoch_steps}")
     epochs = max(math.ceil(total_steps / epoch_steps), 1)
 
@@ -96,7 +98,7 @@ def make_schedule(opt, total_steps: int) -> Callable[[jax.Array], jax.Array]:
       return 0.5 * (1 + jnp.cos(math.pi * epoch / epochs)) * lr
 
     return epoch_cosine
-  raise ValueError(f"unknown optimizer.schedule {kind!r}; known: {SCHEDULES}")
+  raise errors.BadValue(f"unknown optimizer.schedule {kind!r}; known: {SCHEDULES}")
 
 
 def make_optimizer(config, params, total_steps: int) -> optax.GradientTransformation:
@@ -112,7 +114,7 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   trainable = trainable_mask(config, params)
   rule = _get(opt, "decay", "matrices")
   if rule not in DECAY_RULES:
-    raise ValueError(f"unknown optimizer.decay {rule!r}; known: {DECAY_RULES}")
+    raise errors.BadValue(f"unknown optimizer.decay {rule!r}; known: {DECAY_RULES}")
   decays = jax.tree_util.tree_map(lambda n: rule == "all" or not re.search(_NO_DECAY, n), names)
   name = _get(opt, "name", "adamw")
   if name == "adamw":
@@ -122,7 +124,7 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
     base = optax.chain(optax.add_decayed_weights(opt.weight_decay, mask=decays),
                        optax.sgd(schedule, momentum=_get(opt, "momentum", 0.9) or None))
   else:
-    raise ValueError(f"unknown optimizer.name {name!r}; known: {OPTIMIZERS}")
+    raise errors.BadValue(f"unknown optimizer.name {name!r}; known: {OPTIMIZERS}")
   chain = optax.chain(optax.clip_by_global_norm(opt.grad_clip), base) if opt.grad_clip else base
   labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
   tx = optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()}, labels)
@@ -144,7 +146,7 @@ def layer_scales(names, trainable, decay: float):
   trained = [n for n, t in zip(jax.tree_util.tree_leaves(names), jax.tree_util.tree_leaves(trainable)) if t]
   layers = 1 + max((int(block(n).group(1)) for n in trained if block(n)), default=-1)
   if layers == 0:
-    raise ValueError("optimizer.layer_decay needs trainable transformer blocks ('resblocks_i'); none is trainable")
+    raise errors.BadValue("optimizer.layer_decay needs trainable transformer blocks ('resblocks_i'); none is trainable")
 
   def layer_id(n: str) -> int:
     if re.search(_EMBEDDINGS, n):

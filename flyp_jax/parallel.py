@@ -16,6 +16,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from flyp_jax import errors
+
 DATA, MODEL = "data", "model"
 
 
@@ -41,6 +43,12 @@ def initialize(distributed: bool = False, coordinator_address: Optional[str] = N
   jax.distributed.initialize(coordinator_address, num_processes, process_id)
   logging.info("Process %d of %d, %d of %d devices local.", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
+
+
+def shutdown() -> None:
+  """Leave JAX's multi-controller runtime once every process calls this (nothing to do with one process)."""
+  if jax.process_count() > 1:
+    jax.distributed.shutdown()
 
 
 def across_processes(values, reduce=np.sum) -> np.ndarray:
@@ -72,7 +80,7 @@ def make_mesh(model: int = 1, devices: Optional[Sequence[jax.Device]] = None) ->
   """A (data, model) mesh over all devices (or `devices`): data = n_devices // model."""
   devices = list(devices if devices is not None else jax.devices())
   if model < 1 or len(devices) % model:
-    raise ValueError(f"model axis of size {model} does not divide the {len(devices)} devices")
+    raise errors.BadValue(f"model axis of size {model} does not divide the {len(devices)} devices")
   return jax.make_mesh((len(devices) // model, model), (DATA, MODEL), axis_types=(AxisType.Auto,) * 2,
                        devices=devices)
 
@@ -109,7 +117,7 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
   """This process's share of a global batch; the batch must split evenly over the data axis."""
   n_data = mesh.shape[DATA]
   if global_batch_size % n_data:
-    raise ValueError(f"batch size {global_batch_size} is not divisible by the {n_data} devices of the data axis; "
+    raise errors.BadValue(f"batch size {global_batch_size} is not divisible by the {n_data} devices of the data axis; "
                      f"use a multiple of {n_data}")
   return global_batch_size // jax.process_count()
 

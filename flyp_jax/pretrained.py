@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 import uuid
 
+from flyp_jax import errors
+
 PREFIX = "openai:"
 OPENAI_URL = "https://openaipublic.azureedge.net/clip/models"
 # name -> (SHA-256 of the released file, its file name). ResNet towers are left out: the loader reads ViTs only.
@@ -59,7 +61,7 @@ def _sha256(path: str) -> str:
 def fetch(name: str) -> str:
   """The path of OpenAI's released checkpoint `name` (e.g. 'ViT-B/16') in the cache, downloading it if needed."""
   if name not in OPENAI:
-    raise ValueError(f"unknown OpenAI CLIP {name!r}: the names are {', '.join(PREFIX + n for n in OPENAI)} "
+    raise errors.BadValue(f"unknown OpenAI CLIP {name!r}: the names are {', '.join(PREFIX + n for n in OPENAI)} "
                      f"(or give a checkpoint file's path)")
   sha256, filename = OPENAI[name]
   target = os.path.join(cache_dir(), filename)
@@ -79,14 +81,14 @@ def fetch(name: str) -> str:
   except (urllib.error.URLError, OSError) as e:
     if os.path.exists(partial):
       os.remove(partial)
-    raise FileNotFoundError(
+    raise errors.NotFound(
         f"{PREFIX}{name} is not in the cache and could not be downloaded from {source} "
         f"({getattr(e, 'reason', e)}). Without internet access, download that file elsewhere and copy it to "
         f"{target} (it is checked against its SHA-256, {sha256}), or pass the file's path as "
         f"--config.model.path=PATH.") from None
   if digest.hexdigest() != sha256:
     os.remove(partial)
-    raise ValueError(f"the file downloaded from {source} has SHA-256 {digest.hexdigest()}, not the published "
+    raise errors.BadValue(f"the file downloaded from {source} has SHA-256 {digest.hexdigest()}, not the published "
                      f"{sha256}: it was not kept. Try again; if this repeats, the server (FLYP_JAX_OPENAI_URL) serves "
                      f"another file.")
   os.replace(partial, target)

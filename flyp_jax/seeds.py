@@ -11,10 +11,11 @@ import math
 import os
 from typing import Callable, Sequence
 
+import jax
 import numpy as np
 from scipy import stats
 
-from flyp_jax import files
+from flyp_jax import errors, files
 
 
 def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -25,7 +26,7 @@ def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float
   """
   x = np.asarray(values, np.float64)
   if x.ndim != 1 or x.size == 0:
-    raise ValueError(f"need a non-empty list of numbers, got {values!r}")
+    raise errors.BadValue(f"need a non-empty list of numbers, got {values!r}")
   if x.size == 1:
     return float(x[0]), float("nan")
   half = stats.t.ppf((1 + level) / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size)
@@ -41,7 +42,7 @@ def aggregate(runs: Sequence[dict], seeds: Sequence[int], ddof: int = 1) -> dict
   script reports (`np.std`); the 95% interval always uses the sample standard deviation.
   """
   if len(runs) != len(seeds) or not runs:
-    raise ValueError(f"need one result per seed, got {len(runs)} results for seeds {list(seeds)}")
+    raise errors.BadValue(f"need one result per seed, got {len(runs)} results for seeds {list(seeds)}")
   numeric = lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
   keys = [k for k, v in runs[0].items()
           if numeric(v) and not k.endswith("/count") and all(numeric(r.get(k)) for r in runs)]
@@ -79,7 +80,8 @@ def run(config, workdir: str, run_one: Callable[[object, str], dict]) -> dict:
       one.seed, one.seeds = seed, 1
     runs.append(run_one(one, path))
   results = aggregate(runs, seeds)
-  files.write_json(os.path.join(workdir, "results.json"), results)
+  if jax.process_index() == 0:  # every process computed the same aggregate; one writes it
+    files.write_json(os.path.join(workdir, "results.json"), results)
   print(summary(results), flush=True)
   return results
 

@@ -18,6 +18,8 @@ import ftfy
 import numpy as np
 import regex
 
+from flyp_jax import errors
+
 # Read from the package itself so tokenizing never needs a download or a network.
 DEFAULT_VOCAB_PATH = Path(__file__).resolve().parent / "assets" / "bpe_simple_vocab_16e6.txt.gz"
 DEFAULT_CONTEXT_LENGTH = 77
@@ -68,7 +70,7 @@ class Tokenizer:
     # Line 0 is a version header.
     merges = [tuple(line.split()) for line in lines[1:NUM_MERGES + 1]]
     if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
-      raise ValueError(f"{vocab_path} does not hold {NUM_MERGES} BPE merges (one 'a b' pair per line)")
+      raise errors.BadValue(f"{vocab_path} does not hold {NUM_MERGES} BPE merges (one 'a b' pair per line)")
     symbols, byte_values = _byte_alphabet()
     vocab = symbols + [s + _END_OF_WORD for s in symbols] + ["".join(m) for m in merges]
     vocab += [SOT_TOKEN, EOT_TOKEN]
@@ -125,7 +127,7 @@ class Tokenizer:
     """
     context_length = operator.index(context_length)
     if context_length < 2:
-      raise ValueError(f"context_length must be >= 2 (room for sot and eot), got {context_length}")
+      raise errors.BadValue(f"context_length must be >= 2 (room for sot and eot), got {context_length}")
     if isinstance(texts, str):
       texts = [texts]
     texts = list(texts)
@@ -160,7 +162,7 @@ def trim_padding(tokens: np.ndarray) -> np.ndarray:
   """
   tokens = np.asarray(tokens)
   if tokens.ndim != 2:
-    raise ValueError(f"expected token ids of shape [N, L], got {tokens.shape}")
+    raise errors.BadValue(f"expected token ids of shape [N, L], got {tokens.shape}")
   used = np.flatnonzero(tokens.any(axis=0))
   return tokens[:, :used[-1] + 1 if used.size else 1]
 

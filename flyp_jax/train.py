@@ -24,8 +24,8 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import (checkpoint_guard, config_checks, configs_lib, evaluate, files, losses, metric_writer, models,
-                      optim, parallel, profiling, run_paths, workdir_lock)
+from flyp_jax import (checkpoint_guard, config_checks, configs_lib, errors, evaluate, files, losses, metric_writer,
+                      models, optim, parallel, profiling, run_paths, workdir_lock)
 from flyp_jax.data import suites
 
 TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
@@ -45,7 +45,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str):
     checkpoint_guard.set_aside_if_damaged(os.path.join(run_dir, "final"))  # then made again below
     if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
       if not m.get("config"):
-        raise FileNotFoundError(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
+        raise errors.NotFound(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
       logging.info("No finished run in %s: running %s there first.", run_dir, m.config)
       run(configs_lib.load(m.config), run_dir)
     model, params = models.load_pretrained(os.path.join(run_dir, "final"), dtype=m.dtype, remat=m.remat)
@@ -68,7 +68,7 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Run `config.method` in `workdir`: the training loop, or the LP / WiSE-FT / comparison commands."""
   known = TRAINING_METHODS + OTHER_METHODS
   if config.method not in known:
-    raise ValueError(f"unknown method {config.method!r}; known: {known}")
+    raise errors.BadValue(f"unknown method {config.method!r}; known: {known}")
   config_checks.validate(config, warn=False)  # `run` checks again, and warns, for the training methods
   files.check_writable(workdir)
   if config.get("seeds", 1) > 1:
@@ -83,7 +83,7 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train `config.method` in `workdir` (resuming from its checkpoints), evaluate, write results.json."""
   if config.method not in TRAINING_METHODS:
-    raise ValueError(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
+    raise errors.BadValue(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
   config_checks.validate(config)  # before any work, as each of the steps below
   config = steps_of_epochs(config)
   files.makedirs(workdir)
@@ -124,7 +124,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   accum = config.grad_accum_steps
   parallel.local_batch_size(config.batch_size, mesh)  # fail early on an indivisible batch
   if accum < 1 or config.batch_size % (accum * mesh.shape[parallel.DATA]):
-    raise ValueError(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
+    raise errors.BadValue(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
                      f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
   # A method may load its own starting model (attention transfer's ViT teacher); the CLIP of config.model otherwise.
   model, clip_params = (method.load_model(config, workdir) if hasattr(method, "load_model")
@@ -314,7 +314,7 @@ def make_validator(config, model, mesh):
   if key.partition("/")[0] == dataset.name and metric in suites.METRICS and metric not in dataset.metrics:
     dataset = dataclasses.replace(dataset, metrics=dataset.metrics + (metric,))  # what selection asks for
   if key.partition("/")[::2] not in {(dataset.name, m) for m in dataset.metrics}:
-    raise ValueError(f"eval.select_on={key!r} is not a metric of the {config.eval.suite!r} suite's validation set; "
+    raise errors.BadValue(f"eval.select_on={key!r} is not a metric of the {config.eval.suite!r} suite's validation set; "
                      f"choose one of {[f'{dataset.name}/{m}' for m in dataset.metrics]}")
   evaluator = evaluate.from_config(model, config, mesh, datasets=(dataset,))
 
@@ -408,16 +408,23 @@ class _TermSignal:
   """Notes SIGTERM (how Cloud TPU announces a preemption) and a first Ctrl-C (SIGINT) so the loop can stop
   between steps, save and exit with PREEMPTED_EXIT_CODE; a second Ctrl-C aborts at once.
 
-  With several processes, orbax's `reached_preemption` makes all of them stop at the same step; Ctrl-C there
-  keeps Python's default (KeyboardInterrupt), as one host's signal alone cannot stop the others at that step.
+  One process: Python handlers note both. Several processes (a pod: SIGTERM reaches every host, or only one first):
+  JAX's preemption sync manager owns SIGTERM (`jax.distributed.initialize` installs its handler outside Python,
+  which a Python handler would replace) and tells every process, through the coordination service, the one step
+  to stop after (orbax's `reached_preemption`); a first Ctrl-C on any process is passed to it as a SIGTERM to
+  that process, so it stops the others at that same step too.
   """
 
   def __init__(self):
     self.received, self.name, self._previous = False, "", {}
+    self._several = jax.process_count() > 1
+    if self._several and not jax.config.jax_enable_preemption_service:
+      raise errors.BadValue("several processes need JAX's preemption service to stop together on SIGTERM or Ctrl-C; "
+                      "unset jax_enable_preemption_service=False (JAX_ENABLE_PREEMPTION_SERVICE)")
     if threading.current_thread() is threading.main_thread():  # signals can only be handled there
-      self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
-      if jax.process_count() == 1:
-        self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
+      if not self._several:
+        self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)
+      self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._handle)
 
   def _handle(self, signum, frame):
     if signum == signal.SIGINT and self.received:  # the second Ctrl-C: the default action, now
@@ -428,9 +435,11 @@ class _TermSignal:
     if signum == signal.SIGINT:
       print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to abort without saving).",
             flush=True)
+      if self._several:
+        os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notice, which reaches every process
 
   def reached(self, ckpt: ocp.CheckpointManager, step: int) -> bool:
-    return ckpt.reached_preemption(step) if jax.process_count() > 1 else self.received
+    return ckpt.reached_preemption(step) if self._several else self.received
 
   def restore(self) -> None:
     for signum, previous in self._previous.items():
@@ -441,7 +450,7 @@ class _TermSignal:
 def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:
   loss = float(jax.device_get(metrics["loss"]))
   if not np.isfinite(loss):
-    raise FloatingPointError(
+    raise errors.Diverged(
         f"the training loss is {loss} at step {step}: training stopped. The last good checkpoint is step "
         f"{last_checkpoint} (re-running the command resumes from it); lower the learning rate or check the data.")
 

@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from flyp_jax import files
+from flyp_jax import errors, files
 
 LOCK_FILE = "run.lock"
 HEARTBEAT_S = 60.0
@@ -34,7 +34,7 @@ STALE_AFTER_S = 600.0  # ten missed heartbeats: longer than any pause of a live 
 SETTLE_S = 2.0  # far longer than the gap between another run's check and its write
 
 
-class WorkdirLocked(RuntimeError):
+class WorkdirLocked(errors.UserError, RuntimeError):
   """Another live run holds the workdir; the message names it and says how to proceed."""
 
 

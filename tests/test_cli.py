@@ -7,6 +7,7 @@ small domain_shapes variant (`domain_shapes/small`) by a few lines that run befo
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -106,7 +107,7 @@ def test_run_errors_are_one_paragraph_without_traceback_unless_verbose(case, dat
   assert "Traceback" not in err and all(f in err for f in fragments), err
   if case == "checkpoint":  # --verbose: the traceback too
     code, out, err = main_py(*args, "--verbose")
-    assert code != 0 and "Traceback" in err and "FileNotFoundError" in err
+    assert code != 0 and "Traceback" in err and "flyp_jax.errors.NotFound" in err  # a FileNotFoundError
 
 
 def test_help_lists_methods_and_presets():
@@ -193,3 +194,47 @@ def test_every_output_line_is_printed_by_the_project(case, data_dir, tmp_path):
     foreign = [line for line in real.splitlines() if line not in printed]
     assert not foreign, f"lines on std{name} the project did not print:\n" + "\n".join(foreign)
   assert proc.stdout.strip() if case == "main_job" else proc.stderr.startswith("error: ")  # the recorder saw them
+
+
+def test_a_bug_is_reported_as_internal_with_its_traceback_not_as_a_user_error(tmp_path):
+  """A ValueError raised by a library (here: made to come from inside the training loop) is not the user's
+  mistake: one line saying it is internal and where to report it, then the traceback, exit status 1."""
+  bug = ('import flyp_jax.train as t\n'
+         'def broken(*a, **k):\n'
+         '  raise ValueError("a library failed")\n'
+         't.main = broken\n')
+  code = bug + 'import runpy, sys; sys.argv[0] = "main.py"; runpy.run_path("main.py", run_name="__main__")'
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+         "XLA_FLAGS": xla_flags()}
+  proc = subprocess.run([sys.executable, "-c", code, "--config=configs/flyp.py", f"--workdir={tmp_path}/run"],
+                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+  assert proc.returncode == 1, proc.stderr
+  assert proc.stderr.startswith("internal error") and "issue tracker" in proc.stderr.splitlines()[0]
+  assert "Traceback" in proc.stderr and proc.stderr.rstrip().endswith("ValueError: a library failed")
+  assert "error: a library failed" not in proc.stderr
+
+
+def test_a_preempted_run_exits_at_once_whatever_threads_a_library_left_running(data_dir, tmp_path):
+  """After 'Preempted ... checkpoint saved' the process leaves with status 75 even while a library's non-daemon
+  thread still waits (as a TFDS reader of a large split was seen to, keeping the interpreter from exiting)."""
+  from flyp_jax import train
+  stuck = ('import threading\n'
+           'threading.Thread(target=threading.Event().wait, name="input-reader", daemon=False).start()\n')
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+         "XLA_FLAGS": xla_flags()}
+  args = ("--config=configs/flyp.py:demo,steps=200,log_every=1", f"--workdir={tmp_path}/run",
+          "--config.batch_size=32", "--config.data.dataset=domain_shapes/small", f"--config.data.data_dir={data_dir}",
+          "--config.eval.at_start=False", "--config.eval.every_steps=0")
+  proc = subprocess.Popen([sys.executable, "-c", stuck + SMALL_SUITE, *args], cwd=ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+  for line in proc.stdout:
+    if line.startswith("step 2/"):
+      proc.send_signal(signal.SIGTERM)
+      break
+  try:
+    rest, _ = proc.communicate(timeout=120)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    pytest.fail("the preempted run did not exit: " + proc.communicate()[0][-2000:])
+  assert proc.returncode == train.PREEMPTED_EXIT_CODE, rest
+  assert "checkpoint saved" in rest and (tmp_path / "run" / "checkpoints").exists()

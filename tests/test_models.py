@@ -66,8 +66,11 @@ def test_text_is_read_at_end_of_text_token(tiny):
   garbage = tokens.at[0, 10:].set(123)
   f = lambda t: model.apply({"params": params}, t, method=model.encode_text)
   np.testing.assert_allclose(f(garbage)[0], f(tokens)[0], rtol=1e-6)
-  # A shorter context with the same prefix gives the same features.
-  np.testing.assert_allclose(f(tokens[:, :16]), f(tokens), rtol=1e-5, atol=1e-6)
+  # A shorter context with the same prefix gives the same features, up to float32 rounding: the two shapes sum
+  # in other orders (seen: 1.7e-6 on a feature of 0.06, with features up to 1.6), so the tolerance scales with
+  # the features' size; attention that is not causal moves them by ~0.1.
+  full = np.asarray(f(tokens))
+  np.testing.assert_allclose(f(tokens[:, :16]), full, rtol=1e-5, atol=1e-5 * np.abs(full).max())
 
 
 def test_trimmed_prompts_give_the_same_features(tiny):

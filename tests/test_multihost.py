@@ -35,19 +35,19 @@ STEPS = 4
 # warmup, so every step moves the parameters. FLYP's token-embedding table is frozen: its gradient is what
 # makes the CPU backend's two-process step slow (see above), and the rest of the text tower still trains.
 CONFIG = """
-def make_config(method, data_dir):
+def make_config(method, data_dir, steps=%d):
   from flyp_jax import configs_lib
   config = configs_lib.load(f"configs/{method}.py:demo")
   config.unlock()
   config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
   config.data.update(dataset="domain_shapes/small", data_dir=data_dir, shards=2)
-  config.update(batch_size=32, steps=%d, log_every=1, checkpoint_every=2, keep_checkpoints=1)
+  config.update(batch_size=32, steps=steps, log_every=1, checkpoint_every=2, keep_checkpoints=1)
   config.frozen = "^clip/text/token_embedding/" if method == "flyp" else ""
   # Adam with eps = 1 updates by about lr * gradient: with the usual eps a gradient near zero becomes a full
   # step of its sign, which reduction-order noise decides, and Adam's normalisation would hide a gradient of
   # the wrong scale. No warmup, so that every step moves the parameters.
   config.optimizer.update(lr=1e-2, eps=1.0, warmup_steps=0)
-  config.eval.update(at_start=False, every_steps=%d, batch_size=64)  # one evaluation, at the end
+  config.eval.update(at_start=False, every_steps=steps, batch_size=64)  # one evaluation, at the end
   return config
 
 
@@ -59,7 +59,7 @@ def use_small_suites(setitem):
                                                 for d in suites.SUITES["domain_shapes"]))
   setitem(suites.VALIDATION, "domain_shapes",
           dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))
-""" % (STEPS, STEPS)
+""" % STEPS
 RUNNER = CONFIG + """
 import sys
 from flyp_jax import parallel
@@ -147,7 +147,7 @@ def assert_close(a, b, initial, exact=False):
     compare = np.testing.assert_array_equal if exact else (lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-4,
                                                                                                       atol=1e-6))
     jax.tree_util.tree_map(compare, head_a, head_b)
-  assert sorted(losses_a) == sorted(losses_b) == list(range(1, STEPS + 1))
+  assert sorted(losses_a) == sorted(losses_b) == list(range(1, len(losses_b) + 1))
   # Loss and gradient norm per step: a gradient summed instead of averaged over processes, or one process's
   # shard counted twice, shows here even where Adam's normalisation hides it in the parameters.
   np.testing.assert_allclose([losses_a[s] for s in sorted(losses_a)], [losses_b[s] for s in sorted(losses_b)],
@@ -203,3 +203,75 @@ def test_two_processes_killed_and_rerun_resume(tmp_path, data_dir, one_process):
     assert log_of(tmp_path, i).count(f"step 2/{STEPS}:") == 1  # resumed from the checkpoint, not from scratch
     assert log_of(tmp_path, i).count(f"step {STEPS}/{STEPS}:") == 1
   assert_close(resumed, one_process["ft"], initial_params("ft", data_dir))
+
+
+# A job as a pod runs it: main.py in each process (`--coordinator_address`, `--num_processes`, `--process_id`),
+# with the config above written to a file.
+POD_STEPS = 24
+MAIN = CONFIG + """
+import runpy, sys
+use_small_suites(lambda mapping, key, value: mapping.__setitem__(key, value))
+sys.argv = ["main.py", *sys.argv[1:]]
+runpy.run_path("main.py", run_name="__main__")
+"""
+
+
+def launch_main(workdir, config_file, processes=2):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8 // processes))
+  coordinator = f"127.0.0.1:{free_port()}"
+  return [subprocess.Popen([sys.executable, "-c", MAIN, f"--config={config_file}", f"--workdir={workdir}",
+                            f"--coordinator_address={coordinator}", f"--num_processes={processes}",
+                            f"--process_id={i}"],
+                           cwd=ROOT, env=env, stdout=open(workdir / f"process_{i}.log", "a"),
+                           stderr=subprocess.STDOUT, text=True) for i in range(processes)]
+
+
+def logged_steps(workdir, i=0):
+  if not (workdir / f"process_{i}.log").exists():
+    return []
+  return [int(line.split("/")[0][5:]) for line in log_of(workdir, i).splitlines() if line.startswith("step ")]
+
+
+def test_pod_preemption_stops_every_process_at_one_step_saved_and_resumes_exactly(tmp_path, data_dir):
+  """SIGTERM on one process only (a pod's notice reaches one host first), Ctrl-C on process 0, SIGTERM on
+  every process: each time both processes stop after the same step, that step is saved, both exit 75, and the
+  next run resumes from it; the run interrupted three times ends where an uninterrupted one does."""
+  from flyp_jax import train
+  config_file = tmp_path / "pod_ft.py"
+  config_file.write_text(CONFIG + f"""
+def get_config():
+  config = make_config("ft", {data_dir!r}, steps={POD_STEPS})
+  config.checkpoint_every = 0  # no periodic checkpoint: every one saved is the stop's
+  return config
+""")
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  stopped = 0
+  for signals in ({1: signal.SIGTERM}, {0: signal.SIGINT}, {0: signal.SIGTERM, 1: signal.SIGTERM}):
+    before = [len(logged_steps(workdir, i)) for i in (0, 1)]
+    procs = launch_main(workdir, config_file)
+    while procs[0].poll() is None and len(logged_steps(workdir, 0)) < before[0] + 3:
+      time.sleep(0.05)
+    for i, sig in signals.items():
+      procs[i].send_signal(sig)
+    codes = [p.wait(timeout=300) for p in procs]
+    logs = [log_of(workdir, i) for i in (0, 1)]
+    assert codes == [train.PREEMPTED_EXIT_CODE] * 2, (signals, codes, logs[0][-2000:], logs[1][-2000:])
+    at = [int(log.rsplit("Preempted (", 1)[1].split(" at step ")[1].split("/")[0]) for log in logs]
+    assert at[0] == at[1] and stopped < at[0] < POD_STEPS, (signals, at)
+    names = [log.rsplit("Preempted (", 1)[1].split(")")[0] for log in logs]
+    assert names[0] == ("SIGINT" if signals.get(0) == signal.SIGINT else "SIGTERM"), names
+    assert sorted(int(d.name) for d in (workdir / "checkpoints").iterdir() if d.name.isdigit()) == [at[0]]
+    for i in (0, 1):  # resumed where the previous stop saved, trained to where this one stopped
+      segment = logged_steps(workdir, i)[before[i]:]
+      assert segment == list(range(stopped + 1, at[0] + 1)), (i, segment)
+    stopped = at[0]
+  for p in launch_main(workdir, config_file):
+    assert p.wait(timeout=300) == 0, log_of(workdir)[-3000:]
+  with pytest.MonkeyPatch.context() as patch:  # the same run, uninterrupted, in this process's 8 devices
+    use_small_suites(patch.setitem)
+    uninterrupted = tmp_path / "uninterrupted"
+    config = make_config("ft", data_dir, steps=POD_STEPS)
+    config.checkpoint_every = 0
+    train.run(config, str(uninterrupted))
+  assert_close(outcome(workdir), outcome(uninterrupted), initial_params("ft", data_dir))

@@ -220,7 +220,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_resumed(t
 def test_no_readable_checkpoint_stops_with_one_paragraph(tmp_path, data_dir):
   train.run(tiny(data_dir, steps=2), str(tmp_path))
   damage(tmp_path / "checkpoints" / "2")
-  with pytest.raises(checkpoint_guard.CheckpointError, match="no checkpoint in .* can be read") as e:
+  with pytest.raises(checkpoint_guard.WorkdirCheckpointError, match="no checkpoint in .* can be read") as e:
     train.run(tiny(data_dir, steps=4), str(tmp_path))
   assert "\n" not in str(e.value) and "2.corrupt-" in str(e.value)
   assert [n for n in os.listdir(tmp_path / "checkpoints") if n.startswith("2.corrupt-")]  # kept
@@ -250,7 +250,7 @@ def test_a_checkpoint_of_another_model_without_config_json_is_refused_briefly(tm
   # A workdir made before config.json existed: orbax's own message for this is megabytes of arrays.
   train.run(tiny(data_dir), str(tmp_path))
   os.remove(tmp_path / "config.json")
-  with pytest.raises(checkpoint_guard.CheckpointError, match="does not fit the model") as e:
+  with pytest.raises(checkpoint_guard.WorkdirCheckpointError, match="does not fit the model") as e:
     train.run(tiny(data_dir, steps=6, **{"model.overrides": {"context_length": 16, "vision_layers": 1}}),
               str(tmp_path))
   assert "\n" not in str(e.value) and len(str(e.value)) < 1500
@@ -363,7 +363,7 @@ def test_a_failed_save_stops_the_run_and_keeps_the_previous_checkpoint(tmp_path,
     return await write(rslices, tspec, *args, **kwargs)
 
   monkeypatch.setattr(serialization, "async_serialize_from_host", full_disk)
-  with pytest.raises(checkpoint_guard.CheckpointError) as e:
+  with pytest.raises(checkpoint_guard.WorkdirCheckpointError) as e:
     train.run(tiny(data_dir, steps=6), str(tmp_path))
   message = str(e.value)
   assert "saving step 4" in message and "No space left on device" in message and "newest: step 2" in message

@@ -51,6 +51,23 @@ def test_seeds_run_each_seed_once_and_reuse_finished_ones(tmp_path):
   seeds.run(config, str(tmp_path), lambda *a: pytest.fail("a finished seed ran again"))
 
 
+def test_seeds_results_are_written_by_process_0_only(tmp_path, monkeypatch):
+  """On several processes every one aggregates the seeds; only process 0 writes results.json."""
+  from flyp_jax import configs_lib
+  config = configs_lib.load("configs/ft.py:demo")
+  config.unlock()
+  config.seed, config.seeds = 0, 2
+  for seed in (0, 1):  # finished seeds, as every process sees them in the shared workdir
+    os.makedirs(seeds.seed_dir(str(tmp_path), seed))
+    open(os.path.join(seeds.seed_dir(str(tmp_path), seed), "results.json"), "w").write('{"avg_id/top1": 0.5}')
+  monkeypatch.setattr(seeds.jax, "process_index", lambda: 1)
+  assert seeds.run(config, str(tmp_path), None)["mean"]["avg_id/top1"] == pytest.approx(0.5)
+  assert not (tmp_path / "results.json").exists()
+  monkeypatch.setattr(seeds.jax, "process_index", lambda: 0)
+  seeds.run(config, str(tmp_path), None)
+  assert json.loads((tmp_path / "results.json").read_text())["mean"]["avg_id/top1"] == pytest.approx(0.5)
+
+
 def test_verdicts_and_curve_geometry():
   assert compare.verdict([0.02, 0.03, 0.025])["outcome"] == "held"
   assert compare.verdict([-0.02, -0.03, -0.025])["outcome"] == "not held"

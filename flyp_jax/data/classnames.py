@@ -34,6 +34,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from flyp_jax import errors
 from flyp_jax.data import label_maps
 
 # OpenAI's curated ImageNet class names, in ImageNet label order (sorted wnids).
@@ -704,5 +705,5 @@ def get(name: str) -> list[str]:
     ValueError: `name` is unknown (the message lists the known names).
   """
   if name not in _REGISTRY:
-    raise ValueError(f"unknown class-name list {name!r}; known: {names()}")
+    raise errors.BadValue(f"unknown class-name list {name!r}; known: {names()}")
   return list(_REGISTRY[name]())

@@ -17,12 +17,12 @@ from typing import Optional
 import numpy as np
 import tensorflow_datasets as tfds
 
-from flyp_jax import files
+from flyp_jax import errors, files
 
 TRAIN_STREAM, VALIDATION_STREAM = 0, 1  # the generator streams of a repetition's training and validation samples
 
 
-class NotEnoughExamplesError(ValueError):
+class NotEnoughExamplesError(errors.UserError, ValueError):
   """A class has fewer than k examples in the split a k-shot sample is drawn from."""
 
 
@@ -55,7 +55,7 @@ def sample(labels: np.ndarray, k: int, num_classes: int, seed: int, stream: int 
   """Sorted record indices [k * num_classes]: k distinct records of each class 0..num_classes-1, drawn without
   replacement by `np.random.default_rng([seed, stream])` (records labelled -1 are never drawn)."""
   if k < 1:
-    raise ValueError(f"k must be at least 1, got {k}")
+    raise errors.BadValue(f"k must be at least 1, got {k}")
   labels = np.asarray(labels)
   rng = np.random.default_rng([int(seed), int(stream)])
   chosen = []
@@ -75,7 +75,7 @@ def split_expression(split: str, indices: np.ndarray) -> str:
   _check_plain(split)
   indices = np.asarray(indices, np.int64)
   if indices.size == 0 or np.any(np.diff(indices) <= 0) or indices[0] < 0:
-    raise ValueError(f"need sorted distinct non-negative record indices, got {indices.tolist()}")
+    raise errors.BadValue(f"need sorted distinct non-negative record indices, got {indices.tolist()}")
   parts, start = [], 0
   for i in range(1, len(indices) + 1):
     if i == len(indices) or indices[i] != indices[i - 1] + 1:
@@ -86,7 +86,7 @@ def split_expression(split: str, indices: np.ndarray) -> str:
 
 def _check_plain(split: str) -> None:
   if any(ch in split for ch in "[]+"):
-    raise ValueError(f"a k-shot sample is drawn from a whole split, not from {split!r} (a slice or union): name "
+    raise errors.BadValue(f"a k-shot sample is drawn from a whole split, not from {split!r} (a slice or union): name "
                      f"one of the dataset's splits as data.train_split and the suite's validation split")
 
 

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from flyp_jax import errors
+
 # Aggregation WiSE-FT (and thus FLYP) uses when several ImageNet classes map to one ObjectNet class:
 # `logits_projected[:, k] = np.max(logits[:, v], axis=1)` in `ObjectNetBase.project_logits`.
 OBJECTNET_REDUCE = "max"
@@ -259,10 +261,10 @@ def _tfds_package_dir() -> Path:
 def _imagenet_wnids() -> tuple[str, ...]:
   path = _tfds_package_dir().joinpath(*_TFDS_IMAGENET_LABELS)
   if not path.is_file():
-    raise FileNotFoundError(f"tensorflow_datasets' ImageNet label file is missing: {path}")
+    raise errors.NotFound(f"tensorflow_datasets' ImageNet label file is missing: {path}")
   wnids = tuple(line.strip() for line in path.read_text().splitlines() if line.strip())
   if len(wnids) != NUM_IMAGENET_CLASSES:
-    raise ValueError(f"{path} lists {len(wnids)} wnids, expected {NUM_IMAGENET_CLASSES}")
+    raise errors.BadValue(f"{path} lists {len(wnids)} wnids, expected {NUM_IMAGENET_CLASSES}")
   return wnids
 
 
@@ -280,7 +282,7 @@ def _check_dataset(name: str) -> tuple[str, ...]:
   try:
     return _DATASET_WNIDS[name]
   except KeyError:
-    raise ValueError(f"unknown dataset {name!r}; known: {sorted(_DATASET_WNIDS)}") from None
+    raise errors.BadValue(f"unknown dataset {name!r}; known: {sorted(_DATASET_WNIDS)}") from None
 
 
 def dataset_wnids(name: str) -> list[str]:
@@ -298,12 +300,12 @@ def _subset_indices(name: str) -> tuple[int, ...]:
   wnids = _check_dataset(name)
   missing = [w for w in wnids if w not in position]
   if missing:
-    raise ValueError(f"{name} wnids not among ImageNet's: {missing}")
+    raise errors.BadValue(f"{name} wnids not among ImageNet's: {missing}")
   indices = tuple(position[w] for w in wnids)
   # WiSE-FT selects columns with a boolean mask, i.e. in increasing index order; sorted wnids give
   # exactly that order, which this guards.
   if list(indices) != sorted(indices):
-    raise ValueError(f"{name} wnids are not in ImageNet label order")
+    raise errors.BadValue(f"{name} wnids are not in ImageNet label order")
   return indices
 
 
@@ -376,7 +378,7 @@ def objectnet_projection(mappings_dir: Union[str, Path]) -> tuple[list[str], lis
   root = Path(mappings_dir)
   for filename in OBJECTNET_MAPPING_FILES:
     if not (root / filename).is_file():
-      raise FileNotFoundError(f"ObjectNet mapping file {root / filename} is missing")
+      raise errors.NotFound(f"ObjectNet mapping file {root / filename} is missing")
   folder_to_label: dict[str, str] = json.loads((root / "folder_to_objectnet_label.json").read_text())
   objectnet_to_imagenet: dict[str, str] = json.loads((root / "objectnet_to_imagenet_1k.json").read_text())
   pytorch_to_2012: dict[str, int] = json.loads((root / "pytorch_to_imagenet_2012_id.json").read_text())
@@ -393,18 +395,18 @@ def objectnet_projection(mappings_dir: Union[str, Path]) -> tuple[list[str], lis
   label_to_folder: dict[str, str] = {}
   for folder, label in folder_to_label.items():
     if label in label_to_folder:
-      raise ValueError(f"ObjectNet label {label!r} has two folders")
+      raise errors.BadValue(f"ObjectNet label {label!r} has two folders")
     label_to_folder[label] = folder
 
   rows = []
   for label, joined_names in objectnet_to_imagenet.items():
     if label not in label_to_folder:
-      raise ValueError(f"ObjectNet label {label!r} has no folder in folder_to_objectnet_label.json")
+      raise errors.BadValue(f"ObjectNet label {label!r} has no folder in folder_to_objectnet_label.json")
     indices = []
     for imagenet_name in joined_names.split("; "):
       candidates = name_to_pytorch.get(imagenet_name.strip(), [])
       if len(candidates) != 1:
-        raise ValueError(f"ImageNet name {imagenet_name!r} (for {label!r}) matches {len(candidates)} "
+        raise errors.BadValue(f"ImageNet name {imagenet_name!r} (for {label!r}) matches {len(candidates)} "
                          f"classes in imagenet_to_label_2012_v2")
       indices.append(candidates[0])
     rows.append((label_to_folder[label], label.lower(), indices))
@@ -432,7 +434,7 @@ def pad_indices(indices: IndicesLike) -> np.ndarray:
     if array.ndim == 1:
       array = array[:, None]
     if array.ndim != 2:
-      raise ValueError(f"indices must be 1-D or 2-D, got shape {array.shape}")
+      raise errors.BadValue(f"indices must be 1-D or 2-D, got shape {array.shape}")
     padded = array.astype(np.int32)
   else:
     rows = [[int(i) for i in row] for row in indices]
@@ -441,11 +443,11 @@ def pad_indices(indices: IndicesLike) -> np.ndarray:
     for k, row in enumerate(rows):
       padded[k, :len(row)] = row
   if padded.size == 0:
-    raise ValueError("indices name no classes")
+    raise errors.BadValue("indices name no classes")
   if (padded >= NUM_IMAGENET_CLASSES).any() or (padded < -1).any():
-    raise ValueError(f"indices must lie in [0, {NUM_IMAGENET_CLASSES}) (or be -1 padding)")
+    raise errors.BadValue(f"indices must lie in [0, {NUM_IMAGENET_CLASSES}) (or be -1 padding)")
   if not (padded >= 0).any(axis=1).all():
-    raise ValueError("every class needs at least one ImageNet index")
+    raise errors.BadValue("every class needs at least one ImageNet index")
   return padded
 
 
@@ -475,7 +477,7 @@ def project_logits(logits: Union[np.ndarray, jax.Array], indices: IndicesLike,
     jnp array [N, n_classes] with the dtype of `logits`.
   """
   if reduce not in _REDUCTIONS:
-    raise ValueError(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
+    raise errors.BadValue(f"reduce must be one of {_REDUCTIONS}, got {reduce!r}")
   if isinstance(indices, jax.Array):
     # A JAX (possibly traced) table: no host-side checks possible; expect -1 padding.
     table = indices if indices.ndim == 2 else indices[:, None]
@@ -484,7 +486,7 @@ def project_logits(logits: Union[np.ndarray, jax.Array], indices: IndicesLike,
     table = jnp.asarray(pad_indices(indices))
   logits = jnp.asarray(logits)
   if logits.ndim != 2:
-    raise ValueError(f"logits must be [N, classes], got shape {logits.shape}")
+    raise errors.BadValue(f"logits must be [N, classes], got shape {logits.shape}")
   valid = table >= 0                                   # [C, W]
   gathered = logits[:, jnp.where(valid, table, 0)]     # [N, C, W]
   if reduce == "max":
@@ -520,5 +522,5 @@ def class_table(name: str) -> Optional[np.ndarray]:
   if not name:
     return None
   if name not in _CLASS_TABLES:
-    raise ValueError(f"unknown label map {name!r}; known: {sorted(_CLASS_TABLES)} (or '' for none)")
+    raise errors.BadValue(f"unknown label map {name!r}; known: {sorted(_CLASS_TABLES)} (or '' for none)")
   return _CLASS_TABLES[name]()

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from flyp_jax import parallel
+from flyp_jax import errors, parallel
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # of CLIP's pretraining images, RGB in [0, 1]
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -31,19 +31,19 @@ OFFLINE_BUILDERS = ("domain_shapes",)
 CORRUPT_IMAGES = ("error", "skip")  # what an undecodable image does: stop with an error, or is left out
 
 
-class DatasetNotPreparedError(RuntimeError):
+class DatasetNotPreparedError(errors.UserError, RuntimeError):
   """A TFDS dataset or split is missing from data_dir; the message says how to prepare it."""
 
 
-class UndecodableImageError(ValueError):
+class UndecodableImageError(errors.UserError, ValueError):
   """Images of a dataset cannot be decoded (corrupt or truncated bytes, or not an image)."""
 
 
-class EmptySplitError(ValueError):
+class EmptySplitError(errors.UserError, ValueError):
   """A split, or a process's part of it, has no examples (left)."""
 
 
-class LabelOutOfRangeError(ValueError):
+class LabelOutOfRangeError(errors.UserError, ValueError):
   """A training label is not one of the classes the method trains on."""
 
 
@@ -160,7 +160,7 @@ def preprocess_train(image: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1
 # ----------------------------------------------------------------------------------------- bad images
 def _check_corrupt_images(corrupt_images: str) -> None:
   if corrupt_images not in CORRUPT_IMAGES:
-    raise ValueError(f"data.corrupt_images must be one of {CORRUPT_IMAGES}, got {corrupt_images!r}")
+    raise errors.BadValue(f"data.corrupt_images must be one of {CORRUPT_IMAGES}, got {corrupt_images!r}")
 
 
 def _read_encoded(builder: tfds.core.DatasetBuilder, part, add_tfds_id: bool = False) -> tf.data.Dataset:
@@ -382,7 +382,7 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
   parallel.local_batch_size(global_batch_size, mesh)  # a clear error for a batch the data axis does not split
   shards = shards or jax.process_count()
   if shards % jax.process_count() or global_batch_size % shards:
-    raise ValueError(f"data.shards={shards} must be a multiple of the {jax.process_count()} processes and divide "
+    raise errors.BadValue(f"data.shards={shards} must be a multiple of the {jax.process_count()} processes and divide "
                      f"the batch size {global_batch_size}")
   builder = get_builder(name, data_dir)
   _check_parts_not_empty(builder, split, shards)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional
 
+from flyp_jax import errors
+
 METRICS = ("top1", "top5", "macro_f1", "worst_group_top1", "xent")
 LOWER_IS_BETTER = ("xent",)  # the metrics a smaller value of which is better (selection minimises them)
 
@@ -42,9 +44,9 @@ class EvalDataset:
   def __post_init__(self):
     unknown = set(self.metrics) - set(METRICS)
     if unknown:
-      raise ValueError(f"{self.name}: unknown metrics {sorted(unknown)}; known: {METRICS}")
+      raise errors.BadValue(f"{self.name}: unknown metrics {sorted(unknown)}; known: {METRICS}")
     if "worst_group_top1" in self.metrics and not self.group_feature:
-      raise ValueError(f"{self.name}: worst_group_top1 needs a group_feature")
+      raise errors.BadValue(f"{self.name}: worst_group_top1 needs a group_feature")
 
 
 def _imagenet(name, tfds_name, split, ood, projection=None):

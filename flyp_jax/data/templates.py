@@ -33,6 +33,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from flyp_jax import errors
+
 
 def append_proper_article(name: str) -> str:
   """WiSE-FT/FLYP `append_proper_article`: '_' -> ' ', then 'an ' before a vowel, else 'a '."""
@@ -242,7 +244,7 @@ def get(name: str) -> list[str]:
     ValueError: `name` is unknown (the message lists the known names).
   """
   if name not in _REGISTRY:
-    raise ValueError(f"unknown template set {name!r}; known: {names()}")
+    raise errors.BadValue(f"unknown template set {name!r}; known: {names()}")
   return list(_REGISTRY[name]())
 
 

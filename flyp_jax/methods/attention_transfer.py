@@ -48,7 +48,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flyp_jax import evaluate, files, losses, models
+from flyp_jax import errors, evaluate, files, losses, models
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import pipeline
 from flyp_jax.methods import common
@@ -66,7 +66,7 @@ def transfer_layers(config, n_layers: int) -> tuple[int, ...]:
   """Indices of the layers whose attention is copied or distilled: the first n_layers + end_layer."""
   end = config.at.end_layer
   if not -n_layers < end <= 0:
-    raise ValueError(f"at.end_layer must be in ({-n_layers}, 0] for a {n_layers}-layer tower (the first "
+    raise errors.BadValue(f"at.end_layer must be in ({-n_layers}, 0] for a {n_layers}-layer tower (the first "
                      f"n_layers + end_layer layers are transferred; the reference's default is -3), got {end}")
   return tuple(range(n_layers + end))
 
@@ -76,11 +76,11 @@ def _check(config) -> str:
   for key, value, known in (("mode", at.mode, MODES), ("teacher.kind", at.teacher.kind, TEACHERS),
                             ("teacher.image_norm", at.teacher.image_norm, IMAGE_NORMS), ("pool", at.pool, vit_lib.POOLS)):
     if value not in known:
-      raise ValueError(f"at.{key} must be one of {known}, got {value!r}")
+      raise errors.BadValue(f"at.{key} must be one of {known}, got {value!r}")
   if not 0.0 <= at.drop_path < 1.0:
-    raise ValueError(f"at.drop_path must be in [0, 1) (the deepest layer's drop probability), got {at.drop_path}")
+    raise errors.BadValue(f"at.drop_path must be in [0, 1) (the deepest layer's drop probability), got {at.drop_path}")
   if at.teacher.kind == "vit" and not at.teacher.path:
-    raise ValueError("at.teacher.kind='vit' needs at.teacher.path: an MAE .pth (e.g. mae_pretrain_vit_large.pth "
+    raise errors.BadValue("at.teacher.kind='vit' needs at.teacher.path: an MAE .pth (e.g. mae_pretrain_vit_large.pth "
                      "of facebookresearch/mae) or a timm-layout state dict")
   return at.mode
 

@@ -26,7 +26,7 @@ import os
 import jax
 import numpy as np
 
-from flyp_jax import configs_lib, files, seeds, train
+from flyp_jax import configs_lib, errors, files, seeds, train
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import kshot, label_maps, suites
 
@@ -50,7 +50,7 @@ def samples(config, cache_dir: str, seed: int) -> tuple[str, str]:
 
 def validation_set(config) -> suites.EvalDataset:
   if config.eval.suite not in suites.VALIDATION:
-    raise ValueError(f"few-shot runs select on a k-shot sample of the suite's validation set, and suite "
+    raise errors.BadValue(f"few-shot runs select on a k-shot sample of the suite's validation set, and suite "
                      f"{config.eval.suite!r} has none; suites with one: {sorted(suites.VALIDATION)}")
   return suites.VALIDATION[config.eval.suite]
 
@@ -79,7 +79,7 @@ def run(config, workdir: str) -> dict:
   """The repetitions of every method; returns {method: seeds.aggregate(...)} and writes few_shot.{md,json}."""
   fs = config.few_shot
   if int(fs.repetitions) < 1:
-    raise ValueError(f"few_shot.repetitions must be at least 1, got {fs.repetitions}")
+    raise errors.BadValue(f"few_shot.repetitions must be at least 1, got {fs.repetitions}")
   files.makedirs(workdir)
   seed_list = [int(config.seed) + r for r in range(int(fs.repetitions))]
   test_key = f"{suites.get(config.eval.suite)[0].name}/top1"

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from flyp_jax import evaluate, files, losses
+from flyp_jax import errors, evaluate, files, losses
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import templates as templates_lib
 from flyp_jax.methods import common
@@ -25,12 +25,12 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   elif config.ft.head_init == "lp":
     path = os.path.join(config.ft.lp_workdir, "lp_head.npz")
     if not files.exists(path):
-      raise FileNotFoundError(f"LP-FT needs a linear probe first: {path} is missing; run configs/lp.py with "
+      raise errors.NotFound(f"LP-FT needs a linear probe first: {path} is missing; run configs/lp.py with "
                               f"--workdir={config.ft.lp_workdir}, or point --config.ft.lp_workdir at a finished "
                               f"probe (a relative path is relative to this run's workdir's parent)")
     head = files.load_npz(path)
   else:
-    raise ValueError(f"ft.head_init must be 'zeroshot' or 'lp', got {config.ft.head_init!r}")
+    raise errors.BadValue(f"ft.head_init must be 'zeroshot' or 'lp', got {config.ft.head_init!r}")
   return {"head": head}
 
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import files
+from flyp_jax import errors, files
 
 ID_KEY, OOD_KEY = "avg_id/top1", "avg_ood/top1"
 DEFAULT_ALPHAS = tuple(i / 10 for i in range(11))
@@ -63,13 +63,13 @@ def interpolate(zeroshot, finetuned, alpha):
   """
   problems = _mismatches(zeroshot, finetuned)
   if problems:
-    raise ValueError("zeroshot and finetuned params differ:\n  " + "\n  ".join(problems))
+    raise errors.BadValue("zeroshot and finetuned params differ:\n  " + "\n  ".join(problems))
   try:
     a = float(alpha)
   except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
     a = None  # traced
   if a is not None and not 0.0 <= a <= 1.0:  # also rejects NaN
-    raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    raise errors.BadValue(f"alpha must be in [0, 1], got {alpha}")
 
   w = a if a is not None else alpha
 
@@ -102,7 +102,7 @@ def sweep(evaluate_fn: Callable[[Any], dict], zeroshot, finetuned,
 def pick(results: Sequence[dict], key: str = ID_KEY) -> dict:
   """The result with the highest `key` (ID accuracy by default, as WiSE-FT chooses); ties -> smaller alpha."""
   if not results:
-    raise ValueError("no results to pick from")
+    raise errors.BadValue("no results to pick from")
   missing = [r["alpha"] for r in results if key not in r]
   if missing:
     raise KeyError(f"{key!r} missing from the results at alpha {missing}; keys: {sorted(results[0])}")
@@ -213,7 +213,7 @@ def run(config, workdir: str) -> dict:
   ft_dir = run_paths.resolve(workdir, config.wiseft.finetuned)
   if not files.exists(os.path.join(ft_dir, "final")):
     if not config.wiseft.finetuned_config:
-      raise FileNotFoundError(f"{ft_dir} holds no finished fine-tuning run (final/); run one there, or point "
+      raise errors.NotFound(f"{ft_dir} holds no finished fine-tuning run (final/); run one there, or point "
                               f"--config.wiseft.finetuned at one (a relative path is relative to the workdir's parent)")
     # Said, not silent: with a custom --workdir the fine-tuning run is made beside it, not in workdirs/.
     print(f"WiSE-FT's fine-tuned run {ft_dir} (wiseft.finetuned={config.wiseft.finetuned!r}, beside the workdir) "

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flyp_jax import errors
 from flyp_jax.models.transformer import LayerNorm, Transformer, matmul, token_at
 from flyp_jax.models.variants import CLIPConfig
 
@@ -71,7 +72,7 @@ class VisionTransformer(nn.Module):
                drop_masks: Optional[Array] = None) -> tuple[Array, dict]:
     c = self.config
     if images.ndim != 4 or images.shape[1:] != (c.image_size, c.image_size, 3):
-      raise ValueError(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), "
+      raise errors.BadValue(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), "
                        f"got {images.shape}")
     scale = c.vision_width ** -0.5
     x = PatchEmbedding(c.patch_size, c.vision_width, self.dtype, name="conv1")(images)
@@ -106,7 +107,7 @@ class TextTransformer(nn.Module):
   def __call__(self, tokens: Array, pool_only: bool = False) -> tuple[Array, dict]:
     c = self.config
     if tokens.ndim != 2 or tokens.shape[1] > c.context_length:
-      raise ValueError(f"expected token ids of shape [B, L] with L <= {c.context_length}, got {tokens.shape}")
+      raise errors.BadValue(f"expected token ids of shape [B, L] with L <= {c.context_length}, got {tokens.shape}")
     x = nn.Embed(c.vocab_size, c.text_width, dtype=self.dtype, param_dtype=jnp.float32,
                  embedding_init=normal(0.02), name="token_embedding")(tokens)
     pos = self.param("positional_embedding", normal(0.01), (c.context_length, c.text_width), jnp.float32)

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from flyp_jax import errors
+
 Array = jax.Array
 normal = nn.initializers.normal
 
@@ -116,7 +118,7 @@ class Attention(nn.Module):
   def __call__(self, x: Array, attention_map: Optional[Array] = None, return_map: bool | str = False,
                query_index: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
     if return_map not in MAP_OUTPUTS:
-      raise ValueError(f"return_map must be one of {MAP_OUTPUTS}, got {return_map!r}")
+      raise errors.BadValue(f"return_map must be one of {MAP_OUTPUTS}, got {return_map!r}")
     _, t, width = x.shape
     head_dim = width // self.heads
     proj = lambda name: Projection((self.heads, head_dim), dtype=self.dtype, kernel_init=normal(width ** -0.5),
@@ -124,7 +126,7 @@ class Attention(nn.Module):
     v = proj("value")(x)  # [B, T, H, D]
     if query_index is not None:
       if attention_map is not None or return_map:
-        raise ValueError("query_index computes one query per row: attention maps can be neither given nor returned")
+        raise errors.BadValue("query_index computes one query per row: attention maps can be neither given nor returned")
       q = proj("query")(token_at(x, query_index))  # [B, 1, H, D]
       # A causal query at token p sees keys 0..p; the mask is [B, 1 (heads), 1 (query), T].
       mask = (jnp.arange(t) <= query_index[:, None])[:, None, None, :] if self.causal else None
@@ -133,7 +135,7 @@ class Attention(nn.Module):
     weights = logits = None
     if attention_map is not None:
       if attention_map.shape[-3:] != (self.heads, t, t):
-        raise ValueError(f"attention map of shape {attention_map.shape} does not fit {self.heads} heads "
+        raise errors.BadValue(f"attention map of shape {attention_map.shape} does not fit {self.heads} heads "
                          f"over {t} tokens; expected [B, {self.heads}, {t}, {t}]")
       weights = attention_map.astype(jnp.float32)
     q, k = proj("query")(x), proj("key")(x)
@@ -224,11 +226,11 @@ class Transformer(nn.Module):
                return_attention: bool | str = False, pool_index: Optional[Array] = None,
                drop_masks: Optional[Array] = None) -> tuple[Array, Optional[tuple[Array, ...]]]:
     if attention_maps is not None and len(attention_maps) != self.layers:
-      raise ValueError(f"got {len(attention_maps)} attention maps for {self.layers} layers")
+      raise errors.BadValue(f"got {len(attention_maps)} attention maps for {self.layers} layers")
     if pool_index is not None and (attention_maps is not None or return_attention):
-      raise ValueError("pool_index cannot be combined with attention maps given or returned")
+      raise errors.BadValue("pool_index cannot be combined with attention maps given or returned")
     if drop_masks is not None and drop_masks.shape[:2] != (self.layers, 2):
-      raise ValueError(f"drop_masks of shape {drop_masks.shape} do not fit {self.layers} layers; expected "
+      raise errors.BadValue(f"drop_masks of shape {drop_masks.shape} do not fit {self.layers} layers; expected "
                        f"[{self.layers}, 2, B]")
     block = nn.remat(ResidualBlock) if self.remat else ResidualBlock
     # Residual projections start small so that the stack's output variance does not grow with depth.

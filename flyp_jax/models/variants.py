@@ -6,6 +6,8 @@ import dataclasses
 import re
 from typing import Any
 
+from flyp_jax import errors
+
 ACTIVATIONS = ("quick_gelu", "gelu")
 
 
@@ -27,7 +29,7 @@ class ShapeFields:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - known)
     if unknown:
-      raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+      raise errors.BadValue(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
     return cls(**d)
 
 
@@ -55,13 +57,13 @@ class CLIPConfig(ShapeFields):
 
   def __post_init__(self):
     if self.activation not in ACTIVATIONS:
-      raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+      raise errors.BadValue(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
     if self.image_size % self.patch_size:
-      raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+      raise errors.BadValue(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
     for tower, width, heads in (("vision", self.vision_width, self.vision_heads),
                                 ("text", self.text_width, self.text_heads)):
       if width % heads:
-        raise ValueError(f"{tower} width {width} is not divisible by its {heads} heads")
+        raise errors.BadValue(f"{tower} width {width} is not divisible by its {heads} heads")
 
 
 # Tower sizes by the letter in the variant name: (embed, vision width, layers, text width, text layers).
@@ -85,7 +87,7 @@ def get_config(variant: str, **overrides) -> CLIPConfig:
   """
   m = _NAME.match(variant)
   if not m:
-    raise ValueError(f"unknown CLIP variant {variant!r}; expected e.g. 'ViT-B/32', 'ViT-B/16', 'ViT-L/14', "
+    raise errors.BadValue(f"unknown CLIP variant {variant!r}; expected e.g. 'ViT-B/32', 'ViT-B/16', 'ViT-L/14', "
                      f"'ViT-L/14@336', 'ViT-T/8' (sizes {'/'.join(_SIZES)}, optional '@<image size>', '-gelu')")
   size, patch = m["size"], int(m["patch"])
   embed, vw, vl, tw, tl = _SIZES[size]

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import convert
+from flyp_jax import convert, errors
 from flyp_jax.models.clip import PatchEmbedding
 from flyp_jax.models.transformer import LayerNorm, Transformer
 from flyp_jax.models.variants import ShapeFields
@@ -50,11 +50,11 @@ class ViTConfig(ShapeFields):
 
   def __post_init__(self):
     if self.pool not in POOLS:
-      raise ValueError(f"pool must be one of {POOLS}, got {self.pool!r}")
+      raise errors.BadValue(f"pool must be one of {POOLS}, got {self.pool!r}")
     if self.image_size % self.patch_size:
-      raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+      raise errors.BadValue(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
     if self.width % self.heads:
-      raise ValueError(f"width {self.width} is not divisible by its {self.heads} heads")
+      raise errors.BadValue(f"width {self.width} is not divisible by its {self.heads} heads")
 
 
 # MAE's models_vit.py: vit_base_patch16 (768, 12, 12), vit_large_patch16 (1024, 24, 16), vit_huge_patch14
@@ -67,7 +67,7 @@ def get_config(variant: str, **overrides) -> ViTConfig:
   """'ViT-B/16', 'ViT-L/16', 'ViT-H/14' (MAE's), 224 px unless '@<size>'; keyword overrides replace fields."""
   m = re.match(r"^ViT-(?P<size>[BLH])[/-](?P<patch>\d+)(?:@(?P<res>\d+))?$", variant)
   if not m:
-    raise ValueError(f"unknown ViT variant {variant!r}; expected 'ViT-B/16', 'ViT-L/16' or 'ViT-H/14'")
+    raise errors.BadValue(f"unknown ViT variant {variant!r}; expected 'ViT-B/16', 'ViT-L/16' or 'ViT-H/14'")
   width, layers, heads = _SIZES[m["size"]]
   fields = dict(image_size=int(m["res"] or 224), patch_size=int(m["patch"]), width=width, layers=layers, heads=heads)
   fields.update(overrides)
@@ -91,7 +91,7 @@ class ViT(nn.Module):
                return_attention: bool | str = False, drop_masks: Optional[Array] = None) -> tuple[Array, dict]:
     c = self.config
     if images.ndim != 4 or images.shape[1:] != (c.image_size, c.image_size, 3):
-      raise ValueError(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), got {images.shape}")
+      raise errors.BadValue(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), got {images.shape}")
     std = nn.initializers.normal(0.02)
     x = PatchEmbedding(c.patch_size, c.width, self.dtype, use_bias=True,
                        kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"),
@@ -249,7 +249,7 @@ def load(path, heads: Optional[int] = None, pool: str = "gap", dtype: Any = jnp.
     config, params = load_saved(path)
     return ViT(config, jnp.dtype(dtype), remat), params
   if not os.path.exists(path):
-    raise FileNotFoundError(f"no ViT checkpoint at {path}: expected an MAE .pth (facebookresearch/mae releases "
+    raise errors.NotFound(f"no ViT checkpoint at {path}: expected an MAE .pth (facebookresearch/mae releases "
                             f"mae_pretrain_vit_large.pth), a timm state dict or a saved flyp_jax ViT directory")
   sd = checkpoint_files.read_state_dict(path)
   config = infer_config(sd, path, heads, pool)
@@ -271,7 +271,7 @@ def load_saved(path: str) -> tuple[ViTConfig, dict]:
   path = files.absolute(path)
   record = files.read_json(os.path.join(path, MARKER))
   if record.get("kind") != KIND:
-    raise ValueError(f"{path} holds a CLIP, not a ViT: load it with flyp_jax.models.load_pretrained")
+    raise errors.BadValue(f"{path} holds a CLIP, not a ViT: load it with flyp_jax.models.load_pretrained")
   config = ViTConfig.from_dict(record["config"])
   abstract = jax.eval_shape(lambda: ViT(config).init(jax.random.PRNGKey(0), jnp.zeros(
       (1, config.image_size, config.image_size, 3)))["params"])

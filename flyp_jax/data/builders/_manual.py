@@ -17,6 +17,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 from etils import epath
 
+from flyp_jax import errors
+
 # TFDS name -> module that defines (and, when imported, registers) its builder.
 MANUAL_DATASETS: Dict[str, str] = {
   "wilds_iwildcam": "flyp_jax.data.builders.wilds_iwildcam",
@@ -29,7 +31,7 @@ _DEFAULT_MANUAL_DIR = "/path/to/manual_dir"
 _DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 
 
-class ManualDataError(FileNotFoundError):
+class ManualDataError(errors.UserError, FileNotFoundError):
   """The manual directory, or a file the builder needs in it, is missing or malformed.
 
   A FileNotFoundError so that callers catching the usual "not there" error also catch this one; the message is a

@@ -48,6 +48,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 from etils import epath
 
+from flyp_jax import errors
 from flyp_jax.data.builders import _manual
 
 NAME = "wilds_fmow"
@@ -122,7 +123,7 @@ def parse_timestamp(text: str) -> datetime.datetime:
   """
   match = _TIMESTAMP.match(text.strip())
   if not match:
-    raise ValueError(f"not an ISO 8601 timestamp: {text!r}")
+    raise errors.BadValue(f"not an ISO 8601 timestamp: {text!r}")
   year, month, day, hour, minute, second, fraction, zone = match.groups()
   micro = int((fraction or "0")[:6].ljust(6, "0"))
   tz = datetime.timezone.utc
