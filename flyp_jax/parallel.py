@@ -108,9 +108,21 @@ def param_sharding(x, mesh: Mesh) -> NamedSharding:
   return replicated(mesh)
 
 
+def state_shardings(tree, mesh: Mesh):
+  """`param_sharding` of every leaf of `tree` (arrays or `jax.ShapeDtypeStruct`s)."""
+  return jax.tree_util.tree_map(lambda x: param_sharding(x, mesh), tree)
+
+
 def shard_state(tree, mesh: Mesh):
-  """`tree` (parameters, optimiser state, step) put on the mesh with `param_sharding` for every leaf."""
-  return jax.device_put(tree, jax.tree_util.tree_map(lambda x: param_sharding(x, mesh), tree))
+  """`tree` (parameters, optimiser state, step) put on the mesh with `param_sharding` for every leaf. From host
+  memory (a loaded checkpoint) each device receives only its shard; the whole tree is never on one device."""
+  return jax.device_put(tree, state_shardings(tree, mesh))
+
+
+def init_sharded(init_fn, *args, mesh: Mesh):
+  """`init_fn(*args)` (a pure initialiser: random parameters, an optimiser's state) born sharded: computed under
+  `jit` with `param_sharding` outputs, so each device computes and holds only its share of the result."""
+  return jax.jit(init_fn, out_shardings=state_shardings(jax.eval_shape(init_fn, *args), mesh))(*args)
 
 
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:

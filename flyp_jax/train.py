@@ -32,13 +32,18 @@ TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
 OTHER_METHODS = ("lp", "wiseft", "compare", "few_shot")
 
 
-def load_clip(config: ml_collections.ConfigDict, workdir: str):
-  """(model, params) from `config.model`: a pretrained checkpoint, a previous run's workdir, or random init."""
+def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
+  """(model, params) from `config.model`: a pretrained checkpoint, a previous run's workdir, or random init.
+
+  A checkpoint's parameters are host arrays; random ones are computed on the devices, born sharded over `mesh`
+  (`parallel.param_sharding`) when it is given, else on the default device.
+  """
   m = config.model
   if m.init == "random":
     overrides = dict(m.overrides) if m.get("overrides") else {}
     model = models.create_model(models.get_config(m.variant, **overrides), dtype=m.dtype, remat=m.remat)
-    return model, jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(config.seed))
+    init = lambda: models.init_params(model, jax.random.PRNGKey(config.seed))  # the key made where it is used
+    return model, (parallel.init_sharded(init, mesh=mesh) if mesh is not None else jax.jit(init)())
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
     run_dir = run_paths.resolve(workdir, m.path)
@@ -128,18 +133,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                      f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
   # A method may load its own starting model (attention transfer's ViT teacher); the CLIP of config.model otherwise.
   model, clip_params = (method.load_model(config, workdir) if hasattr(method, "load_model")
-                        else load_clip(config, workdir))
+                        else load_clip(config, workdir, mesh))
   # What is evaluated and saved as final/ is params['clip'] with params['head'], unless the method says
   # otherwise (optional hooks eval_model, eval_params, final_params; e.g. an attention-transfer student).
   eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
   evaluator = evaluate.from_config(eval_model, config, mesh) if config.eval.suite else None
   validator = make_validator(config, eval_model, mesh)
+  clip_params = parallel.shard_state(clip_params, mesh)
   params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
   total = config.steps
   tx = optim.make_optimizer(config, params, total)
-  # Replicated over the data axis, split over the model axis when it has more than one device.
-  state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
-                               mesh)
+  state = init_state(params, tx, mesh)
 
   ckpt = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "checkpoints")),
                                options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
@@ -254,6 +258,15 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if start < total:  # only for training this call did
     results["train_seconds"] = time.time() - t_start
   return results
+
+
+def init_state(params, tx: optax.GradientTransformation, mesh) -> dict:
+  """The training state, born sharded: replicated over the data axis, split over the model axis when it has more
+  than one device (`parallel.param_sharding`). Host parameters go to the devices shard by shard, the optimiser
+  state is computed where it lives: no device ever holds the whole of either."""
+  params = parallel.shard_state(params, mesh)
+  return {"params": params, "opt_state": parallel.init_sharded(tx.init, params, mesh=mesh),
+          "step": jax.device_put(jnp.zeros((), jnp.int32), parallel.replicated(mesh))}
 
 
 def selection_key(config) -> str:

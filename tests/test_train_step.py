@@ -1,7 +1,6 @@
 """The jitted training step on a fixed batch: each method lowers its loss; gradient accumulation is exact."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -40,9 +39,34 @@ def setup(spec, model_axis=1, optimizer=None, **updates):
 
 def step_fn(config, method, model, mesh, params):
   tx = optim.make_optimizer(config, params, config.steps)
-  state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
-                               mesh)
+  state = train.init_state(params, tx, mesh)
   return train.make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state), state
+
+
+def test_the_training_state_is_born_sharded_never_whole_on_one_device():
+  """Model axis 2 of the 8 devices: a random CLIP is initialised where it lives, a checkpoint's host parameters go
+  to the devices shard by shard, and the AdamW state is computed sharded. Gathering a whole tree on one device
+  first and then splitting it (as `jax.device_put(tx.init(params))` would) needs a device-to-device transfer,
+  which the guard turns into an error; and each device holds half of every leaf the model axis splits."""
+  config = configs_lib.load("configs/flyp.py:demo")
+  config.unlock()
+  config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
+  config.model_axis = 2
+  mesh = parallel.make_mesh(2)
+  with jax.transfer_guard_device_to_device("disallow"):
+    _, clip = train.load_clip(config, "unused", mesh)
+    tx = optim.make_optimizer(config, {"clip": clip}, config.steps)
+    born = train.init_state({"clip": clip}, tx, mesh)
+    loaded = train.init_state({"clip": jax.device_get(clip)}, tx, mesh)  # a checkpoint's host arrays
+  for state in (born, loaded):
+    split = 0
+    for leaf in jax.tree_util.tree_leaves(state):
+      whole = leaf.sharding.shard_shape(leaf.shape) == leaf.shape
+      split += not whole
+      assert whole == (parallel.param_sharding(leaf, mesh) == parallel.replicated(mesh)), leaf.shape
+      assert all(s.data.size == (leaf.size if whole else leaf.size // 2) for s in leaf.addressable_shards)
+    assert split > 20  # the parameters and both AdamW moments of every matrix
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(born), jax.device_get(loaded))
 
 
 @pytest.mark.parametrize("spec,method", [("configs/flyp.py:demo", flyp), ("configs/ft.py:demo", ft),

@@ -91,8 +91,7 @@ def batches(num_classes: int, seed: int = 0):
 
 def run_ours(config, method, model, params, data, mesh):
   tx = optim.make_optimizer(config, params, config.steps)
-  state = parallel.shard_state({"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)},
-                               mesh)
+  state = train.init_state(params, tx, mesh)
   step = train.make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
   for images, labels in data:
     state, _ = step(state, parallel.global_batch({"image": images, "label": labels}, mesh))

@@ -305,11 +305,13 @@ def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
 
   A relative path is relative to the workdir's parent (`flyp_jax.run_paths`), as every path to another run is.
   """
-  from flyp_jax import configs_lib, convert, run_paths, train  # train imports the methods: import it when called
+  # train imports the methods: import it when called
+  from flyp_jax import checkpoint_guard, configs_lib, convert, run_paths, train
   e = config.at.ensemble
   if not e.path:
     return ""
   path = run_paths.resolve(workdir, e.path)
+  checkpoint_guard.set_aside_if_damaged(os.path.join(path, "final"))  # as the loop: then written again, or None
   if not files.exists(os.path.join(path, "final", convert.CONVERTED_MARKER)):
     if not e.config:
       return None

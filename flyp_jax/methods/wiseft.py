@@ -205,16 +205,21 @@ def run(config, workdir: str) -> dict:
   A fine-tuned run with a linear head (FT, LP-FT) is interpolated head included, the zero-shot side using
   the zero-shot head (bias 0), as WiSE-FT does; a FLYP run has no head and is scored zero-shot throughout.
   """
-  from flyp_jax import configs_lib, evaluate, models, parallel, run_paths, train
+  from flyp_jax import checkpoint_guard, configs_lib, convert, evaluate, models, parallel, run_paths, train
   from flyp_jax.data import classnames, templates
   files.makedirs(workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   model, zeroshot = train.load_clip(config, workdir)
   ft_dir = run_paths.resolve(workdir, config.wiseft.finetuned)
-  if not files.exists(os.path.join(ft_dir, "final")):
+  # As the loop reads a finished run: a final/ that does not load is moved aside (its run's command writes it again
+  # from the checkpoints), and one without its marker is half-written.
+  checkpoint_guard.set_aside_if_damaged(os.path.join(ft_dir, "final"))
+  if not files.exists(os.path.join(ft_dir, "final", convert.CONVERTED_MARKER)):
     if not config.wiseft.finetuned_config:
-      raise errors.NotFound(f"{ft_dir} holds no finished fine-tuning run (final/); run one there, or point "
-                              f"--config.wiseft.finetuned at one (a relative path is relative to the workdir's parent)")
+      raise errors.NotFound(f"{ft_dir} holds no finished fine-tuning run (final/{convert.CONVERTED_MARKER}); run one "
+                            f"there (its own command writes a damaged or half-written final/ again from its "
+                            f"checkpoints), or point --config.wiseft.finetuned at one (a relative path is relative "
+                            f"to the workdir's parent)")
     # Said, not silent: with a custom --workdir the fine-tuning run is made beside it, not in workdirs/.
     print(f"WiSE-FT's fine-tuned run {ft_dir} (wiseft.finetuned={config.wiseft.finetuned!r}, beside the workdir) "
           f"has not finished: running {config.wiseft.finetuned_config} there first", flush=True)
