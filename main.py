@@ -116,6 +116,13 @@ def quiet_libraries() -> None:
   logging.getLogger("absl").setLevel(logging.ERROR)
   # TensorFlow's deprecation notices (warnings about TFDS's own calls, nothing the user can change).
   logging.getLogger("tensorflow").setLevel(logging.ERROR)
+  # A background save that fails (a full disk) is logged by orbax with its traceback, and tensorstore's callbacks
+  # then raise into the closed event loop, over and over (exceptions Python ignores and prints): hundreds of lines,
+  # while the project's own paragraph says what happened and what to do. -v shows them.
+  logging.getLogger("absl").addFilter(lambda record: f"{os.sep}orbax{os.sep}" not in record.pathname)
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # orbax's failed write tasks, when collected
+  sys.unraisablehook = lambda u: logging.debug("ignored exception in %r: %s: %s", u.object, u.exc_type.__name__,
+                                               u.exc_value)
 
 
 def main(argv):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import errno
 import logging
 import os
 from typing import Any, Optional
@@ -150,6 +151,14 @@ def restore_latest(manager: ocp.CheckpointManager, target, what: str = "checkpoi
   return target
 
 
+def _size(path: str) -> int:
+  """Bytes of the files under `path` (a local folder; 0 where it cannot be listed, e.g. a bucket)."""
+  try:
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, names in os.walk(path) for f in names)
+  except OSError:
+    return 0
+
+
 class Saving:
   """A CheckpointManager whose failed saves (also those found later, as saves are asynchronous) stop the run
   with one paragraph naming the step, the error and the newest complete checkpoint. Other calls pass through."""
@@ -167,9 +176,15 @@ class Saving:
     except Exception:
       complete = []
     newest = f"step {complete[-1]}, which re-running the same command resumes from" if complete else "none yet"
+    size = _size(os.path.join(directory, str(complete[-1]))) if complete else 0
+    needs = f" Each checkpoint takes about {size / 2**20:.1f} MiB (step {complete[-1]}'s)." if size else ""
+    # A full disk, however deep in orbax's or tensorstore's message it is said, in the paragraph's own words.
+    full = "No space left on device" in str(error) or getattr(error, "errno", None) == errno.ENOSPC
+    reason = "No space left on device: the workdir's storage is full" if full else first_line(error)
     return WorkdirCheckpointError(
-        f"saving step {step} to {directory} failed ({first_line(error)}): training stopped. The complete checkpoints "
-        f"are kept (the newest: {newest}); make room or fix access to the workdir's storage, then run again.")
+        f"saving step {step} to {directory} failed ({reason}): training stopped. The complete checkpoints "
+        f"are kept (the newest: {newest}) and the half-written step is ignored on resume.{needs} Make room or fix "
+        f"access to the workdir's storage, then run again.")
 
   def save(self, step: int, *args, **kwargs):
     try:

@@ -238,3 +238,45 @@ def test_a_preempted_run_exits_at_once_whatever_threads_a_library_left_running(d
     pytest.fail("the preempted run did not exit: " + proc.communicate()[0][-2000:])
   assert proc.returncode == train.PREEMPTED_EXIT_CODE, rest
   assert "checkpoint saved" in rest and (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 12 MiB file system (tmpfs): room for one checkpoint of the demo CLIP (about 9 MiB), not two."""
+  mount = tmp_path / "disk"
+  mount.mkdir()
+  made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)], capture_output=True,
+                        text=True)
+  if made.returncode:
+    pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip() or made.returncode}): needs root")
+  yield mount
+  subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_disk_that_really_fills_is_one_paragraph_and_the_run_resumes_after_room_is_made(data_dir, tmp_path,
+                                                                                         small_disk):
+  """The workdir on a real small file system: the second checkpoint does not fit. The output is the progress
+  lines and one paragraph (which step, where, the newest complete checkpoint, the size a checkpoint needs),
+  none of orbax's, tensorstore's or asyncio's hundreds of lines; with room made the same command resumes."""
+  workdir = small_disk / "run"
+  args = ("--config=configs/flyp.py:demo,steps=30,log_every=10,checkpoint_every=10", f"--workdir={workdir}",
+          "--config.batch_size=32", "--config.data.dataset=domain_shapes/small", f"--config.data.data_dir={data_dir}",
+          "--config.eval.at_start=False", "--config.eval.every_steps=0", "--config.eval.batch_size=64")
+  record = tmp_path / "writes.json"
+  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+         "XLA_FLAGS": xla_flags(), "FLYP_TEST_RECORD_WRITES": str(record)}
+  proc = subprocess.run([sys.executable, "-c", RECORD_WRITES + SMALL_SUITE, *args], capture_output=True, text=True,
+                        cwd=ROOT, env=env, timeout=300)
+  assert proc.returncode == 2, proc.stderr[-3000:]
+  project = json.loads(record.read_text())
+  foreign = [line for name, real in (("out", proc.stdout), ("err", proc.stderr))
+             for line in real.splitlines() if line not in set(project[name].splitlines())]
+  assert not foreign, "\n".join(foreign[:20])
+  (error,) = proc.stderr.splitlines()
+  assert error.startswith("error: saving step 20 to ") and "No space left on device" in error
+  assert "the newest: step 10" in error and "MiB" in error and "Traceback" not in proc.stdout + proc.stderr
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["10"]
+  subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)
+  code, out, err = main_py(*args, small_suite=True)
+  assert code == 0, err[-3000:]
+  assert [l.split("/")[0] for l in out.splitlines() if l.startswith("step ")] == ["step 20", "step 30"]

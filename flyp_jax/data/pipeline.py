@@ -12,6 +12,7 @@ removes them from the split before shuffling, so the stream stays a function of 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from typing import Iterator, Optional, Sequence
 
@@ -45,6 +46,45 @@ class EmptySplitError(errors.UserError, ValueError):
 
 class LabelOutOfRangeError(errors.UserError, ValueError):
   """A training label is not one of the classes the method trains on."""
+
+
+class DamagedDatasetError(errors.UserError, IOError):
+  """A file of a prepared dataset is missing, truncated or corrupted (a bad copy); the message names it."""
+
+
+# What reading a damaged file raises in tf.data: a record's checksum or length (DataLossError), a shard that is gone
+# (NotFoundError), or a read past a truncated end (OutOfRangeError is the normal end, so not that).
+_DAMAGED_FILE_ERRORS = (tf.errors.DataLossError, tf.errors.NotFoundError)
+
+
+def _op_message(error: BaseException) -> str:
+  """A TensorFlow op error's own words, without its function-node prefix and op suffix."""
+  text = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  return re.sub(r"\s*\[Op:\w+\].*$", "", re.sub(r"^\{\{[^}]*\}\}\s*", "", text)) or type(error).__name__
+
+
+def damaged_file_error(builder: tfds.core.DatasetBuilder, split, error: BaseException) -> DamagedDatasetError:
+  """The error for a read of `split` that failed with `error`: the first of the split's files that is missing or
+  does not read to its end (each is read again to find it), and how to make it whole again."""
+  base = split.split("[")[0] if isinstance(split, str) else str(split)
+  bad, why = None, _op_message(error)
+  for path in builder.info.splits[base].filepaths:
+    if not tf.io.gfile.exists(os.fspath(path)):
+      bad, why = os.fspath(path), "missing"
+      break
+    try:
+      for _ in tf.data.TFRecordDataset(os.fspath(path)):
+        pass
+    except tf.errors.OpError as e:
+      bad, why = os.fspath(path), _op_message(e)
+      break
+  where = f"file {bad}" if bad else f"one of its files in {builder.data_dir}"
+  remake = (f"delete it and run the command again: {builder.name} is generated here, without a download"
+            if builder.name in OFFLINE_BUILDERS else f"delete it and prepare the dataset again. {how_to_prepare(builder)}")
+  return DamagedDatasetError(
+      f"TFDS dataset {builder.name!r}, split {split!r}: {where} is damaged ({why}), as a partial or bad copy leaves "
+      f"it; nothing was computed from the readable part. Copy the dataset folder {builder.data_dir} again from an "
+      f"intact copy, or {remake}.")
 
 
 def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
@@ -298,9 +338,12 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
   blank = {"image": np.zeros((local_bs, image_size, image_size, 3), np.float32),
            "label": np.zeros((local_bs,), np.int32), "group": np.zeros((local_bs,), np.int32),
            "mask": np.zeros((local_bs,), np.int32)}
-  bad, decoded, first_bad = 0, 0, None
+  bad, decoded, first_bad, damaged = 0, 0, None, None
   for _ in range(n_batches):
-    batch = next(batches, None)
+    try:
+      batch = next(batches, None)
+    except _DAMAGED_FILE_ERRORS as e:  # the rest of this process's part is blank; all raise after the last batch
+      damaged, batches, batch = damaged or damaged_file_error(builder, split, e), iter(()), None
     if batch is None:
       local = blank
     else:
@@ -316,8 +359,12 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
         if first_bad is None:
           first_bad = (ids[~ok][0].decode(), _decoder_message(encoded[~ok][0]))
     yield parallel.global_batch(local, mesh)
-  # After the last batch, so that all processes learn of a bad image on another one and stop together.
-  total_bad, total_decoded = (int(v) for v in parallel.across_processes([bad, decoded]))
+  # After the last batch, so that all processes learn of a bad image or file on another one and stop together.
+  total_bad, total_decoded, total_damaged = (int(v) for v in parallel.across_processes([bad, decoded,
+                                                                                        damaged is not None]))
+  if total_damaged:
+    raise damaged or DamagedDatasetError(f"TFDS dataset {name!r}, split {split!r}: a file read by another process "
+                                         f"is damaged; that process's error names it.")
   if not total_bad:
     return
   tfds_id, message = first_bad or ("on another process", "see that process's log")
@@ -501,6 +548,8 @@ def _checked_batches(ds, name, split, data_dir, shards, num_classes, label_featu
   while True:
     try:
       batch = next(it)
+    except _DAMAGED_FILE_ERRORS as e:
+      raise damaged_file_error(get_builder(name, data_dir), split, e) from None
     except tf.errors.InvalidArgumentError:
       # The error does not name the record: search this process's parts for one that does not decode.
       builder, bad = get_builder(name, data_dir), []
