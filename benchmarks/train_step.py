@@ -58,18 +58,16 @@ class JaxStep:
     import numpy as np
     import optax
 
-    from flyp_jax import losses, models, optim, parallel
+    from flyp_jax import losses, models, optim, parallel, train
 
     self.config = models.get_config(variant)
     self.batch = batch
     model = models.create_model(self.config, dtype=dtype, remat=remat)
     mesh = parallel.make_mesh()
     parallel.local_batch_size(batch, mesh)
-    rep = parallel.replicated(mesh)
-    params = {"clip": jax.jit(models.init_params, static_argnums=0, out_shardings=rep)(model, jax.random.PRNGKey(seed))}
+    params = {"clip": parallel.init_sharded(lambda: models.init_params(model, jax.random.PRNGKey(seed)), mesh=mesh)}
     tx = optim.make_optimizer(optimizer_config(), params, TOTAL_STEPS)
-    state = jax.jit(lambda p: {"params": p, "opt_state": tx.init(p), "step": jnp.zeros((), jnp.int32)},
-                    out_shardings=rep)(params)
+    state = train.init_state(params, tx, mesh)  # the loop's own state, born on the devices
     rng = jax.random.PRNGKey(seed)
 
     def loss_fn(params, batch, rng):
@@ -97,7 +95,7 @@ class JaxStep:
     self.text_length = host["tokens"].shape[1]
     self.data = parallel.global_batch(host, mesh)
     state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
-    jitted = jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, rep))
+    jitted = jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
     start = time.perf_counter()
     self.compiled = jitted.lower(state, self.data).compile()
     self.compile_s = time.perf_counter() - start

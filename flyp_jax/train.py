@@ -139,7 +139,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
   evaluator = evaluate.from_config(eval_model, config, mesh) if config.eval.suite else None
   validator = make_validator(config, eval_model, mesh)
-  clip_params = parallel.shard_state(clip_params, mesh)
+  clip_params = parallel.shard_state(clip_params, mesh)  # on the devices before a method computes with them
   params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
   total = config.steps
   tx = optim.make_optimizer(config, params, total)
@@ -432,8 +432,9 @@ class _TermSignal:
     self.received, self.name, self._previous = False, "", {}
     self._several = jax.process_count() > 1
     if self._several and not jax.config.jax_enable_preemption_service:
-      raise errors.BadValue("several processes need JAX's preemption service to stop together on SIGTERM or Ctrl-C; "
-                      "unset jax_enable_preemption_service=False (JAX_ENABLE_PREEMPTION_SERVICE)")
+      raise errors.BadValue("a job of several processes needs JAX's preemption service to stop all of them at one "
+                            "step on SIGTERM or Ctrl-C, and it is off: remove --jax_enable_preemption_service=false "
+                            "(or JAX_ENABLE_PREEMPTION_SERVICE=0) from the command")
     if threading.current_thread() is threading.main_thread():  # signals can only be handled there
       if not self._several:
         self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._handle)

@@ -39,12 +39,21 @@ def data_dir(tmp_path_factory):
   return path
 
 
+RUN_MAIN = 'import runpy, sys; sys.argv[0] = "main.py"; runpy.run_path("main.py", run_name="__main__")\n'
+
+
+def child_env(**extra):
+  """The environment of a child run from this checkout: one CPU device, as a user's CPU run (compiled as every
+  test is: conftest.py)."""
+  return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+          "XLA_FLAGS": xla_flags(), **extra}
+
+
 def main_py(*args, small_suite=False, timeout=300):
   """(exit status, stdout, stderr) of `python main.py args` in this checkout."""
   command = [sys.executable, "-c", SMALL_SUITE] if small_suite else [sys.executable, "main.py"]
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-         "XLA_FLAGS": xla_flags()}  # one CPU device, as a user's CPU run (compiled as every test is: conftest.py)
-  proc = subprocess.run(command + list(args), capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
+  proc = subprocess.run(command + list(args), capture_output=True, text=True, cwd=ROOT, env=child_env(),
+                        timeout=timeout)
   return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -165,6 +174,13 @@ atexit.register(lambda: json.dump({k: "".join(v) for k, v in _project.items()}, 
 """
 
 
+def foreign_lines(proc, record) -> list[str]:
+  """The lines of a RECORD_WRITES child's stdout and stderr that its project code did not write."""
+  project = json.loads(record.read_text())
+  return [f"std{name}: {line}" for name, real in (("out", proc.stdout), ("err", proc.stderr))
+          for line in real.splitlines() if line not in set(project[name].splitlines())]
+
+
 @pytest.mark.parametrize("case", ["main_job", "checkpoint", "lpft_before_lp"])
 def test_every_output_line_is_printed_by_the_project(case, data_dir, tmp_path):
   """The main job and two error paths: no line from a library or native code (absl's notice, TensorFlow's
@@ -178,21 +194,16 @@ def test_every_output_line_is_printed_by_the_project(case, data_dir, tmp_path):
   record = tmp_path / "writes.json"
   # main.py as a user's shell starts it (main.py sets TF_CPP_MIN_LOG_LEVEL before it imports the package); the
   # small-suite patch imports the package first, so for the main job the level is set as main.py would set it.
-  run_main = SMALL_SUITE if case == "main_job" else ('import runpy, sys; sys.argv[0] = "main.py"; '
-                                                      'runpy.run_path("main.py", run_name="__main__")')
+  run_main = SMALL_SUITE if case == "main_job" else RUN_MAIN
   command = [sys.executable, "-c", RECORD_WRITES + run_main, *args]
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-         "XLA_FLAGS": xla_flags(), "FLYP_TEST_RECORD_WRITES": str(record)}
+  env = child_env(FLYP_TEST_RECORD_WRITES=str(record))
   env.pop("TF_CPP_MIN_LOG_LEVEL", None)
   if case == "main_job":
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
   proc = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
   assert proc.returncode == (0 if case == "main_job" else 2), proc.stderr
-  project = json.loads(record.read_text())
-  for name, real in (("out", proc.stdout), ("err", proc.stderr)):
-    printed = set(project[name].splitlines())
-    foreign = [line for line in real.splitlines() if line not in printed]
-    assert not foreign, f"lines on std{name} the project did not print:\n" + "\n".join(foreign)
+  foreign = foreign_lines(proc, record)
+  assert not foreign, "lines the project did not print:\n" + "\n".join(foreign)
   assert proc.stdout.strip() if case == "main_job" else proc.stderr.startswith("error: ")  # the recorder saw them
 
 
@@ -203,11 +214,9 @@ def test_a_bug_is_reported_as_internal_with_its_traceback_not_as_a_user_error(tm
          'def broken(*a, **k):\n'
          '  raise ValueError("a library failed")\n'
          't.main = broken\n')
-  code = bug + 'import runpy, sys; sys.argv[0] = "main.py"; runpy.run_path("main.py", run_name="__main__")'
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-         "XLA_FLAGS": xla_flags()}
+  code = bug + RUN_MAIN
   proc = subprocess.run([sys.executable, "-c", code, "--config=configs/flyp.py", f"--workdir={tmp_path}/run"],
-                        capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+                        capture_output=True, text=True, cwd=ROOT, env=child_env(), timeout=300)
   assert proc.returncode == 1, proc.stderr
   assert proc.stderr.startswith("internal error") and "issue tracker" in proc.stderr.splitlines()[0]
   assert "Traceback" in proc.stderr and proc.stderr.rstrip().endswith("ValueError: a library failed")
@@ -220,12 +229,10 @@ def test_a_preempted_run_exits_at_once_whatever_threads_a_library_left_running(d
   from flyp_jax import train
   stuck = ('import threading\n'
            'threading.Thread(target=threading.Event().wait, name="input-reader", daemon=False).start()\n')
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-         "XLA_FLAGS": xla_flags()}
   args = ("--config=configs/flyp.py:demo,steps=200,log_every=1", f"--workdir={tmp_path}/run",
           "--config.batch_size=32", "--config.data.dataset=domain_shapes/small", f"--config.data.data_dir={data_dir}",
           "--config.eval.at_start=False", "--config.eval.every_steps=0")
-  proc = subprocess.Popen([sys.executable, "-c", stuck + SMALL_SUITE, *args], cwd=ROOT, env=env, text=True,
+  proc = subprocess.Popen([sys.executable, "-c", stuck + SMALL_SUITE, *args], cwd=ROOT, env=child_env(), text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
   for line in proc.stdout:
     if line.startswith("step 2/"):
@@ -263,14 +270,10 @@ def test_a_disk_that_really_fills_is_one_paragraph_and_the_run_resumes_after_roo
           "--config.batch_size=32", "--config.data.dataset=domain_shapes/small", f"--config.data.data_dir={data_dir}",
           "--config.eval.at_start=False", "--config.eval.every_steps=0", "--config.eval.batch_size=64")
   record = tmp_path / "writes.json"
-  env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-         "XLA_FLAGS": xla_flags(), "FLYP_TEST_RECORD_WRITES": str(record)}
   proc = subprocess.run([sys.executable, "-c", RECORD_WRITES + SMALL_SUITE, *args], capture_output=True, text=True,
-                        cwd=ROOT, env=env, timeout=300)
+                        cwd=ROOT, env=child_env(FLYP_TEST_RECORD_WRITES=str(record)), timeout=300)
   assert proc.returncode == 2, proc.stderr[-3000:]
-  project = json.loads(record.read_text())
-  foreign = [line for name, real in (("out", proc.stdout), ("err", proc.stderr))
-             for line in real.splitlines() if line not in set(project[name].splitlines())]
+  foreign = foreign_lines(proc, record)
   assert not foreign, "\n".join(foreign[:20])
   (error,) = proc.stderr.splitlines()
   assert error.startswith("error: saving step 20 to ") and "No space left on device" in error

@@ -343,7 +343,7 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
     try:
       batch = next(batches, None)
     except _DAMAGED_FILE_ERRORS as e:  # the rest of this process's part is blank; all raise after the last batch
-      damaged, batches, batch = damaged or damaged_file_error(builder, split, e), iter(()), None
+      damaged, batches, batch = damaged_file_error(builder, split, e), iter(()), None
     if batch is None:
       local = blank
     else:
