@@ -13,7 +13,7 @@ from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
 
-from flyp_jax import errors
+from flyp_jax.errors import USAGE_ERROR_EXIT, run_reporting_errors
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "method config file, optionally :preset", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory (default: workdirs/<config.name>)")
@@ -22,38 +22,7 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "processes of the job, with --coordinator_address")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "this process's id, with --coordinator_address")
 _VERBOSE = flags.DEFINE_bool("verbose", False, "the libraries' logs, and the traceback of an error")
-
-USAGE_ERROR_EXIT = 2  # as argparse's usage errors: the command needs changing, not re-running
 _HELP = ("--help", "-h", "-?", "--helpshort", "--helpfull")
-
-
-def error_message(e: BaseException):
-  """The message of an error in what the command was given (config, paths, data, checkpoints), or None.
-
-  The project raises these (`flyp_jax.errors.UserError`) with one paragraph that says what is wrong and how to fix
-  it, so the traceback adds nothing for the user; anything else is a bug and keeps its traceback.
-  """
-  return (str(e) or type(e).__name__) if isinstance(e, errors.UserError) else None
-
-
-INTERNAL_ERROR = ("internal error (a bug in flyp_jax or a library it uses, not in your command): please report it "
-                  "to the flyp_jax issue tracker with this output, the command and `pip freeze`. The traceback:")
-
-
-def run_reporting_errors(fn, *args, verbose: bool):
-  """fn(*args); an error in the input is printed as `error: ...` (exit status 2), its traceback only if verbose;
-  any other error is announced as internal and keeps its traceback (exit status 1)."""
-  try:
-    return fn(*args)
-  except Exception as e:  # the mapping of every user error to its message is here, in one place
-    message = error_message(e)
-    if message is None:
-      print(INTERNAL_ERROR, file=sys.stderr, flush=True)
-      raise
-    if verbose:
-      raise
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(USAGE_ERROR_EXIT)
 
 
 def normalise_argv(argv: list[str]) -> list[str]:

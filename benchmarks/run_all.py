@@ -4,9 +4,11 @@
   python -m benchmarks.run_all --suite=gpu        # an accelerator: ViT-B/16 and B/32 in bfloat16 (no main job:
                                                   # it needs TensorFlow)
   python -m benchmarks.run_all --suite=smoke --results_dir=/tmp/bench   # one tiny step each (what CI runs)
+  python -m benchmarks.run_all --suite=tpu --resume   # presets compiled for TPU slices on this CPU host, not run
+                                                      # (flyp_jax.tpu_plan; --resume keeps the finished rows)
   python -m benchmarks.run_all --render_only      # rebuild RESULTS.md from benchmarks/results/*.json
 
-Each benchmark runs in its own process (`python -m benchmarks.<name> ... --json`), so XLA flags, simulated
+Each benchmark runs in its own process (`python -m benchmarks.<name> ... --json`, or the named module), so XLA flags, simulated
 devices and memory do not leak between them, and one failure is recorded instead of stopping the rest.
 Results go to <results_dir>/<suite>.json; RESULTS.md is rendered from every suite file in the directory.
 """
@@ -24,6 +26,16 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_DIR = os.path.join(HERE, "results")
+
+PLAN = "flyp_jax.tpu_plan"  # a module outside benchmarks/: named in full
+SLICES_8 = ("v5litepod-8", "v4-8", "v5p-8", "v6e-8")  # each chip generation's smallest 8-chip slice
+# (preset, slices): the ImageNet reproduction presets on every generation; ViT-L attention transfer on v5e and
+# v4; the small datasets' FLYP presets (the ImageNet preset's model with fewer classes) on v5e only.
+TPU_PRESETS = [("configs/flyp.py:imagenet_b16", SLICES_8), ("configs/ft.py:imagenet_b16", SLICES_8),
+               ("configs/lpft.py:imagenet_b16", SLICES_8), ("configs/wiseft.py:ft_imagenet_b16", SLICES_8),
+               ("configs/attention_transfer.py:imagenet_l16_mae_distill", SLICES_8[:2]),
+               ("configs/attention_transfer.py:imagenet_l16_mae_copy", SLICES_8[:2])]
+TPU_SMALL = ("configs/flyp.py:caltech101_b16", "configs/flyp.py:stanfordcars_b16", "configs/flyp.py:flowers102_b16")
 
 # (benchmark module, arguments). Batch sizes: what fits the machine in minutes, several per model.
 SUITES = {
@@ -55,15 +67,27 @@ SUITES = {
         ("train_step", "--model=ViT-B/32 --batch=512 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
         ("train_step", "--model=ViT-B/16 --batch=128 --dtype=bfloat16 --steps=10 --repeats=3 --framework=both"),
     ],
+    # Compiled for the slice's chips by libtpu on this host (the `tpu` extra), nothing run: about 2-7 minutes
+    # each on 2 CPU cores for ViT-B/16, more for ViT-L.
+    "tpu": [(PLAN, f"--config={spec} --topology={slice_}") for spec, slices in TPU_PRESETS for slice_ in slices]
+           + [(PLAN, f"--config=configs/flyp.py:imagenet_b16 --topology={t} --config.model.variant=ViT-L/14 "
+                     f"--config.batch_size=32768 --config.model.dtype=bfloat16{extra}")
+              for t in ("v5e:16x16", "v4:4x4x4") for extra in ("", " --config.model.remat=True "
+                                                                   "--config.flyp.loss_block=4096")]
+           + [(PLAN, f"--config={spec} --topology=v5litepod-8") for spec in TPU_SMALL],
 }
 
 
+def _target(module: str) -> str:
+  return module if "." in module else f"benchmarks.{module}"
+
+
 def _shown(module: str, args: str) -> str:
-  return f"python -m benchmarks.{module} {args} --json".replace("  ", " ")
+  return f"python -m {_target(module)} {args} --json".replace("  ", " ")
 
 
 def run_one(module: str, args: str, timeout_s: float) -> dict:
-  cmd = [sys.executable, "-m", f"benchmarks.{module}", *args.split(), "--json"]
+  cmd = [sys.executable, "-m", _target(module), *args.split(), "--json"]
   shown = _shown(module, args)
   print(f"$ {shown}", flush=True)
   start = time.perf_counter()
@@ -76,20 +100,23 @@ def run_one(module: str, args: str, timeout_s: float) -> dict:
     return {"benchmark": module, "command": shown, "error": f"exit {proc.returncode}",
             "stderr_tail": proc.stderr[-3000:]}
   result = json.loads(lines[-1])
+  result.setdefault("benchmark", module.rsplit(".", 1)[-1])
   result["command"] = shown
   result["process_s"] = time.perf_counter() - start
   return result
 
 
-def run_suite(suite: str, results_dir: str, timeout_s: float, only=None) -> dict:
+def run_suite(suite: str, results_dir: str, timeout_s: float, only=None, resume: bool = False) -> dict:
   """Run the suite's entries (those of the modules in `only`, if given) in order. With `only`, the results
-  of the other entries already in the suite's file are kept, so one benchmark can be re-run alone."""
-  entries = [e for e in SUITES[suite] if not only or e[0] in only]
+  of the other entries already in the suite's file are kept, so one benchmark can be re-run alone; with `resume`,
+  every entry with a result (not an error) in the file is kept and not run again."""
   path = os.path.join(results_dir, f"{suite}.json")
   kept = {}
-  if only and os.path.exists(path):
+  if (only or resume) and os.path.exists(path):
     with open(path) as f:
-      kept = {r["command"]: r for r in json.load(f)["results"] if r.get("benchmark") not in only}
+      kept = {r["command"]: r for r in json.load(f)["results"]
+              if (resume and "error" not in r) or (only and r.get("benchmark") not in only)}
+  entries = [e for e in SUITES[suite] if (not only or e[0] in only) and not (resume and _shown(*e) in kept)]
   # Suite order; None for entries not run (yet) and without a kept result.
   slots = [None if (module, args) in entries else kept.get(_shown(module, args)) for module, args in SUITES[suite]]
   out = {"suite": suite, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -120,6 +147,8 @@ def _headline(r: dict) -> str:
   if b == "loss_memory":
     last = r["rows"][-1]
     return f"B={last['global_batch']}: {last['temp_bytes'] / 2**20:.0f} MiB temp per device"
+  if b == "tpu_plan":
+    return f"peak {r['peak_bytes'] / 2**30:.2f} GiB per chip, fits {r['fits']}, compile {r['compile_s']:.0f}s"
   if b == "main_job":
     return f"{r.get('wall_s', 0):.0f}s wall" if "wall_s" in r else r.get("command", "")
   return ""
@@ -144,7 +173,7 @@ def _machine(results) -> str:
 
 def render(results_dir: str, path: str, notes_path: str) -> str:
   suites = []
-  for name in ("cpu", "gpu", "smoke"):
+  for name in ("cpu", "gpu", "tpu", "smoke"):
     p = os.path.join(results_dir, f"{name}.json")
     if os.path.exists(p):
       with open(p) as f:
@@ -208,6 +237,7 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
                   f"examples/s.", ""]
         if acc:
           lines += ["Results: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(acc.items())), ""]
+    lines += _tpu_rows([r for r in res if r.get("benchmark") == "tpu_plan" and "error" not in r])
     errors = [r for r in res if "error" in r]
     for r in errors:
       lines += [f"Failed: `{r['command']}`: {r['error']}", ""]
@@ -221,6 +251,29 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
   return text
 
 
+def _tpu_rows(plans) -> list[str]:
+  if not plans:
+    return []
+  gib = lambda n: "-" if n is None else f"{n / 2**30:.2f}"
+  lines = ["### Compiled for TPU on a CPU host, not run (`python -m flyp_jax.tpu_plan`)", "",
+           "Per chip, from XLA's memory and cost analysis of the programs the loop runs (flyp_jax/tpu_plan.py): peak = "
+           "arguments + outputs - donated + temporaries + code. FLOPs: XLA's count of the train step / the analytic "
+           "matmul count (flyp_jax/flops.py). Collectives: the train step's, bytes per chip.", "",
+           "| config | slice | chips | model | batch | dtype | remat / loss block | train step GiB | init GiB | "
+           "eval GiB | HBM GiB | fits | step TFLOPs per chip | XLA / analytic | collectives (MiB) | compile s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+  for r in plans:
+    analytic = r.get("analytic_flops")
+    ratio = _fmt(r["step_flops"] / analytic) if analytic and r.get("step_flops") else "n/a"
+    coll = ", ".join(f"{op} {c['bytes'] / 2**20:.0f}" for op, c in sorted(r.get("collectives", {}).items()))
+    lines.append(f"| {r['config']} | {r['topology']} | {r['chips']} | {r.get('model', '?')} | {r['batch_size']} | "
+                 f"{r['dtype']} | {r['remat']} / {r.get('loss_block', 0)} | {gib(r['peak_bytes'])} | "
+                 f"{gib(r['init_peak_bytes'])} | {gib(r['eval_peak_bytes'])} | {gib(r['hbm_bytes'])} | "
+                 f"{'yes' if r['fits'] else 'NO'} | {_fmt(r['step_flops'] and r['step_flops'] / 1e12, '.1f')} | "
+                 f"{ratio} | {coll or '-'} | {r['compile_s']:.0f} |")
+  return lines + [""]
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--suite", default="cpu", choices=sorted(SUITES))
@@ -230,11 +283,12 @@ def main(argv=None) -> None:
   p.add_argument("--only", default="", help="comma-separated benchmark names to run (default: all of the suite)")
   p.add_argument("--timeout_s", type=float, default=3600, help="per benchmark process")
   p.add_argument("--render_only", action="store_true")
+  p.add_argument("--resume", action="store_true", help="keep the entries the suite's file has a result for")
   a = p.parse_args(argv)
   markdown = a.markdown or (os.path.join(HERE, "RESULTS.md") if os.path.abspath(a.results_dir) == RESULTS_DIR
                             else os.path.join(a.results_dir, "RESULTS.md"))
   if not a.render_only:
-    run_suite(a.suite, a.results_dir, a.timeout_s, [o for o in a.only.split(",") if o])
+    run_suite(a.suite, a.results_dir, a.timeout_s, [o for o in a.only.split(",") if o], a.resume)
   render(a.results_dir, markdown, os.path.join(HERE, "NOTES.md"))
   print(f"wrote {markdown}")
 

@@ -5,10 +5,10 @@
   python -m benchmarks.train_step --model=ViT-B/16 --batch=256 --dtype=bfloat16 --framework=both   # GPU
   python -m benchmarks.train_step --model=ViT-B/32 --batch=32 --captions=prompts --framework=both    # FLYP's captions
 
-The JAX step is the training loop's FLYP step (`flyp_jax.train.run` with `flyp_jax.methods.flyp`): both towers,
-L2-normalised features, `losses.sharded_clip_loss` over the mesh's data axis, the loop's AdamW
-(`optim.make_optimizer`, FLYP's ImageNet settings), the logit-scale clamp, the state donated and sharded
-explicitly. The batch is synthetic and stays on the device (images [B, S, S, 3] and captions [B, L]); the
+The JAX step is the training loop's own (`flyp_jax.train.make_train_step`, state from `train.init_state`) with
+the contrastive loss of `flyp_jax.methods.pretrain` (FLYP's loss once the step has gathered each example's
+prompt): both towers, L2-normalised features, `losses.sharded_clip_loss` over the mesh's data axis, the loop's
+AdamW (`optim.make_optimizer`, FLYP's ImageNet rates), the logit-scale clamp, the state donated and sharded. The batch is synthetic and stays on the device (images [B, S, S, 3] and captions [B, L]); the
 real step gathers each caption from a table of tokenised prompts, a gather that costs nothing next to the towers.
 
 Captions (`--captions`): `synthetic` (default) gives both frameworks the same random 77-token rows, so the
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from types import SimpleNamespace
 
 from benchmarks import common
 
@@ -42,9 +41,14 @@ OPTIMIZER = dict(lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9, b2=0.999, 
 TOTAL_STEPS = 25_000
 
 
-def optimizer_config() -> SimpleNamespace:
-  """The attributes `optim.make_optimizer` reads, without needing ml_collections (not on every machine)."""
-  return SimpleNamespace(optimizer=SimpleNamespace(**OPTIMIZER), trainable=".*", frozen="")
+def loop_config(batch: int, seed: int = 0):
+  """The training loop's config for this step: configs/common.py's fields, the optimiser above with the PyTorch
+  side's parameter groups (no decay on biases, norms, embeddings, scale) and logit-scale clamp, one micro-batch."""
+  from configs import common as configs_common
+  config = configs_common.base("benchmark_train_step")
+  config.update(method="pretrain", seed=seed, batch_size=batch, steps=TOTAL_STEPS, grad_accum_steps=1)
+  config.optimizer.update(**OPTIMIZER, schedule="warmup_cosine", decay="matrices", clamp_logit_scale=True)
+  return config
 
 
 # --------------------------------------------------------------------------------------------------- JAX
@@ -54,11 +58,10 @@ class JaxStep:
   def __init__(self, variant: str, batch: int, dtype: str = "float32", remat: bool = False, seed: int = 0,
                captions: str = "synthetic"):
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    import optax
 
-    from flyp_jax import losses, models, optim, parallel, train
+    from flyp_jax import models, optim, parallel, train
+    from flyp_jax.methods import pretrain
 
     self.config = models.get_config(variant)
     self.batch = batch
@@ -66,36 +69,19 @@ class JaxStep:
     mesh = parallel.make_mesh()
     parallel.local_batch_size(batch, mesh)
     params = {"clip": parallel.init_sharded(lambda: models.init_params(model, jax.random.PRNGKey(seed)), mesh=mesh)}
-    tx = optim.make_optimizer(optimizer_config(), params, TOTAL_STEPS)
+    config = loop_config(batch, seed)
+    tx = optim.make_optimizer(config, params, TOTAL_STEPS)
     state = train.init_state(params, tx, mesh)  # the loop's own state, born on the devices
-    rng = jax.random.PRNGKey(seed)
-
-    def loss_fn(params, batch, rng):
-      del rng  # the real step draws the caption templates with it
-      clip = params["clip"]
-      img = models.normalize(model.apply({"params": clip}, batch["image"], method=model.encode_image))
-      txt = models.normalize(model.apply({"params": clip}, batch["tokens"], method=model.encode_text))
-      scale = jnp.exp(clip["logit_scale"])
-      return losses.sharded_clip_loss(img, txt, scale, mesh), {"logit_scale": scale}
-
-    # As flyp_jax.train.run's train_step.
-    def train_step(state, batch):
-      step_rng = jax.random.fold_in(rng, state["step"])
-      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], batch, step_rng)
-      updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-      new_params = optax.apply_updates(state["params"], updates)
-      new_params["clip"]["logit_scale"] = losses.clamp_logit_scale(new_params["clip"]["logit_scale"])
-      metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), **metrics}
-      return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
-
+    # The loop's step (train.make_train_step) with the contrastive loss of given captions (methods.pretrain: FLYP's
+    # loss once its step has gathered each example's prompt).
+    loss_fn = pretrain.make_loss(config, model, mesh)
     data_rng = np.random.default_rng(seed)
     c = self.config
     host = {"image": data_rng.normal(size=(batch, c.image_size, c.image_size, 3)).astype(np.float32),
             "tokens": common.caption_tokens(captions, data_rng, batch, c, trimmed=True)}
     self.text_length = host["tokens"].shape[1]
     self.data = parallel.global_batch(host, mesh)
-    state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
-    jitted = jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
+    jitted = train.make_train_step(config, loss_fn, tx, mesh, state)
     start = time.perf_counter()
     self.compiled = jitted.lower(state, self.data).compile()
     self.compile_s = time.perf_counter() - start

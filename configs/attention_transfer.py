@@ -69,8 +69,10 @@ def get_config(arg: str = "demo"):
       pool="gap",  # the student's pooling: gap (mean of patch tokens + fc_norm; --global_pool, the default) | cls
       label_smoothing=0.0,
       # clip: the image tower of config.model's CLIP; vit: a timm / MAE ViT checkpoint at path (heads: 0 infers
-      # them from the width). image_norm: the mean/std the teacher was trained with (imagenet: MAE's).
-      teacher=ml_collections.ConfigDict(dict(kind="clip", path="", heads=0, image_norm="clip")),
+      # them from the width). image_norm: the mean/std the teacher was trained with (imagenet: MAE's). variant:
+      # the vit teacher's shape ('ViT-L/16'), which the checkpoint must have, for planning a run without it
+      # (flyp_jax.tpu_plan); '' takes the checkpoint's.
+      teacher=ml_collections.ConfigDict(dict(kind="clip", path="", heads=0, image_norm="clip", variant="")),
       # The ensemble's teacher: a fine-tuned run's workdir (relative to the parent of this run's workdir) and the
       # config that makes it if it has not finished; an empty path ensembles with the pretrained CLIP teacher's
       # zero-shot head.
@@ -95,7 +97,7 @@ def get_config(arg: str = "demo"):
     epochs, blr, b2, wd, warmup, min_lr, layer_decay, drop_path = REFERENCE[mode]
     common.imagenet_b16(c, lr=0.0)
     if "mae" in arg:
-      c.at.teacher.update(kind="vit", path="mae_pretrain_vit_large.pth", image_norm="imagenet")
+      c.at.teacher.update(kind="vit", path="mae_pretrain_vit_large.pth", image_norm="imagenet", variant="ViT-L/16")
       c.model.path = ""  # no CLIP: the teacher comes from at.teacher.path
     c.batch_size = 2048
     epoch = common.IMAGENET_TRAIN // 2048  # the reference's loader drops the last partial batch

@@ -6,6 +6,8 @@ project or a library, and keeps its traceback. Each kind also derives from the b
 catch for it (a missing file is a FileNotFoundError), so `except ValueError` keeps working.
 """
 
+import sys
+
 
 class UserError(Exception):
   """Something in the command's input is wrong; the message says what and how to fix it."""
@@ -29,3 +31,35 @@ class NotPermitted(UserError, PermissionError):
 
 class Diverged(UserError, FloatingPointError):
   """Training produced a non-finite loss."""
+
+
+USAGE_ERROR_EXIT = 2  # as argparse's usage errors: the command needs changing, not re-running
+
+
+def error_message(e: BaseException):
+  """The message of an error in what the command was given (config, paths, data, checkpoints), or None.
+
+  The project raises these (`UserError`) with one paragraph that says what is wrong and how to fix it, so the
+  traceback adds nothing for the user; anything else is a bug and keeps its traceback.
+  """
+  return (str(e) or type(e).__name__) if isinstance(e, UserError) else None
+
+
+INTERNAL_ERROR = ("internal error (a bug in flyp_jax or a library it uses, not in your command): please report it "
+                  "to the flyp_jax issue tracker with this output, the command and `pip freeze`. The traceback:")
+
+
+def run_reporting_errors(fn, *args, verbose: bool):
+  """fn(*args) for a command line: an error in the input is printed as `error: ...` (exit status 2), its traceback
+  only if verbose; any other error is announced as internal and keeps its traceback (exit status 1)."""
+  try:
+    return fn(*args)
+  except Exception as e:  # the mapping of every user error to its message is here, in one place
+    message = error_message(e)
+    if message is None:
+      print(INTERNAL_ERROR, file=sys.stderr, flush=True)
+      raise
+    if verbose:
+      raise
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(USAGE_ERROR_EXIT)

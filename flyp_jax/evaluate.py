@@ -37,8 +37,7 @@ def zeroshot_head(model: models.CLIP, params, classnames: Sequence[str], templat
   Prompts are encoded in sharded batches of `batch_size` (rounded up to the data axis), one compilation.
   """
   tokens = prompt_tokens(classnames, templates, model.config.context_length)
-  n_data = mesh.shape[parallel.DATA]
-  batch_size = max(n_data, min(batch_size, -(-len(tokens) // n_data) * n_data) // n_data * n_data)
+  batch_size = head_batch_size(len(tokens), mesh, batch_size)
   tokens = np.concatenate([tokens, np.zeros((-len(tokens) % batch_size, tokens.shape[1]), tokens.dtype)])
   encode = _text_encoder(model, mesh)
   sharding = parallel.data_sharding(mesh)
@@ -47,6 +46,12 @@ def zeroshot_head(model: models.CLIP, params, classnames: Sequence[str], templat
     chunk = tokens[start:start + batch_size]
     chunks.append(encode(params, jax.make_array_from_callback(chunk.shape, sharding, lambda idx, c=chunk: c[idx])))
   return _average_templates(jnp.concatenate(chunks), params["logit_scale"], len(classnames), len(templates))
+
+
+def head_batch_size(n_prompts: int, mesh: jax.sharding.Mesh, batch_size: int) -> int:
+  """The prompts `zeroshot_head` encodes at once: `batch_size` rounded to the data axis, at most all of them."""
+  n_data = mesh.shape[parallel.DATA]
+  return max(n_data, min(batch_size, -(-n_prompts // n_data) * n_data) // n_data * n_data)
 
 
 _TEXT_ENCODERS: dict = {}

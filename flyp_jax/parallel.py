@@ -119,10 +119,39 @@ def shard_state(tree, mesh: Mesh):
   return jax.device_put(tree, state_shardings(tree, mesh))
 
 
+def sharded_initializer(init_fn, *args, mesh: Mesh):
+  """`init_fn` (a pure initialiser: random parameters, an optimiser's state) jitted with `param_sharding` outputs
+  for `args` (arrays or `abstract` ones), so each device computes and holds only its share of the result."""
+  return jax.jit(init_fn, out_shardings=state_shardings(jax.eval_shape(init_fn, *args), mesh))
+
+
 def init_sharded(init_fn, *args, mesh: Mesh):
-  """`init_fn(*args)` (a pure initialiser: random parameters, an optimiser's state) born sharded: computed under
-  `jit` with `param_sharding` outputs, so each device computes and holds only its share of the result."""
-  return jax.jit(init_fn, out_shardings=state_shardings(jax.eval_shape(init_fn, *args), mesh))(*args)
+  """`init_fn(*args)` born sharded (`sharded_initializer`)."""
+  return sharded_initializer(init_fn, *args, mesh=mesh)(*args)
+
+
+def abstract(tree, shardings):
+  """`jax.ShapeDtypeStruct`s of `tree`'s leaves (arrays or shapes) placed by `shardings` (a tree of them, or one
+  for every leaf): what `jit(...).lower` takes to compile for devices that hold no data (`compile_only`)."""
+  if not isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
+  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=shardings), tree)
+
+
+def compile_only(mesh: Mesh) -> bool:
+  """Whether `mesh` is made of devices that programs can be compiled for but not run on (a TPU topology's, as
+  `flyp_jax.tpu_plan` uses on a host without TPUs)."""
+  device = mesh.devices.flat[0]
+  try:
+    return device not in jax.devices(device.platform)
+  except RuntimeError:  # no runtime for that platform here
+    return True
+
+
+def constant(x: np.ndarray, mesh: Mesh):
+  """A host array a jitted function closes over, replicated on the mesh's devices; on a `compile_only` mesh the
+  array itself (a constant of the compiled program, as it cannot be put on those devices)."""
+  return np.asarray(x) if compile_only(mesh) else jax.device_put(x, replicated(mesh))
 
 
 def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:

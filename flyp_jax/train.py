@@ -40,8 +40,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
   """
   m = config.model
   if m.init == "random":
-    overrides = dict(m.overrides) if m.get("overrides") else {}
-    model = models.create_model(models.get_config(m.variant, **overrides), dtype=m.dtype, remat=m.remat)
+    model = clip_model(config)
     init = lambda: models.init_params(model, jax.random.PRNGKey(config.seed))  # the key made where it is used
     return model, (parallel.init_sharded(init, mesh=mesh) if mesh is not None else jax.jit(init)())
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
@@ -56,6 +55,14 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
     model, params = models.load_pretrained(os.path.join(run_dir, "final"), dtype=m.dtype, remat=m.remat)
     return model, params
   return models.load_pretrained(m.path, dtype=m.dtype, remat=m.remat, activation=m.get("activation") or None)
+
+
+def clip_model(config: ml_collections.ConfigDict) -> models.CLIP:
+  """The CLIP of `config.model.variant` (with its overrides, dtype and remat): random init's, and the shape a plan
+  compiles for (`flyp_jax.tpu_plan`) when no checkpoint is read."""
+  m = config.model
+  overrides = dict(m.overrides) if m.get("overrides") else {}
+  return models.create_model(models.get_config(m.variant, **overrides), dtype=m.dtype, remat=m.remat)
 
 
 def main(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> dict:

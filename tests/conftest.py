@@ -31,7 +31,7 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))
 
 # The longest files first: with `pytest -n 2 --dist loadfile` a file runs on one worker, and a long file started
 # last would leave the other worker idle until it ends. The rest keep their order.
-LONGEST_FIRST = ("test_multihost.py", "test_preemption.py", "test_train.py", "test_attention_transfer.py",
+LONGEST_FIRST = ("test_multihost.py", "test_preemption.py", "test_train.py", "test_tpu_plan.py", "test_attention_transfer.py",
                  "test_train_step.py", "test_reliability.py", "test_models.py", "test_cli.py", "test_parity.py",
                  "test_few_shot_transfer.py", "test_benchmarks.py", "test_notebook.py")
 

@@ -276,3 +276,22 @@ def test_logged_loss_is_the_mean_since_the_last_log_and_lr_is_recorded(tmp_path,
   schedule = optim.make_schedule(tiny_config("configs/flyp.py:demo", data_dir).optimizer, 4)
   lrs = [every_step[s]["train/lr"] for s in (1, 2, 3, 4)]
   assert lrs == pytest.approx([float(schedule(s - 1)) for s in (1, 2, 3, 4)]) and len(set(lrs)) == 4
+
+
+@pytest.mark.parametrize("spec", ["configs/flyp.py:demo", "configs/ft.py:demo", "configs/pretrain.py:demo",
+                                  "configs/attention_transfer.py:demo"])
+def test_a_methods_shapes_for_planning_are_those_it_makes(spec, data_dir, tmp_path):
+  """`extra_param_shapes` and `batch_shapes` (what flyp_jax.tpu_plan compiles for, without data or devices' work)
+  against what the method's `extra_params` and `batches` give the loop."""
+  import importlib
+  from flyp_jax import evaluate, parallel
+  config = tiny_config(spec, data_dir)
+  method = importlib.import_module(f"flyp_jax.methods.{config.method}")
+  mesh = parallel.make_mesh()
+  model, clip_params = (method.load_model(config, str(tmp_path)) if hasattr(method, "load_model")
+                        else train.load_clip(config, str(tmp_path), mesh))
+  evaluator = evaluate.from_config(model, config, mesh)
+  shape = lambda tree: jax.tree_util.tree_map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), tree)
+  extra = method.extra_params(config, model, parallel.shard_state(clip_params, mesh), mesh, evaluator)
+  assert shape(method.extra_param_shapes(config, model)) == shape(extra)
+  assert shape(method.batch_shapes(config, model)) == shape(next(method.batches(config, model, mesh, 0)))

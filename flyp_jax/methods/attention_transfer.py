@@ -159,7 +159,24 @@ def load_model(config, workdir: str):
     return train.load_clip(config, workdir)
   model, params = vit_lib.load(config.at.teacher.path, heads=config.at.teacher.heads or None,
                                dtype=config.model.dtype, remat=config.model.remat)
+  variant = config.at.teacher.variant
+  if variant and dataclasses.replace(vit_lib.get_config(variant), pool=model.config.pool) != model.config:
+    raise errors.BadValue(f"the teacher at {config.at.teacher.path} is {model.config}, not at.teacher.variant="
+                          f"{variant!r}: set the variant it is (or '' to take the checkpoint's)")
   return model, {"visual": params}
+
+
+def abstract_model(config):
+  """(model, shapes of load_model's params) without reading a checkpoint: a 'vit' teacher of
+  `at.teacher.variant`; a 'clip' teacher is the loop's CLIP (None: the loop's default)."""
+  if config.at.teacher.kind == "clip":
+    return None
+  if not config.at.teacher.variant:
+    raise errors.BadValue("planning an attention-transfer run with a 'vit' teacher needs its shape without its "
+                          "checkpoint: set --config.at.teacher.variant (e.g. ViT-L/16)")
+  model = vit_lib.ViT(vit_lib.get_config(config.at.teacher.variant), jnp.dtype(config.model.dtype),
+                      config.model.remat)
+  return model, {"visual": jax.eval_shape(lambda: vit_lib.init_params(model, jax.random.PRNGKey(0)))}
 
 
 def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
@@ -173,8 +190,20 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   return {"student": student, "head": head}
 
 
+def extra_param_shapes(config, model) -> dict:
+  cfg = student_config(model.config, config.at.pool)
+  n_classes = len(classnames_lib.get(config.data.classnames))
+  student = jax.eval_shape(lambda: vit_lib.init_params(vit_lib.ViT(cfg), jax.random.PRNGKey(0)))
+  return {"student": student, "head": {"kernel": jax.ShapeDtypeStruct((cfg.width, n_classes), jnp.float32),
+                                       "bias": jax.ShapeDtypeStruct((n_classes,), jnp.float32)}}
+
+
 def batches(config, model, mesh, start_step: int):
   return common.labelled_batches(config, model, mesh, start_step)
+
+
+def batch_shapes(config, model) -> dict:
+  return common.labelled_batch_shapes(config, model)
 
 
 def make_loss(config, model, mesh):

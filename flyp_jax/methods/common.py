@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterator, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flyp_jax import models, parallel
@@ -37,6 +38,13 @@ def labelled_batches(config, model, mesh, start_step: int) -> Iterator[dict[str,
   n_classes = len(classnames_lib.get(config.data.classnames))
   batches = train_batches(config, model, mesh, start_step, num_classes=n_classes)  # checked now, not at the first step
   return (parallel.global_batch({"image": b["image"], "label": b["label"].astype(np.int32)}, mesh) for b in batches)
+
+
+def labelled_batch_shapes(config, model) -> dict[str, jax.ShapeDtypeStruct]:
+  """The global batches of `labelled_batches` as shapes (what `flyp_jax.tpu_plan` compiles the step for)."""
+  size, n = config.data.image_size or model.config.image_size, config.batch_size
+  return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32),
+          "label": jax.ShapeDtypeStruct((n,), jnp.int32)}
 
 
 def image_features(model: models.CLIP, clip_params, images: jax.Array) -> jax.Array:

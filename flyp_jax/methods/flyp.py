@@ -22,22 +22,30 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   return {}
 
 
+def extra_param_shapes(config, model) -> dict:
+  return {}
+
+
 def batches(config, model, mesh, start_step: int):
   return common.labelled_batches(config, model, mesh, start_step)
+
+
+def batch_shapes(config, model) -> dict:
+  return common.labelled_batch_shapes(config, model)
 
 
 def make_loss(config, model, mesh):
   classnames = classnames_lib.get(config.data.classnames)
   templates = templates_lib.get(config.data.templates)
   prompts = prompt_tokens(classnames, templates, model.config.context_length)
-  prompts = jax.device_put(prompts, parallel.replicated(mesh))  # [classes * templates, longest prompt]
+  prompts = parallel.constant(prompts, mesh)  # [classes * templates, longest prompt]
   n_templates = len(templates)
 
   def loss_fn(params, batch, rng):
     clip = params["clip"]
     labels = batch["label"]
     template = jax.random.randint(rng, labels.shape, 0, n_templates)
-    tokens = prompts[labels * n_templates + template]
+    tokens = jnp.asarray(prompts)[labels * n_templates + template]  # (a host array on a compile-only mesh)
     img = common.image_features(model, clip, batch["image"])
     txt = common.text_features(model, clip, tokens)
     scale = jnp.exp(clip["logit_scale"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from flyp_jax import errors, evaluate, files, losses
@@ -34,8 +36,18 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   return {"head": head}
 
 
+def extra_param_shapes(config, model) -> dict:
+  """The head's shapes: kernel [embed_dim, classes], bias [classes], whichever head it starts from."""
+  n, e = len(classnames_lib.get(config.data.classnames)), model.config.embed_dim
+  return {"head": {"kernel": jax.ShapeDtypeStruct((e, n), jnp.float32), "bias": jax.ShapeDtypeStruct((n,), jnp.float32)}}
+
+
 def batches(config, model, mesh, start_step: int):
   return common.labelled_batches(config, model, mesh, start_step)
+
+
+def batch_shapes(config, model) -> dict:
+  return common.labelled_batch_shapes(config, model)
 
 
 def make_loss(config, model, mesh):

@@ -5,6 +5,7 @@ Used to make the pretrained model of the offline benchmark (`domain_shapes`' `pr
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
 from flyp_jax import losses, parallel
@@ -16,11 +17,21 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   return {}
 
 
+def extra_param_shapes(config, model) -> dict:
+  return {}
+
+
 def batches(config, model, mesh, start_step: int):
   for b in common.train_batches(config, model, mesh, start_step, features=("caption",)):
     captions = [c.decode("utf-8") for c in b["caption"]]
     yield parallel.global_batch({"image": b["image"], "tokens": tokenize(captions, model.config.context_length)},
                                 mesh)
+
+
+def batch_shapes(config, model) -> dict:
+  size, n = config.data.image_size or model.config.image_size, config.batch_size
+  return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32),
+          "tokens": jax.ShapeDtypeStruct((n, model.config.context_length), jnp.int32)}
 
 
 def make_loss(config, model, mesh):

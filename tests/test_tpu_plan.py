@@ -1,0 +1,104 @@
+"""flyp_jax.tpu_plan: the loop's programs compiled for a TPU topology on this CPU host (libtpu, the `tpu` extra).
+
+The compilations run in a child process (libtpu describes the topology there; this process's JAX stays on its CPU
+devices), on the demo's tiny CLIP: init, FLYP step and evaluation for v5e:2x2, with model axis 1 and 2, at a global
+batch of 96 (not the CLIP's embedding width, 64, so a [batch, batch] buffer is not mistaken for a [batch, width] one).
+"""
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from flyp_jax import parallel, tpu_plan
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu (pip install -e '.[tpu]') compiles for TPUs")
+
+CHILD = """
+import json, sys
+from flyp_jax import tpu_plan
+for axis in (1, 2):
+  argv = ["tpu_plan", "--config=configs/flyp.py", "--topology=v5e:2x2", f"--config.model_axis={axis}",
+          "--config.batch_size=96", "--json",
+          f"--hlo_dir={sys.argv[1]}/axis{axis}"]
+  tpu_plan.main(argv)
+"""
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory):
+  hlo = str(tmp_path_factory.mktemp("hlo"))
+  env = {k: v for k, v in os.environ.items() if k not in ("JAX_PLATFORMS", "JAX_COMPILATION_CACHE_DIR")}
+  proc = subprocess.run([sys.executable, "-c", CHILD, hlo], cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=900)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  plans = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+  assert len(plans) == 2, proc.stdout
+  return {1: plans[0], 2: plans[1]}, hlo, proc.stdout
+
+
+@needs_libtpu
+def test_the_plan_describes_the_compiled_tpu_programs(plans):
+  p, hlo, stdout = plans[0][1], plans[1], plans[2]
+  assert (p["topology"], p["chips"], p["device_kind"], p["hbm_bytes"]) == ("v5e:2x2", 4, "TPU v5 lite", 16 * 2 ** 30)
+  assert set(p["programs"]) == {"init: optimiser", "train step", "zero-shot head", "evaluation step"}
+  for name, program in p["programs"].items():
+    assert 0 < program["peak"] < p["hbm_bytes"], name
+    assert program["peak"] >= program["arguments"] + program["temporaries"], name
+  # The donated state: the step's outputs reuse its inputs.
+  step = p["programs"]["train step"]
+  assert step["aliased"] > 0.9 * step["outputs"]
+  assert p["peak_bytes"] == step["peak"] and p["fits"] is True
+  assert p["eval_peak_bytes"] == max(p["programs"][n]["peak"] for n in ("zero-shot head", "evaluation step"))
+  # XLA's count of the step against the matmul formula (elementwise work is the rest).
+  assert 1.0 < p["step_flops"] / p["analytic_flops"] < 1.2
+  text = open(os.path.join(hlo, "axis1", "train_step.hlo.txt")).read()
+  assert set(p["collectives"]) >= {"all-gather", "all-reduce"}
+  # The sharded loss gathers the features, never the [N, N] logits: local rows [24, 96] of the global batch of 96.
+  n, local = p["batch_size"], p["batch_size"] // 4
+  assert not re.search(rf"f32\[{n},{n}\]", text)
+  assert re.search(rf"f32\[{local},{n}\]", text)
+  assert "does NOT fit" not in stdout and "fits: peak" in stdout
+
+
+@needs_libtpu
+def test_a_model_axis_of_two_halves_the_state_each_chip_holds(plans):
+  p1, p2 = plans[0][1], plans[0][2]
+  assert p2["model_axis"] == 2
+  ratio = p2["programs"]["train step"]["arguments"] / p1["programs"]["train step"]["arguments"]
+  assert 0.5 <= ratio < 0.6, ratio
+  assert 0.5 <= p2["param_bytes"] / p1["param_bytes"] < 0.6
+
+
+def test_collectives_are_counted_with_the_bytes_of_their_results():
+  text = """
+  %all-gather.1 = f32[64,32]{1,0} all-gather(f32[16,32]{1,0} %x), replica_groups={{0,1,2,3}}, dimensions={0}
+  %ags = (f32[16,32]{1,0}, f32[64,32]{1,0}) all-gather-start(f32[16,32]{1,0} %y), dimensions={0}
+  %agd = f32[64,32]{1,0} all-gather-done((f32[16,32]{1,0}, f32[64,32]{1,0}) %ags)
+  %all-reduce.2 = (f32[10]{0}, bf16[4,4]{1,0}) all-reduce(f32[10]{0} %a, bf16[4,4]{1,0} %b), to_apply=%add
+  %not = f32[3]{0} add(f32[3]{0} %p, f32[3]{0} %q)
+  """
+  assert tpu_plan.collectives(text) == {"all-gather": {"count": 2, "bytes": 2 * 64 * 32 * 4},
+                                        "all-reduce": {"count": 1, "bytes": 10 * 4 + 16 * 2}}
+
+
+def test_bytes_per_chip_counts_the_largest_share():
+  mesh = parallel.make_mesh(2)  # 4 x 2 of the 8 simulated devices
+  tree = {"w": np.zeros((6, 4), np.float32), "b": np.zeros((3,), np.float32)}
+  shapes = parallel.abstract(tree, parallel.state_shardings(tree, mesh))
+  assert tpu_plan.bytes_per_chip(shapes) == (3 * 4 + 3) * 4  # w split in two over its first axis, b replicated
+  assert tpu_plan.bytes_per_chip(parallel.abstract(tree, parallel.replicated(mesh))) == (24 + 3) * 4
+
+
+def test_slice_names_map_to_topologies():
+  assert tpu_plan.SLICES["v5litepod-8"] == "v5e:2x4" and tpu_plan.SLICES["v4-8"] == "v4:2x2x1"
+  assert tpu_plan.SLICES["v5p-8"] == "v5p:2x2x1" and tpu_plan.SLICES["v6e-256"] == "v6e:16x16"
+  with pytest.raises(ValueError, match="unknown TPU topology"):
+    tpu_plan.topology_devices("v9-8")
