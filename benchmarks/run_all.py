@@ -35,6 +35,9 @@ TPU_PRESETS = [("configs/flyp.py:imagenet_b16", SLICES_8), ("configs/ft.py:image
                ("configs/lpft.py:imagenet_b16", SLICES_8), ("configs/wiseft.py:ft_imagenet_b16", SLICES_8),
                ("configs/attention_transfer.py:imagenet_l16_mae_distill", SLICES_8[:2]),
                ("configs/attention_transfer.py:imagenet_l16_mae_copy", SLICES_8[:2])]
+# (gradient accumulation on v5e only: v4's 32 GiB chips hold the remat step)
+POD_MEMORY = ("", " --config.model.remat=True --config.flyp.loss_block=4096",
+              " --config.model.remat=True --config.flyp.loss_block=4096 --config.grad_accum_steps=4")
 TPU_SMALL = ("configs/flyp.py:caltech101_b16", "configs/flyp.py:stanfordcars_b16", "configs/flyp.py:flowers102_b16")
 
 # (benchmark module, arguments). Batch sizes: what fits the machine in minutes, several per model.
@@ -69,11 +72,12 @@ SUITES = {
     ],
     # Compiled for the slice's chips by libtpu on this host (the `tpu` extra), nothing run: about 2-7 minutes
     # each on 2 CPU cores for ViT-B/16, more for ViT-L.
-    "tpu": [(PLAN, f"--config={spec} --topology={slice_}") for spec, slices in TPU_PRESETS for slice_ in slices]
+    # Pods: FLYP on ViT-L/14 at CLIP's pretraining batch, plain and with the settings that trade speed for memory.
+    "tpu": [(PLAN, f"--config={spec} --topology={slice_}") for spec, slices in TPU_PRESETS[:4] for slice_ in slices]
            + [(PLAN, f"--config=configs/flyp.py:imagenet_b16 --topology={t} --config.model.variant=ViT-L/14 "
                      f"--config.batch_size=32768 --config.model.dtype=bfloat16{extra}")
-              for t in ("v5e:16x16", "v4:4x4x4") for extra in ("", " --config.model.remat=True "
-                                                                   "--config.flyp.loss_block=4096")]
+              for t in ("v5e:16x16", "v4:4x4x4") for extra in POD_MEMORY[:3 if t.startswith("v5e") else 2]]
+           + [(PLAN, f"--config={spec} --topology={slice_}") for spec, slices in TPU_PRESETS[4:] for slice_ in slices]
            + [(PLAN, f"--config={spec} --topology=v5litepod-8") for spec in TPU_SMALL],
 }
 
@@ -148,7 +152,8 @@ def _headline(r: dict) -> str:
     last = r["rows"][-1]
     return f"B={last['global_batch']}: {last['temp_bytes'] / 2**20:.0f} MiB temp per device"
   if b == "tpu_plan":
-    return f"peak {r['peak_bytes'] / 2**30:.2f} GiB per chip, fits {r['fits']}, compile {r['compile_s']:.0f}s"
+    peak = max(r[k] or 0 for k in ("peak_bytes", "init_peak_bytes", "eval_peak_bytes"))
+    return f"peak {peak / 2**30:.2f} GiB per chip, fits {r['fits']}, compile {r['compile_s']:.0f}s"
   if b == "main_job":
     return f"{r.get('wall_s', 0):.0f}s wall" if "wall_s" in r else r.get("command", "")
   return ""
@@ -251,6 +256,14 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
   return text
 
 
+def _memory_settings(r: dict) -> str:
+  """The plan's settings that trade speed for memory, where not the default."""
+  shown = [f"remat {r['remat']}" if r.get("remat") else "", f"loss block {r['loss_block']}" if r.get("loss_block") else "",
+           f"accum {r['grad_accum_steps']}" if r.get("grad_accum_steps", 1) > 1 else "",
+           f"model axis {r['model_axis']}" if r.get("model_axis", 1) > 1 else ""]
+  return ", ".join(s for s in shown if s) or "-"
+
+
 def _tpu_rows(plans) -> list[str]:
   if not plans:
     return []
@@ -259,15 +272,16 @@ def _tpu_rows(plans) -> list[str]:
            "Per chip, from XLA's memory and cost analysis of the programs the loop runs (flyp_jax/tpu_plan.py): peak = "
            "arguments + outputs - donated + temporaries + code. FLOPs: XLA's count of the train step / the analytic "
            "matmul count (flyp_jax/flops.py). Collectives: the train step's, bytes per chip.", "",
-           "| config | slice | chips | model | batch | dtype | remat / loss block | train step GiB | init GiB | "
+           "| config | slice | chips | model | batch | dtype | memory settings | train step GiB | init GiB | "
            "eval GiB | HBM GiB | fits | step TFLOPs per chip | XLA / analytic | collectives (MiB) | compile s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in plans:
     analytic = r.get("analytic_flops")
     ratio = _fmt(r["step_flops"] / analytic) if analytic and r.get("step_flops") else "n/a"
+    refused = any("out_of_memory" in q for q in r["programs"].values())  # its peak: at least what XLA said
     coll = ", ".join(f"{op} {c['bytes'] / 2**20:.0f}" for op, c in sorted(r.get("collectives", {}).items()))
     lines.append(f"| {r['config']} | {r['topology']} | {r['chips']} | {r.get('model', '?')} | {r['batch_size']} | "
-                 f"{r['dtype']} | {r['remat']} / {r.get('loss_block', 0)} | {gib(r['peak_bytes'])} | "
+                 f"{r['dtype']} | {_memory_settings(r)} | {'>= ' * refused}{gib(r['peak_bytes'])} | "
                  f"{gib(r['init_peak_bytes'])} | {gib(r['eval_peak_bytes'])} | {gib(r['hbm_bytes'])} | "
                  f"{'yes' if r['fits'] else 'NO'} | {_fmt(r['step_flops'] and r['step_flops'] / 1e12, '.1f')} | "
                  f"{ratio} | {coll or '-'} | {r['compile_s']:.0f} |")

@@ -25,7 +25,10 @@ def base(name: str) -> ml_collections.ConfigDict:
   # "run" (path: the workdir of another run, made first with `config` if it has not finished), "random".
   c.model = ml_collections.ConfigDict(dict(init="pretrained", path="", config="", variant="ViT-B/16",
                                            overrides=ml_collections.ConfigDict(), activation="",
-                                           dtype="float32", remat=False))
+                                           dtype="float32", remat=False,
+                                           # with remat: what a block keeps for the backward pass, a name in
+                                           # jax.checkpoint_policies ("": nothing, every block recomputed whole)
+                                           remat_policy=""))
   c.data = ml_collections.ConfigDict(dict(dataset="imagenet2012", train_split="train", data_dir="",
                                           image_size=0, classnames="imagenet", templates="imagenet",
                                           crop_scale=(0.9, 1.0), flip=False,

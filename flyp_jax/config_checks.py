@@ -26,7 +26,11 @@ CONFIG_FILE = "config.json"
 # method, parameter groups, optimiser, seed, batch, data, method options) shapes the saved state or the training
 # that produced it, so a change is refused rather than mixed into the same workdir.
 RESUME_SAFE = ("name", "steps", "total_epochs", "log_every", "checkpoint_every", "keep_checkpoints", "eval.",
-               "model.dtype", "model.remat", "model_axis", "data.data_dir", "data.corrupt_images", "flyp.loss_block")
+               "model.dtype", "model.remat", "model.remat_policy", "model_axis", "data.data_dir", "data.corrupt_images", "flyp.loss_block")
+
+
+# jax.checkpoint_policies that take no arguments (model.remat_policy).
+REMAT_POLICIES = ("nothing_saveable", "everything_saveable", "dots_saveable", "dots_with_no_batch_dims_saveable")
 
 
 class ConfigError(errors.UserError, ValueError):
@@ -75,6 +79,13 @@ def validate(config, warn: bool = True) -> None:
   need("at.drop_path", lambda v: _number(v) and 0 <= v < 1, "a number from 0 up to (not including) 1", "0.2")
   need("data.crop_scale", lambda v: len(v) == 2 and all(_number(x) for x in v) and 0 < v[0] <= v[1] <= 1,
        "two numbers 0 < low <= high <= 1", "'(0.9,1.0)'")
+  policy = _get(config, "model.remat_policy")
+  if policy not in (_MISSING, "") and policy not in REMAT_POLICIES:
+    problems.append(f"config.model.remat_policy is {policy!r} but must be one of jax.checkpoint_policies' "
+                    f"{', '.join(REMAT_POLICIES)} or '' (e.g. --config.model.remat_policy=dots_saveable)")
+  elif policy not in (_MISSING, "") and not _get(config, "model.remat"):
+    problems.append(f"config.model.remat_policy is {policy!r} but config.model.remat is off: the policy chooses "
+                    f"what a rematerialised block keeps (e.g. --config.model.remat=True)")
   if problems:
     raise ConfigError("; ".join(problems) + ". Nothing was run: correct the setting (in the config file or on the "
                       "command line) and run again.")

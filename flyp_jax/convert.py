@@ -283,7 +283,7 @@ def describe(config: CLIPConfig) -> str:
 
 
 # ------------------------------------------------------------------------------------- load, save, CLI
-def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float32", remat: bool = False):
+def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float32", remat: bool | str = False):
   """(model, params) from any supported checkpoint; params are float32 numpy arrays (host memory).
 
   activation: "quick_gelu" or "gelu" when the source does not say (plain open_clip state dicts).

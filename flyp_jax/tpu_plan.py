@@ -63,6 +63,7 @@ _CUBE = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x
 SLICES = {**{f"{g}-{n}": f"{t}:{grid}" for n, grid in _CHIP_GRID.items()
              for g, t in (("v5litepod", "v5e"), ("v5e", "v5e"), ("v6e", "v6e"))},
           **{f"{g}-{2 * n}": f"{g}:{cube}" for n, cube in _CUBE.items() for g in ("v4", "v5p")}}
+PROGRAMS = ("init: parameters", "init: optimiser", "train step", "zero-shot head", "evaluation step")
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "bf16": 2, "f16": 2, "s32": 4, "u32": 4, "f32": 4,
                 "s64": 8, "u64": 8, "f64": 8}
@@ -132,9 +133,27 @@ def collectives(hlo_text: str) -> dict[str, dict[str, int]]:
 
 
 def _compiled(jitted, *args, **kwargs) -> tuple[Any, float]:
+  """(compiled program, seconds), or (XLA's out-of-memory message, seconds) where the program does not fit a
+  chip: libtpu refuses to compile it, which is the plan's answer, not a failure."""
   start = time.perf_counter()
-  compiled = jitted.lower(*args, **kwargs).compile()
+  try:
+    compiled = jitted.lower(*args, **kwargs).compile()
+  except jax.errors.JaxRuntimeError as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):
+      raise
+    compiled = str(e).split("RESOURCE_EXHAUSTED:", 1)[1].strip().splitlines()[0]
   return compiled, time.perf_counter() - start
+
+
+_UNITS = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+
+
+def required_bytes(message: str) -> Optional[int]:
+  """The memory an out-of-memory message of XLA:TPU says the program needs per chip: 'the total memory required
+  for HLO temporaries (55.66G) ...' or 'Used 20.50G of 15.75G hbm'; None where it names no amount."""
+  m = (re.search(r"required for HLO temporaries \(([\d.]+)([KMGT])\)", message)
+       or re.search(r"Used ([\d.]+)([KMGT]) of", message))
+  return None if m is None else int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
 def _program(compiled, seconds: float) -> dict:
@@ -149,7 +168,7 @@ def _clip(config):
   pretrained one), else `model.variant`'s shape."""
   m = config.model
   if m.init == "pretrained" and m.path and os.path.exists(m.path):
-    model, params = models.load_pretrained(m.path, dtype=m.dtype, remat=m.remat, activation=m.get("activation") or None)
+    model, params = models.load_pretrained(m.path, dtype=m.dtype, remat=models.remat_setting(m), activation=m.get("activation") or None)
     shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
     return model, shapes, os.path.basename(m.path.rstrip("/"))
   model = train.clip_model(config)
@@ -187,13 +206,16 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "") -> dict:
   out: dict[str, Any] = {"config": config.name, "method": method_name, "topology": topology, "chips": chips,
                          "hosts": len({d.process_index for d in devices}), "device_kind": kind, "hbm_bytes": hbm,
                          "model_axis": mesh.shape[parallel.MODEL], "batch_size": config.batch_size,
-                         "dtype": config.model.dtype, "remat": bool(config.model.remat),
+                         "dtype": config.model.dtype, "remat": models.remat_setting(config.model),
                          "loss_block": config.flyp.loss_block, "grad_accum_steps": config.grad_accum_steps,
                          "model": model_name}
 
   def compile_program(name, jitted, *args, **kwargs):
     progress(f"compiling {name} ...")
     compiled, seconds = _compiled(jitted, *args, **kwargs)
+    if isinstance(compiled, str):  # too big for a chip: what XLA needs (at least), no program
+      programs[name] = {"out_of_memory": compiled, "peak": required_bytes(compiled), "compile_s": seconds}
+      return None
     programs[name] = _program(compiled, seconds)
     if hlo_dir:
       os.makedirs(hlo_dir, exist_ok=True)
@@ -219,7 +241,7 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "") -> dict:
     batch = parallel.abstract(method.batch_shapes(config, model), parallel.data_sharding(mesh))
     step = train.make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
     compiled = compile_program("train step", step, state, batch)
-    out["collectives"] = collectives(compiled.as_text())
+    out["collectives"] = {} if compiled is None else collectives(compiled.as_text())
     out["analytic_flops"] = _analytic_step_flops(config, method_name, model, batch)
     eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
     eval_params, head = train._method_params(method, "eval_params", config, params)
@@ -231,15 +253,17 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "") -> dict:
     head = _plan_head(config, eval_model, eval_params, head, dataset, mesh, compile_program)
     _plan_eval_step(config, eval_model, eval_params, head, dataset, mesh, compile_program)
   out["programs"] = programs
-  peak = lambda names: max([programs[n]["peak"] for n in names if n in programs], default=None)
+  peak = lambda names: max([programs[n]["peak"] for n in names if programs.get(n, {}).get("peak") is not None],
+                           default=None)
   out["peak_bytes"] = peak(["train step"])
   # The optimiser's state is made beside the parameters (its program reads only their shapes).
   init = [programs[n]["peak"] for n in ("init: parameters",) if n in programs]
-  init += [programs["init: optimiser"]["peak"] + out["param_bytes"]] if "init: optimiser" in programs else []
+  init += [peak(["init: optimiser"]) + out["param_bytes"]] if peak(["init: optimiser"]) is not None else []
   out["init_peak_bytes"] = max(init, default=None)
   out["eval_peak_bytes"] = peak(["zero-shot head", "evaluation step"])
-  highest = max(v for k, v in out.items() if k.endswith("peak_bytes") and v is not None)
-  out["fits"] = None if hbm is None else highest <= hbm
+  highest = max((v for k, v in out.items() if k.endswith("peak_bytes") and v is not None), default=0)
+  refused = any("out_of_memory" in p for p in programs.values())
+  out["fits"] = False if refused else None if hbm is None else highest <= hbm
   out["step_flops"] = programs.get("train step", {}).get("flops")
   if out["analytic_flops"] is not None:
     out["analytic_flops"] /= chips  # per chip, as XLA's count
@@ -310,16 +334,23 @@ def report(p: dict) -> str:
            f"{p['remat']}, loss block {p['loss_block']}, grad_accum_steps {p['grad_accum_steps']}",
            "", "| program (per chip) | arguments | outputs | aliased | temporaries | peak | compile (s) |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-  for name, q in p["programs"].items():
+  order = list(PROGRAMS)  # the loop's order, also for a plan read back from a file with sorted keys
+  for name, q in sorted(p["programs"].items(), key=lambda kv: order.index(kv[0])):
+    if "out_of_memory" in q:  # the peak XLA names is at least what the program needs
+      lines.append(f"| {name} | - | - | - | - | >= {_size(q['peak'])} | {q['compile_s']:.1f} |")
+      continue
     lines.append(f"| {name} | {_size(q['arguments'])} | {_size(q['outputs'])} | {_size(q['aliased'])} | "
                  f"{_size(q['temporaries'])} | {_size(q['peak'])} | {q['compile_s']:.1f} |")
-  highest = max(v for k, v in p.items() if k.endswith("peak_bytes") and v is not None)
+  highest = max((v for k, v in p.items() if k.endswith("peak_bytes") and v is not None), default=0)
+  refused = [n for n, q in p["programs"].items() if "out_of_memory" in q]
   verdict = ("unknown chip: no HBM size to compare with" if p["fits"] is None else
+             f"does NOT fit: XLA cannot fit the {' and the '.join(refused)} in a chip's {_size(hbm)}" if refused else
              f"{'fits' if p['fits'] else 'does NOT fit'}: peak {_size(highest)} of {_size(hbm)} per chip "
              f"({100 * highest / hbm:.0f}%)")
   if p.get("param_bytes") is not None:
     lines.append(f"parameters and extras resident per chip: {_size(p['param_bytes'])}; initialisation's peak "
                  f"{_size(p['init_peak_bytes'])} (the optimiser's state made beside them)")
+  lines += [f"{n}: XLA: {p['programs'][n]['out_of_memory']}" for n in refused]
   lines += ["", verdict]
   if not p["fits"] and p["fits"] is not None:
     lines.append("  to fit: --config.model.remat=True, --config.flyp.loss_block=N (FLYP), "

@@ -52,9 +52,9 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
         raise errors.NotFound(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
       logging.info("No finished run in %s: running %s there first.", run_dir, m.config)
       run(configs_lib.load(m.config), run_dir)
-    model, params = models.load_pretrained(os.path.join(run_dir, "final"), dtype=m.dtype, remat=m.remat)
+    model, params = models.load_pretrained(os.path.join(run_dir, "final"), dtype=m.dtype, remat=models.remat_setting(m))
     return model, params
-  return models.load_pretrained(m.path, dtype=m.dtype, remat=m.remat, activation=m.get("activation") or None)
+  return models.load_pretrained(m.path, dtype=m.dtype, remat=models.remat_setting(m), activation=m.get("activation") or None)
 
 
 def clip_model(config: ml_collections.ConfigDict) -> models.CLIP:
@@ -62,7 +62,7 @@ def clip_model(config: ml_collections.ConfigDict) -> models.CLIP:
   compiles for (`flyp_jax.tpu_plan`) when no checkpoint is read."""
   m = config.model
   overrides = dict(m.overrides) if m.get("overrides") else {}
-  return models.create_model(models.get_config(m.variant, **overrides), dtype=m.dtype, remat=m.remat)
+  return models.create_model(models.get_config(m.variant, **overrides), dtype=m.dtype, remat=models.remat_setting(m))
 
 
 def main(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> dict:

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -185,9 +186,28 @@ def test_remat_gives_same_values_and_gradients(tiny):
   def grads(model):
     loss = lambda p: model.apply({"params": p}, images, tokens)[0].sum()
     return jax.jit(jax.value_and_grad(loss))(params)
-  (v1, g1), (v2, g2) = grads(models.create_model("ViT-T/8")), grads(models.create_model("ViT-T/8", remat=True))
-  np.testing.assert_allclose(v1, v2, rtol=1e-6)
-  jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
+  v1, g1 = grads(models.create_model("ViT-T/8"))
+  for remat in (True, "dots_saveable"):
+    v2, g2 = grads(models.create_model("ViT-T/8", remat=remat))
+    np.testing.assert_allclose(v1, v2, rtol=1e-6)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g1, g2)
+
+
+def test_a_remat_policy_chooses_what_the_backward_pass_recomputes(tiny):
+  _, params, images, tokens = tiny
+  def matmuls(remat):
+    model = models.create_model("ViT-T/8", remat=remat)
+    loss = lambda p: model.apply({"params": p}, images, tokens)[0].sum()
+    return jax.jit(jax.grad(loss)).lower(params).as_text().count("stablehlo.dot_general")
+  plain, whole, dots = matmuls(False), matmuls(True), matmuls("dots_saveable")
+  # Recomputing every block runs its forward matmuls again; keeping the matmuls' outputs does not.
+  assert whole > plain and dots == plain
+  config = ml_collections.ConfigDict({"remat": True, "remat_policy": "dots_saveable"})
+  assert models.remat_setting(config) == "dots_saveable"
+  config.remat_policy = ""
+  assert models.remat_setting(config) is True
+  config.remat = False
+  assert models.remat_setting(config) is False
 
 
 def test_second_call_does_not_recompile(tiny):

@@ -326,12 +326,18 @@ def test_a_second_ctrl_c_aborts_at_once():
 # ----------------------------------------------------------------------------- 5. impossible settings
 @pytest.mark.parametrize("key, value", [("steps", 0), ("batch_size", 0), ("optimizer.lr", float("nan")),
                                         ("optimizer.lr", -1e-4), ("optimizer.warmup_steps", -1),
-                                        ("eval.batch_size", 0), ("log_every", 0), ("optimizer.b2", 1.0), ("seeds", 0)])
+                                        ("eval.batch_size", 0), ("log_every", 0), ("optimizer.b2", 1.0), ("seeds", 0),
+                                        ("model.remat_policy", "dots")])
 def test_impossible_settings_are_refused_before_any_work(tmp_path, data_dir, key, value):
   with pytest.raises(config_checks.ConfigError, match=f"config.{key} is {value!r} but must be") as e:
     train.dispatch(tiny(data_dir, **{key: value}), str(tmp_path / "workdir"))
   assert "\n" not in str(e.value) and f"--config.{key}=" in str(e.value)
   assert not (tmp_path / "workdir").exists()
+
+
+def test_a_remat_policy_without_remat_is_refused(data_dir):
+  with pytest.raises(config_checks.ConfigError, match="remat_policy is 'dots_saveable' but config.model.remat is off"):
+    config_checks.validate(tiny(data_dir, **{"model.remat_policy": "dots_saveable"}))
 
 
 def test_a_warmup_longer_than_the_run_is_shortened_with_a_warning(data_dir, capsys):

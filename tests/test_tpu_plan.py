@@ -29,6 +29,8 @@ for axis in (1, 2):
           "--config.batch_size=96", "--json",
           f"--hlo_dir={sys.argv[1]}/axis{axis}"]
   tpu_plan.main(argv)
+# A batch whose step needs more than a chip's 16 GiB (its [N/4, N] logits alone are 150 GB per chip).
+tpu_plan.main(["tpu_plan", "--config=configs/flyp.py", "--topology=v5e:2x2", "--config.batch_size=393216", "--json"])
 """
 
 
@@ -40,8 +42,8 @@ def plans(tmp_path_factory):
                         timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]
   plans = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-  assert len(plans) == 2, proc.stdout
-  return {1: plans[0], 2: plans[1]}, hlo, proc.stdout
+  assert len(plans) == 3, proc.stdout
+  return {1: plans[0], 2: plans[1], "too big": plans[2]}, hlo, proc.stdout
 
 
 @needs_libtpu
@@ -65,7 +67,21 @@ def test_the_plan_describes_the_compiled_tpu_programs(plans):
   n, local = p["batch_size"], p["batch_size"] // 4
   assert not re.search(rf"f32\[{n},{n}\]", text)
   assert re.search(rf"f32\[{local},{n}\]", text)
-  assert "does NOT fit" not in stdout and "fits: peak" in stdout
+  assert stdout.count("does NOT fit") == 1 and "fits: peak" in stdout  # the batch too big below
+
+
+@needs_libtpu
+def test_a_step_too_big_for_a_chip_is_a_no_with_what_it_needs(plans):
+  p, stdout = plans[0]["too big"], plans[2]
+  step = p["programs"]["train step"]
+  # libtpu refuses to compile it: the plan says so, with XLA's amount, and still plans the other programs.
+  assert p["fits"] is False and "HLO temporaries" in step["out_of_memory"]
+  n = p["batch_size"]
+  assert p["peak_bytes"] == step["peak"] >= (n // 4) * n * 4  # at least the per-chip logits, float32
+  assert all("out_of_memory" not in p["programs"][k] and p["programs"][k]["peak"] < p["hbm_bytes"]
+             for k in ("init: optimiser", "zero-shot head", "evaluation step"))
+  assert p["collectives"] == {} and p["step_flops"] is None
+  assert "does NOT fit: XLA cannot fit the train step" in stdout and "to fit: --config.model.remat=True" in stdout
 
 
 @needs_libtpu
@@ -102,3 +118,11 @@ def test_slice_names_map_to_topologies():
   assert tpu_plan.SLICES["v5p-8"] == "v5p:2x2x1" and tpu_plan.SLICES["v6e-256"] == "v6e:16x16"
   with pytest.raises(ValueError, match="unknown TPU topology"):
     tpu_plan.topology_devices("v9-8")
+
+
+def test_the_memory_an_out_of_memory_message_names():
+  assert tpu_plan.required_bytes("Ran out of memory on HBM, the total memory required for HLO temporaries (55.66G) "
+                                 "exceeds available HBM (15.75G).") == int(55.66 * 2 ** 30)
+  assert tpu_plan.required_bytes("Ran out of memory in memory space hbm. Used 20.50G of 15.75G hbm. Exceeded hbm "
+                                 "capacity by 4.75G.") == int(20.5 * 2 ** 30)
+  assert tpu_plan.required_bytes("Ran out of memory") is None

@@ -228,7 +228,9 @@ def test_launch_runs_main_py_on_all_workers():
   assert args == ["main.py", "--config=configs/flyp.py:imagenet_b16", "--workdir=gs://my-bucket/runs/flyp_in",
                   "--distributed", "--config.data.data_dir=gs://my-bucket/tfds", "--config.batch_size=1024", "--config.name=with space"]
   words = remote(ssh)
-  assert words[words.index("env") + 1] == "XLA_FLAGS=--a --b"
+  # The user's variables, then the compilation cache in the workdir (a relaunch on a new slice compiles nothing).
+  assert words[words.index("env") + 1:words.index(python)] == [
+      "XLA_FLAGS=--a --b", "JAX_COMPILATION_CACHE_DIR=gs://my-bucket/runs/flyp_in/jax_compilation_cache"]
   script = flag(ssh, "command")
   # Detached from ssh, logged and its pid kept; a second launch of a live run is refused.
   assert "setsid nohup" in script and '>> "$HOME"/flyp_logs/flyp_in.log' in script
@@ -247,6 +249,12 @@ def test_launch_runs_main_py_on_all_workers():
 def test_launch_rejects_bad_arguments(args, message):
   commands, err = dry_run("launch.sh", *args, expect_ok=False)
   assert message in err and not commands
+
+
+def test_launch_compilation_cache_where_asked():
+  (ssh,) = gcloud(dry_run("launch.sh", *LAUNCH, "--env=JAX_COMPILATION_CACHE_DIR=/tmp/cache")[0])
+  words = remote(ssh)
+  assert [w for w in words if w.startswith("JAX_COMPILATION_CACHE_DIR=")] == ["JAX_COMPILATION_CACHE_DIR=/tmp/cache"]
 
 
 def test_launch_local_workdir_when_asked():

@@ -73,6 +73,13 @@ args=(main.py --config="$config" --workdir="$workdir" --distributed)
 [[ -z "$FLYP_DATA_DIR" ]] || args+=(--config.data.data_dir="$FLYP_DATA_DIR")
 args+=("${extra[@]}")
 
+# JAX's persistent compilation cache in the workdir's bucket: a run relaunched after a preemption (on a new slice
+# whose disks are empty) reads its compiled programs instead of compiling them again. --env=JAX_COMPILATION_CACHE_DIR=
+# chooses another place (an empty value turns it off).
+if ! printf '%s\n' ${envs[@]+"${envs[@]}"} | grep -q '^JAX_COMPILATION_CACHE_DIR='; then
+  envs+=("JAX_COMPILATION_CACHE_DIR=${workdir%/}/jax_compilation_cache")
+fi
+
 dir="$(tpu_remote_path "$FLYP_REMOTE_DIR")"
 logs="$(tpu_remote_path "$FLYP_LOG_DIR")"
 python="$(tpu_remote_path "$FLYP_VENV")/bin/python"

@@ -108,7 +108,7 @@ def student_config(teacher_config, pool: str) -> vit_lib.ViTConfig:
                            layers=c.vision_layers, heads=c.vision_heads, mlp_ratio=c.mlp_ratio, pool=pool)
 
 
-def teacher_tower(teacher_config, dtype=jnp.float32, remat: bool = False) -> nn.Module:
+def teacher_tower(teacher_config, dtype=jnp.float32, remat: bool | str = False) -> nn.Module:
   """The module whose maps guide the student: a CLIP image tower or a timm / MAE ViT."""
   if isinstance(teacher_config, vit_lib.ViTConfig):
     return vit_lib.ViT(teacher_config, dtype, remat)
@@ -131,7 +131,7 @@ class StudentClassifier(nn.Module):
   layers: tuple[int, ...] = ()  # copied layers (copy mode); empty: the student runs alone
   imagenet_norm: bool = False
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
   normalize_features = False  # the evaluator applies the head to raw features (`evaluate._features`)
 
   def setup(self):
@@ -158,7 +158,7 @@ def load_model(config, workdir: str):
     from flyp_jax import train  # train imports the methods: import it when called
     return train.load_clip(config, workdir)
   model, params = vit_lib.load(config.at.teacher.path, heads=config.at.teacher.heads or None,
-                               dtype=config.model.dtype, remat=config.model.remat)
+                               dtype=config.model.dtype, remat=models.remat_setting(config.model))
   variant = config.at.teacher.variant
   if variant and dataclasses.replace(vit_lib.get_config(variant), pool=model.config.pool) != model.config:
     raise errors.BadValue(f"the teacher at {config.at.teacher.path} is {model.config}, not at.teacher.variant="
@@ -175,7 +175,7 @@ def abstract_model(config):
     raise errors.BadValue("planning an attention-transfer run with a 'vit' teacher needs its shape without its "
                           "checkpoint: set --config.at.teacher.variant (e.g. ViT-L/16)")
   model = vit_lib.ViT(vit_lib.get_config(config.at.teacher.variant), jnp.dtype(config.model.dtype),
-                      config.model.remat)
+                      models.remat_setting(config.model))
   return model, {"visual": jax.eval_shape(lambda: vit_lib.init_params(model, jax.random.PRNGKey(0)))}
 
 

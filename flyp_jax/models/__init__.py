@@ -10,10 +10,16 @@ from flyp_jax.models.clip import CLIP, TextTransformer, VisionTransformer, dummy
 from flyp_jax.models.variants import CLIPConfig, get_config
 
 
-def create_model(variant: Union[str, CLIPConfig], dtype: Any = jnp.float32, remat: bool = False) -> CLIP:
+def create_model(variant: Union[str, CLIPConfig], dtype: Any = jnp.float32, remat: bool | str = False) -> CLIP:
   """A CLIP module for a variant name ("ViT-B/16") or a CLIPConfig; `dtype` is the compute dtype."""
   config = get_config(variant) if isinstance(variant, str) else variant
   return CLIP(config, dtype=jnp.dtype(dtype), remat=remat)
+
+
+def remat_setting(model_config) -> bool | str:
+  """A config's `model.remat` and `model.remat_policy` as the modules' `remat`: False, True (every block
+  recomputed whole in the backward pass) or the jax.checkpoint_policies name of what a block keeps."""
+  return (model_config.remat_policy or True) if model_config.remat else False
 
 
 def load_pretrained(path, **kwargs):

@@ -64,7 +64,7 @@ class VisionTransformer(nn.Module):
   """
   config: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
 
   @nn.compact
   def __call__(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
@@ -101,7 +101,7 @@ class TextTransformer(nn.Module):
   """
   config: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
 
   @nn.compact
   def __call__(self, tokens: Array, pool_only: bool = False) -> tuple[Array, dict]:
@@ -133,7 +133,7 @@ class CLIP(nn.Module):
   """
   config: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
 
   def setup(self):
     self.visual = VisionTransformer(self.config, self.dtype, self.remat)

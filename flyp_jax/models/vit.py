@@ -84,7 +84,7 @@ class ViT(nn.Module):
   """
   config: ViTConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: bool | str = False
 
   @nn.compact
   def __call__(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
@@ -240,7 +240,7 @@ def check_params(params: dict, config: ViTConfig, path: str = "") -> None:
 
 
 def load(path, heads: Optional[int] = None, pool: str = "gap", dtype: Any = jnp.float32,
-         remat: bool = False) -> tuple[ViT, dict]:
+         remat: bool | str = False) -> tuple[ViT, dict]:
   """(model, params) from an MAE `.pth` ({'model': state dict}), a timm state dict (torch.save or safetensors)
   or a directory written by `save`. Nothing in a torch file is executed (`flyp_jax.checkpoint_files`)."""
   from flyp_jax import checkpoint_files, files
