@@ -8,8 +8,9 @@
                                                       # (flyp_jax.tpu_plan; --resume keeps the finished rows)
   python -m benchmarks.run_all --render_only      # rebuild RESULTS.md from benchmarks/results/*.json
 
-Each benchmark runs in its own process (`python -m benchmarks.<name> ... --json`, or the named module), so XLA flags, simulated
-devices and memory do not leak between them, and one failure is recorded instead of stopping the rest.
+Each benchmark runs in its own process (`python -m benchmarks.<name> ... --json`, or the named module), so XLA
+flags, simulated devices and memory do not leak between them, and one failure is recorded instead of stopping
+the rest.
 Results go to <results_dir>/<suite>.json; RESULTS.md is rendered from every suite file in the directory.
 """
 
@@ -258,7 +259,8 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
 
 def _memory_settings(r: dict) -> str:
   """The plan's settings that trade speed for memory, where not the default."""
-  shown = [f"remat {r['remat']}" if r.get("remat") else "", f"loss block {r['loss_block']}" if r.get("loss_block") else "",
+  shown = [f"remat {r['remat']}" if r.get("remat") else "",
+           f"loss block {r['loss_block']}" if r.get("loss_block") else "",
            f"accum {r['grad_accum_steps']}" if r.get("grad_accum_steps", 1) > 1 else "",
            f"model axis {r['model_axis']}" if r.get("model_axis", 1) > 1 else ""]
   return ", ".join(s for s in shown if s) or "-"

@@ -26,7 +26,8 @@ CONFIG_FILE = "config.json"
 # method, parameter groups, optimiser, seed, batch, data, method options) shapes the saved state or the training
 # that produced it, so a change is refused rather than mixed into the same workdir.
 RESUME_SAFE = ("name", "steps", "total_epochs", "log_every", "checkpoint_every", "keep_checkpoints", "eval.",
-               "model.dtype", "model.remat", "model.remat_policy", "model_axis", "data.data_dir", "data.corrupt_images", "flyp.loss_block")
+               "model.dtype", "model.remat", "model.remat_policy", "model_axis", "data.data_dir", "data.corrupt_images",
+               "flyp.loss_block")
 
 
 # jax.checkpoint_policies that take no arguments (model.remat_policy).

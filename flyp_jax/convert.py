@@ -388,7 +388,10 @@ def load_npz(path: str) -> tuple[CLIPConfig, dict]:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m flyp_jax.convert", description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m flyp_jax.convert", description=(
+      "Convert a pretrained CLIP (OpenAI .pt, open_clip .pt/.bin/.safetensors, a Hugging Face CLIPModel "
+      "directory) into an orbax checkpoint directory, which --config.model.path and load_pretrained read. Files are "
+      "read as data: nothing in them is executed."))
   parser.add_argument("src", help="checkpoint file or Hugging Face CLIPModel directory")
   parser.add_argument("dst", help="new directory for the orbax checkpoint")
   parser.add_argument("--activation", choices=ACTIVATIONS, default=None,

@@ -168,7 +168,7 @@ def _clip(config):
   pretrained one), else `model.variant`'s shape."""
   m = config.model
   if m.init == "pretrained" and m.path and os.path.exists(m.path):
-    model, params = models.load_pretrained(m.path, dtype=m.dtype, remat=models.remat_setting(m), activation=m.get("activation") or None)
+    model, params = train.pretrained_clip(config)
     shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
     return model, shapes, os.path.basename(m.path.rstrip("/"))
   model = train.clip_model(config)

@@ -52,9 +52,14 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
         raise errors.NotFound(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
       logging.info("No finished run in %s: running %s there first.", run_dir, m.config)
       run(configs_lib.load(m.config), run_dir)
-    model, params = models.load_pretrained(os.path.join(run_dir, "final"), dtype=m.dtype, remat=models.remat_setting(m))
-    return model, params
-  return models.load_pretrained(m.path, dtype=m.dtype, remat=models.remat_setting(m), activation=m.get("activation") or None)
+    return models.load_pretrained(os.path.join(run_dir, "final"), dtype=m.dtype, remat=models.remat_setting(m))
+  return pretrained_clip(config)
+
+
+def pretrained_clip(config: ml_collections.ConfigDict):
+  """(CLIP, params) of `model.path`'s pretrained checkpoint (OpenAI, open_clip, Hugging Face or converted)."""
+  m = config.model
+  return models.load_pretrained(m.path, dtype=m.dtype, remat=models.remat_setting(m), activation=m.activation or None)
 
 
 def clip_model(config: ml_collections.ConfigDict) -> models.CLIP:
