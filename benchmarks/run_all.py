@@ -273,7 +273,9 @@ def _tpu_rows(plans) -> list[str]:
   lines = ["### Compiled for TPU on a CPU host, not run (`python -m flyp_jax.tpu_plan`)", "",
            "Per chip, from XLA's memory and cost analysis of the programs the loop runs (flyp_jax/tpu_plan.py): peak = "
            "arguments + outputs - donated + temporaries + code. FLOPs: XLA's count of the train step / the analytic "
-           "matmul count (flyp_jax/flops.py). Collectives: the train step's, bytes per chip.", "",
+           "matmul count (flyp_jax/flops.py); with gradient accumulation XLA counts the accumulation loop's body once "
+           "(a quarter of the step at accum 4). '>=': libtpu refused to compile the step, which needs at least that "
+           "much. Collectives: the train step's, bytes per chip.", "",
            "| config | slice | chips | model | batch | dtype | memory settings | train step GiB | init GiB | "
            "eval GiB | HBM GiB | fits | step TFLOPs per chip | XLA / analytic | collectives (MiB) | compile s |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -39,6 +39,7 @@ os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU to own: plans
 import collections  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
+import math  # noqa: E402
 import re  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -186,9 +187,10 @@ def _eval_dataset(config) -> Optional[suites.EvalDataset]:
   return suites.get(config.eval.suite)[0] if config.eval.suite else None
 
 
-def plan(config, topology: str, progress=print, hlo_dir: str = "") -> dict:
+def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bool = False) -> dict:
   """Compile the config's programs for `topology` (module docstring) and return what they need per chip; with
-  `hlo_dir`, each compiled program's text is written there (`<program>.hlo.txt`)."""
+  `hlo_dir`, each compiled program's text is written there (`<program>.hlo.txt`); `step_only`: the train step
+  alone (what a batch size changes)."""
   method_name = config.method
   if method_name not in train.TRAINING_METHODS + ("lp", "wiseft"):
     raise errors.BadValue(f"method {method_name!r} runs other configs' runs: plan each of them (their config files "
@@ -229,13 +231,14 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "") -> dict:
     if accum < 1 or config.batch_size % (accum * mesh.shape[parallel.DATA]):
       raise errors.BadValue(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
                             f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
-    if config.model.init == "random" and not hasattr(method, "abstract_model"):
+    if config.model.init == "random" and not hasattr(method, "abstract_model") and not step_only:
       init = lambda: models.init_params(model, jax.random.PRNGKey(config.seed))
       compile_program("init: parameters", parallel.sharded_initializer(init, mesh=mesh))
     params = state_sharding({"clip": clip_shapes, **method.extra_param_shapes(config, model)})
     out["param_bytes"] = bytes_per_chip(params)  # on the chips from initialisation on
     tx = optim.make_optimizer(config, params, config.steps)
-    compile_program("init: optimiser", parallel.sharded_initializer(tx.init, params, mesh=mesh), params)
+    if not step_only:
+      compile_program("init: optimiser", parallel.sharded_initializer(tx.init, params, mesh=mesh), params)
     state = {"params": params, "opt_state": state_sharding(jax.eval_shape(tx.init, params)),
              "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh))}
     batch = parallel.abstract(method.batch_shapes(config, model), parallel.data_sharding(mesh))
@@ -248,7 +251,7 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "") -> dict:
   else:
     out["collectives"], out["analytic_flops"] = {}, None
     eval_model, eval_params, head = model, state_sharding(clip_shapes), None
-  dataset = _eval_dataset(config)
+  dataset = None if step_only else _eval_dataset(config)
   if dataset is not None:
     head = _plan_head(config, eval_model, eval_params, head, dataset, mesh, compile_program)
     _plan_eval_step(config, eval_model, eval_params, head, dataset, mesh, compile_program)
@@ -316,6 +319,45 @@ def _analytic_step_flops(config, method_name: str, model, batch) -> Optional[flo
   else:
     return None
   return flops.train_flops(c, n, length, pooled_last_block=True)
+
+
+def largest_batch(config, topology: str, progress=print) -> dict:
+  """The largest global batch whose train step XLA fits in a chip, found by compiling the step alone: doubling
+  (or halving) from `config.batch_size` to a batch that fits and one that does not, then bisection between them
+  to within 1/16 (in steps the data axis, gradient accumulation and `flyp.loss_block` divide).
+
+  Returns {'largest_batch' (None: not even one step of the smallest batch fits), 'refused_batch', 'tried':
+  [[batch, fits, peak bytes], ...]}; `config` is left as it was."""
+  if config.method not in train.TRAINING_METHODS:
+    raise errors.BadValue(f"--max_batch searches a training method's batch; {config.method!r} does not train")
+  devices = topology_devices(topology)[1]
+  n_data = len(devices) // config.model_axis
+  unit = math.lcm(n_data * config.grad_accum_steps, config.flyp.loss_block or 1)
+  tried, original = [], config.batch_size
+
+  def fits(batch: int) -> bool:
+    config.batch_size = batch
+    progress(f"batch {batch}: compiling the train step ...")
+    step = plan(config, topology, progress=lambda _: None, step_only=True)
+    tried.append([batch, bool(step["fits"]), step["peak_bytes"]])
+    progress(f"batch {batch}: {'fits' if step['fits'] else 'does not fit'} ({_size(step['peak_bytes'])} per chip)")
+    return bool(step["fits"])
+
+  try:
+    batch = max(unit, original // unit * unit)
+    good, bad = (batch, None) if fits(batch) else (None, batch)
+    while bad is None:
+      batch = good * 2
+      good, bad = (batch, None) if fits(batch) else (good, batch)
+    while good is None and bad > unit:
+      batch = max(unit, bad // 2 // unit * unit)
+      good, bad = (batch, bad) if fits(batch) else (None, batch)
+    while good is not None and bad - good > max(unit, good // 16):
+      batch = (good + bad) // 2 // unit * unit
+      good, bad = (batch, bad) if fits(batch) else (good, batch)
+  finally:
+    config.batch_size = original
+  return {"largest_batch": good, "refused_batch": bad, "tried": tried}
 
 
 # -------------------------------------------------------------------------------------------------- report
@@ -386,6 +428,8 @@ def main(argv=None) -> dict:
                                  flag_values=fv)
   as_json = flags.DEFINE_bool("json", False, "print the plan as one JSON object on the last line", flag_values=fv)
   hlo_dir = flags.DEFINE_string("hlo_dir", "", "write each compiled program's text there", flag_values=fv)
+  max_batch = flags.DEFINE_bool("max_batch", False, "also find the largest global batch whose train step fits a "
+                                "chip (by compiling the step at doubling, then bisected, batches)", flag_values=fv)
   try:
     rest = fv(argv)
   except flags.Error as e:
@@ -397,6 +441,11 @@ def main(argv=None) -> dict:
   result = plan(config_flag.value, topology.value, progress=lambda m: print(m, file=sys.stderr, flush=True),
                 hlo_dir=hlo_dir.value)
   print(report(result), flush=True)
+  if max_batch.value:
+    result.update(largest_batch(config_flag.value, topology.value,
+                                progress=lambda m: print(m, file=sys.stderr, flush=True)))
+    print(f"largest global batch that fits: {result['largest_batch']} (batch {result['refused_batch']} does not; "
+          f"{len(result['tried'])} train steps compiled)", flush=True)
   if as_json.value:
     print(json.dumps(result, sort_keys=True), flush=True)
   return result

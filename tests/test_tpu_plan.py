@@ -126,3 +126,23 @@ def test_the_memory_an_out_of_memory_message_names():
   assert tpu_plan.required_bytes("Ran out of memory in memory space hbm. Used 20.50G of 15.75G hbm. Exceeded hbm "
                                  "capacity by 4.75G.") == int(20.5 * 2 ** 30)
   assert tpu_plan.required_bytes("Ran out of memory") is None
+
+
+@pytest.mark.parametrize("start, limit", [(96, 1000), (4096, 1000), (96, 95), (512, 20000)])
+def test_the_largest_batch_search_brackets_the_limit(monkeypatch, start, limit):
+  """The search against a stand-in compiler whose step fits up to `limit` examples (4 chips: steps of 4)."""
+  import ml_collections
+  monkeypatch.setattr(tpu_plan, "topology_devices", lambda name: (name, [object()] * 4))
+  compiled = []
+  def plan(config, topology, progress, step_only):
+    compiled.append(config.batch_size)
+    assert step_only and config.batch_size % 4 == 0
+    return {"fits": config.batch_size <= limit, "peak_bytes": config.batch_size}
+  monkeypatch.setattr(tpu_plan, "plan", plan)
+  config = ml_collections.ConfigDict({"method": "flyp", "batch_size": start, "model_axis": 1, "grad_accum_steps": 1,
+                                      "flyp": {"loss_block": 0}})
+  found = tpu_plan.largest_batch(config, "v5e:2x2", progress=lambda _: None)
+  good, bad = found["largest_batch"], found["refused_batch"]
+  assert config.batch_size == start and [t[0] for t in found["tried"]] == compiled
+  assert bad > limit and (good is None if limit < 4 else good <= limit and bad - good <= max(4, good // 16))
+  assert len(compiled) < 16
