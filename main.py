@@ -152,9 +152,7 @@ if __name__ == "__main__":
       return ("--config is required: the method's config file, e.g. --config=configs/flyp.py (the offline demo); "
               "python main.py --help lists the config files and their presets")
     # The config file found from the working directory, else from the repository (main.py run from elsewhere).
-    for i, arg in enumerate(sys.argv):
-      if arg.startswith("--config="):
-        sys.argv[i] = "--config=" + configs_lib.resolve(arg.split("=", 1)[1])
+    sys.argv[:] = configs_lib.resolve_args(sys.argv)
     return configs_lib.unknown_override(sys.argv[1:])  # ml_collections' own message names neither key nor fix
 
   problem = run_reporting_errors(check_config, verbose=verbose)

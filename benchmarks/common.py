@@ -1,11 +1,11 @@
-"""What the benchmarks share: FLOP counts, device peaks, timing, the PyTorch reference model, JSON output.
+"""What the benchmarks share: device peaks, timing, the PyTorch reference model, JSON output.
 
 Importing this module does not import JAX or PyTorch (each is imported where used), so scripts can still
 set XLA_FLAGS first and the PyTorch side stays optional.
 
-FLOP convention and formulas: `flyp_jax.flops` (the analytic counts `flyp_jax.tpu_plan` also reports), whose
-`forward_flops` and `train_flops` are re-exported here. `cost_analysis()` of the compiled XLA program, which counts
-everything, is reported next to them as the cross-check.
+FLOP convention and formulas: `flyp_jax.flops` (the analytic counts `flyp_jax.tpu_plan` also reports);
+`cost_analysis()` of the compiled XLA program, which counts everything, is reported next to them as the
+cross-check.
 """
 
 from __future__ import annotations
@@ -18,11 +18,6 @@ import statistics
 import sys
 import time
 from typing import Any, Callable, Optional
-
-from flyp_jax import flops as _flops
-
-# The benchmarks' FLOP counts (flyp_jax/flops.py).
-forward_flops, train_flops, xla_flops = _flops.forward_flops, _flops.train_flops, _flops.xla_flops
 
 # Dense peak FLOP/s per device by (device kind substring, compute dtype), from the vendors' data sheets
 # (no structured sparsity). float32 on NVIDIA GPUs means the TF32 tensor-core rate, which XLA uses for

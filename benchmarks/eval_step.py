@@ -17,6 +17,7 @@ import argparse
 import time
 
 from benchmarks import common
+from flyp_jax.flops import forward_flops, xla_flops
 
 CLASSES = 1000  # ImageNet's zero-shot head
 
@@ -49,7 +50,7 @@ class JaxEval:
     start = time.perf_counter()
     self.compiled = jax.jit(step, out_shardings=rep).lower(self.params, self.head, self.data).compile()
     self.compile_s = time.perf_counter() - start
-    self.xla_flops = common.xla_flops(self.compiled)
+    self.xla_flops = xla_flops(self.compiled)
     self.devices, self.platform, self.device_kind = mesh.size, jax.devices()[0].platform, jax.devices()[0].device_kind
     self._jax = jax
     self.run(1)
@@ -108,7 +109,7 @@ def measure(variant: str = "ViT-B/32", batch: int = 64, steps: int = 5, repeats:
   from flyp_jax import models
   config = models.get_config(variant)
   # flyp_jax computes the last block at the class token only (see benchmarks/common.py); PyTorch at every token.
-  flops = {name: common.forward_flops(config, batch, towers="image", pooled_last_block=name == "jax")["total"]
+  flops = {name: forward_flops(config, batch, towers="image", pooled_last_block=name == "jax")["total"]
            + 2 * batch * config.embed_dim * CLASSES for name in runners}
   import jax
   devices = runners["jax"].devices if "jax" in runners else 1

@@ -35,6 +35,7 @@ import math
 import time
 
 from benchmarks import common
+from flyp_jax.flops import forward_flops, train_flops, xla_flops
 
 # FLYP's ImageNet recipe (configs/flyp.py:imagenet_b16); the values do not change the step's cost.
 OPTIMIZER = dict(lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9, b2=0.999, eps=1e-8, grad_clip=0.0)
@@ -93,8 +94,8 @@ class JaxStep:
     self._jax = jax
     # The forward pass alone, for the FLOP cross-check: the lowered program's cost analysis needs no compile
     # (it counts the whole, unpartitioned program; backends without it give None).
-    self.xla_forward_flops = common.xla_flops(jax.jit(lambda p, b: loss_fn(p, b, None)[0]).lower(params, self.data))
-    self.xla_step_flops = common.xla_flops(self.compiled)
+    self.xla_forward_flops = xla_flops(jax.jit(lambda p, b: loss_fn(p, b, None)[0]).lower(params, self.data))
+    self.xla_step_flops = xla_flops(self.compiled)
     # The first execution pays for allocation and warm-up, not compilation; keep it out of the windows.
     self.run(1)
 
@@ -200,7 +201,7 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
   config = models.get_config(variant)
   # Each framework's own work: the text tower's cost follows its caption length, and flyp_jax computes the
   # towers' last block at the pooled token only.
-  flops = {name: common.train_flops(config, batch, runner.text_length, pooled_last_block=name == "jax")
+  flops = {name: train_flops(config, batch, runner.text_length, pooled_last_block=name == "jax")
            for name, runner in runners.items()}
   result = {"benchmark": "train_step", "model": variant, "batch": batch, "steps": steps, "repeats": repeats,
             "dtype": dtype, "remat": remat, "captions": captions,
@@ -238,7 +239,7 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
     result["xla_forward_flops"] = jax_runner.xla_forward_flops
     if jax_runner.xla_forward_flops:
       result["xla_over_analytic_forward"] = (jax_runner.xla_forward_flops /
-                                             common.forward_flops(config, batch, jax_runner.text_length,
+                                             forward_flops(config, batch, jax_runner.text_length,
                                                                   pooled_last_block=True)["total"])
     if jax_runner.xla_step_flops:
       result["xla_over_analytic_step"] = jax_runner.xla_step_flops / (flops["jax"] / devices)

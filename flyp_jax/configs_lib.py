@@ -31,6 +31,11 @@ def resolve(spec: str) -> str:
                           f"files are {', '.join(config_files())} (python main.py --help lists their presets)")
 
 
+def resolve_args(argv: list[str]) -> list[str]:
+  """A command line with each `--config=SPEC` made absolute (`resolve`), for absl's config flag."""
+  return ["--config=" + resolve(a.split("=", 1)[1]) if a.startswith("--config=") else a for a in argv]
+
+
 def module(path: str):
   """The config file at `path` as a module (get_config, PRESETS, its docstring)."""
   if REPO_ROOT not in sys.path:  # config files import `configs.common`

@@ -29,8 +29,11 @@ Array = jax.Array
 
 
 # ------------------------------------------------------------------------------------------ zero-shot head
+HEAD_BATCH_SIZE = 1024  # prompts a zero-shot head encodes at once, by default
+
+
 def zeroshot_head(model: models.CLIP, params, classnames: Sequence[str], templates: Sequence[str],
-                  mesh: jax.sharding.Mesh, batch_size: int = 1024) -> Array:
+                  mesh: jax.sharding.Mesh, batch_size: int = HEAD_BATCH_SIZE) -> Array:
   """[embed_dim, n_classes] float32, replicated: per class, the normalised mean of the normalised text
   embeddings of all templates, times exp(logit_scale). Logits are `normalize(image_features) @ head`.
 
@@ -234,7 +237,7 @@ class Evaluator:
 
   def __init__(self, model: models.CLIP, suite: str | Sequence[suites.EvalDataset], mesh: jax.sharding.Mesh, *,
                batch_size: int = 256, data_dir: Optional[str] = None, image_size: Optional[int] = None,
-               baseline: Optional[dict] = None, head_batch_size: int = 1024, corrupt_images: str = "error"):
+               baseline: Optional[dict] = None, head_batch_size: int = HEAD_BATCH_SIZE, corrupt_images: str = "error"):
     """`corrupt_images`: "error" or "skip" (and count) undecodable images, as `pipeline.eval_batches`."""
     self.model, self.mesh = model, mesh
     self.corrupt_images = corrupt_images

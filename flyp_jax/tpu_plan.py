@@ -198,7 +198,7 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
   topology, devices = topology_devices(topology)
   kind = devices[0].device_kind
   hbm = HBM_BYTES.get(kind)
-  mesh = parallel.make_mesh(config.get("model_axis", 1), devices=devices)
+  mesh = parallel.make_mesh(config.model_axis, devices=devices)
   chips = len(devices)
   training = method_name in train.TRAINING_METHODS
   method = importlib.import_module(f"flyp_jax.methods.{method_name}") if training else None
@@ -226,11 +226,7 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
     return compiled
 
   if training:
-    parallel.local_batch_size(config.batch_size, mesh)  # the loop's checks of the batch, before compiling
-    accum = config.grad_accum_steps
-    if accum < 1 or config.batch_size % (accum * mesh.shape[parallel.DATA]):
-      raise errors.BadValue(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
-                            f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
+    train.check_batch(config, mesh)  # the loop's checks of the batch, before compiling
     if config.model.init == "random" and not hasattr(method, "abstract_model") and not step_only:
       init = lambda: models.init_params(model, jax.random.PRNGKey(config.seed))
       compile_program("init: parameters", parallel.sharded_initializer(init, mesh=mesh))
@@ -281,7 +277,7 @@ def _plan_head(config, model, params, head, dataset, mesh, compile_program):
     return parallel.abstract(head, rep)
   classnames, templates = classnames_lib.get(dataset.classnames), templates_lib.get(dataset.templates)
   tokens = prompt_tokens(classnames, templates, model.config.context_length)
-  batch = evaluate.head_batch_size(len(tokens), mesh, 1024)  # the Evaluator's head_batch_size
+  batch = evaluate.head_batch_size(len(tokens), mesh, evaluate.HEAD_BATCH_SIZE)  # the Evaluator's
   compile_program("zero-shot head", evaluate._text_encoder(model, mesh), params,
                   jax.ShapeDtypeStruct((batch, tokens.shape[1]), jnp.int32, sharding=parallel.data_sharding(mesh)))
   return jax.ShapeDtypeStruct((model.config.embed_dim, len(classnames)), jnp.float32, sharding=rep)
@@ -339,9 +335,10 @@ def largest_batch(config, topology: str, progress=print) -> dict:
     config.batch_size = batch
     progress(f"batch {batch}: compiling the train step ...")
     step = plan(config, topology, progress=lambda _: None, step_only=True)
-    tried.append([batch, bool(step["fits"]), step["peak_bytes"]])
-    progress(f"batch {batch}: {'fits' if step['fits'] else 'does not fit'} ({_size(step['peak_bytes'])} per chip)")
-    return bool(step["fits"])
+    ok = "out_of_memory" not in step["programs"]["train step"]  # libtpu compiled it: XLA fits it in a chip
+    tried.append([batch, ok, step["peak_bytes"]])
+    progress(f"batch {batch}: {'fits' if ok else 'does not fit'} ({_size(step['peak_bytes'])} per chip)")
+    return ok
 
   try:
     batch = max(unit, original // unit * unit)
@@ -414,13 +411,12 @@ def main(argv=None) -> dict:
 
   from flyp_jax import configs_lib
   argv = [a for a in (sys.argv if argv is None else argv) if a != "--verbose"]  # read by run_reporting_errors
-  for i, arg in enumerate(argv):  # the config file found from the working directory, else the repository's
-    if arg.startswith("--config="):
-      argv[i] = "--config=" + configs_lib.resolve(arg.split("=", 1)[1])
+  argv = configs_lib.resolve_args(argv)  # the config file found from the working directory, else the repository's
   unknown = configs_lib.unknown_override(argv[1:])
   if unknown:
     raise errors.BadValue(unknown)
-  sys.argv = argv  # config_flags finds the --config.x=y overrides in sys.argv when the flag is defined
+  # config_flags finds the --config.x=y overrides in sys.argv; the caller's command line is put back after.
+  saved, sys.argv = sys.argv, argv
   fv = flags.FlagValues()
   config_flag = config_flags.DEFINE_config_file("config", None, "method config file, optionally :preset",
                                                 flag_values=fv, lock_config=True)
@@ -432,17 +428,20 @@ def main(argv=None) -> dict:
                                 "chip (by compiling the step at doubling, then bisected, batches)", flag_values=fv)
   try:
     rest = fv(argv)
+    config = config_flag.value
   except flags.Error as e:
     raise errors.BadValue(f"{e} (python -m flyp_jax.tpu_plan --help)") from None
+  finally:
+    sys.argv = saved
   if len(rest) > 1:
     raise errors.BadValue(f"unexpected arguments {rest[1:]}")
-  if config_flag.value is None:
+  if config is None:
     raise errors.BadValue("--config is required, e.g. --config=configs/flyp.py:imagenet_b16")
-  result = plan(config_flag.value, topology.value, progress=lambda m: print(m, file=sys.stderr, flush=True),
+  result = plan(config, topology.value, progress=lambda m: print(m, file=sys.stderr, flush=True),
                 hlo_dir=hlo_dir.value)
   print(report(result), flush=True)
   if max_batch.value:
-    result.update(largest_batch(config_flag.value, topology.value,
+    result.update(largest_batch(config, topology.value,
                                 progress=lambda m: print(m, file=sys.stderr, flush=True)))
     print(f"largest global batch that fits: {result['largest_batch']} (batch {result['refused_batch']} does not; "
           f"{len(result['tried'])} train steps compiled)", flush=True)

@@ -134,15 +134,20 @@ def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   return config
 
 
+def check_batch(config: ml_collections.ConfigDict, mesh) -> None:
+  """Fail early on a global batch the mesh's data axis and `grad_accum_steps` do not divide."""
+  accum = config.grad_accum_steps
+  parallel.local_batch_size(config.batch_size, mesh)
+  if accum < 1 or config.batch_size % (accum * mesh.shape[parallel.DATA]):
+    raise errors.BadValue(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
+                          f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
+
+
 def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """`run`'s work, with the workdir held and the config checked."""
   method = importlib.import_module(f"flyp_jax.methods.{config.method}")
-  mesh = parallel.make_mesh(config.get("model_axis", 1))
-  accum = config.grad_accum_steps
-  parallel.local_batch_size(config.batch_size, mesh)  # fail early on an indivisible batch
-  if accum < 1 or config.batch_size % (accum * mesh.shape[parallel.DATA]):
-    raise errors.BadValue(f"batch_size {config.batch_size} must split into grad_accum_steps={accum} micro-batches "
-                     f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
+  mesh = parallel.make_mesh(config.model_axis)
+  check_batch(config, mesh)
   # A method may load its own starting model (attention transfer's ViT teacher); the CLIP of config.model otherwise.
   model, clip_params = (method.load_model(config, workdir) if hasattr(method, "load_model")
                         else load_clip(config, workdir, mesh))

@@ -13,6 +13,7 @@ import torch  # noqa: F401  (the benchmarks time the PyTorch side too)
 import transformers  # noqa: F401  (the reference models)
 
 from benchmarks import common, eval_step, loss_memory, main_job, run_all, train_step  # noqa: E402
+from flyp_jax.flops import forward_flops, train_flops  # noqa: E402
 
 TINY = "ViT-T/8"
 
@@ -72,12 +73,12 @@ def test_flop_formula_by_hand():
   per_layer = lambda t, w: 2 * t * 4 * w * w + 2 * t * 8 * w * w + 4 * t * t * w
   image = 2 * 16 * 3 * 64 * 128 + 2 * per_layer(17, 128) + 2 * 128 * 64
   text = 2 * per_layer(77, 128) + 2 * 128 * 64
-  f = common.forward_flops(c, 4)
+  f = forward_flops(c, 4)
   assert f["image"] == 4 * image and f["text"] == 4 * text and f["loss"] == 4 * 4 * 4 * 64
-  assert common.train_flops(c, 4) == 3 * f["total"]
+  assert train_flops(c, 4) == 3 * f["total"]
   # The last block at the pooled token only: k and v at every token; q, out, MLP and attention at one.
   last = lambda t, w: 2 * t * 2 * w * w + 2 * (2 * w * w + 8 * w * w) + 4 * t * w
-  pooled = common.forward_flops(c, 4, text_length=22, pooled_last_block=True)
+  pooled = forward_flops(c, 4, text_length=22, pooled_last_block=True)
   assert pooled["image"] == 4 * (image - per_layer(17, 128) + last(17, 128))
   assert pooled["text"] == 4 * (per_layer(22, 128) + last(22, 128) + 2 * 128 * 64)
 

@@ -24,11 +24,13 @@ needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
 CHILD = """
 import json, sys
 from flyp_jax import tpu_plan
+hlo = sys.argv[1]
 for axis in (1, 2):
   argv = ["tpu_plan", "--config=configs/flyp.py", "--topology=v5e:2x2", f"--config.model_axis={axis}",
           "--config.batch_size=96", "--json",
-          f"--hlo_dir={sys.argv[1]}/axis{axis}"]
+          f"--hlo_dir={hlo}/axis{axis}"]
   tpu_plan.main(argv)
+  assert sys.argv[1] == hlo  # main leaves the command line as it found it
 # A batch whose step needs more than a chip's 16 GiB (its [N/4, N] logits alone are 150 GB per chip).
 tpu_plan.main(["tpu_plan", "--config=configs/flyp.py", "--topology=v5e:2x2", "--config.batch_size=393216", "--json"])
 """
@@ -137,7 +139,8 @@ def test_the_largest_batch_search_brackets_the_limit(monkeypatch, start, limit):
   def plan(config, topology, progress, step_only):
     compiled.append(config.batch_size)
     assert step_only and config.batch_size % 4 == 0
-    return {"fits": config.batch_size <= limit, "peak_bytes": config.batch_size}
+    step = {} if config.batch_size <= limit else {"out_of_memory": "Ran out of memory"}
+    return {"programs": {"train step": step}, "peak_bytes": config.batch_size}
   monkeypatch.setattr(tpu_plan, "plan", plan)
   config = ml_collections.ConfigDict({"method": "flyp", "batch_size": start, "model_axis": 1, "grad_accum_steps": 1,
                                       "flyp": {"loss_block": 0}})

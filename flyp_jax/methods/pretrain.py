@@ -29,9 +29,8 @@ def batches(config, model, mesh, start_step: int):
 
 
 def batch_shapes(config, model) -> dict:
-  size, n = config.data.image_size or model.config.image_size, config.batch_size
-  return {"image": jax.ShapeDtypeStruct((n, size, size, 3), jnp.float32),
-          "tokens": jax.ShapeDtypeStruct((n, model.config.context_length), jnp.int32)}
+  image = common.labelled_batch_shapes(config, model)["image"]
+  return {"image": image, "tokens": jax.ShapeDtypeStruct((image.shape[0], model.config.context_length), jnp.int32)}
 
 
 def make_loss(config, model, mesh):
