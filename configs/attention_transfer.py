@@ -1,5 +1,6 @@
 """Attention transfer (Li et al., 2024): a randomly initialised ViT student guided by a pretrained teacher's
-attention maps (flyp_jax/methods/attention_transfer.py; the README's "Attention transfer" section has the table
+attention maps (flyp_jax/methods/attention_transfer.py; docs/reproduction.md's "Attention transfer" section has the
+table
 of every reference setting and its source).
 
   python main.py --config=configs/attention_transfer.py:demo                     # distillation, offline, CPU
@@ -29,11 +30,11 @@ ViT of its shape with global average pooling and a linear head, 600 steps of bat
 are transferred (end_layer=0): the reference's -3 would leave none of two. The three presets differ only in the
 mode and the learning rate, each the best of its mode's sweep on seed 0 with the previous method and the
 previous demo CLIP (ViT-T/8; not swept again):
-  none 1e-3, distill 5e-3, copy 3e-3 (the README lists the sweep).
+  none 1e-3, distill 5e-3, copy 3e-3 (docs/demo_results.md lists the sweep).
 results.json holds the student (the usual keys), the fine-tuned teacher alone ('teacher/...') and the ensemble
 of both ('ensemble/...', averaged probabilities); the teacher is the configs/ft.py:demo run in workdirs/ft_demo,
 made first if it is not there (`--config.at.ensemble.path=` ensembles with the zero-shot teacher instead).
-Measured numbers, seeds 0 / 1 / 2 and times: README, "Attention transfer".
+Measured numbers, seeds 0 / 1 / 2 and times: docs/demo_results.md, "Attention transfer".
 """
 
 import ml_collections

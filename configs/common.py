@@ -29,6 +29,10 @@ def base(name: str) -> ml_collections.ConfigDict:
                                            # with remat: what a block keeps for the backward pass, a name in
                                            # jax.checkpoint_policies ("": nothing, every block recomputed whole)
                                            remat_policy=""))
+  # dataset: a TFDS name, or the path of your own (a TFDS dataset directory or an image folder SPLIT/CLASS/IMAGE:
+  # flyp_jax/data/image_folder.py). classnames: a list of flyp_jax/data/classnames.py, "tfds" (the dataset's own
+  # label names), a text file (one per line) or "a,b,c"; templates: a set of flyp_jax/data/templates.py ("photo":
+  # "a photo of a {}."), one template with {}, or a text file (one per line).
   c.data = ml_collections.ConfigDict(dict(dataset="imagenet2012", train_split="train", data_dir="",
                                           image_size=0, classnames="imagenet", templates="imagenet",
                                           crop_scale=(0.9, 1.0), flip=False,
@@ -42,13 +46,16 @@ def base(name: str) -> ml_collections.ConfigDict:
                                           # key of flyp_jax.data.label_maps.class_table where the TFDS labels are
                                           # not the classes one to one (Caltech101's background: not trained on)
                                           label_map=""))
+  # suite: a name of flyp_jax.data.suites.SUITES, or "data": built from data.dataset (your own), ID test its
+  # test_split, ID validation its val_split (default 'validation'), OOD each of ood ('SPLIT' or 'DATASET:SPLIT',
+  # comma-separated; datasets with the same classes).
   # select_on: the ID validation metric that picks the reported checkpoint ("": the suite's headline metric,
   # flyp_jax.data.suites.select_on; 'id_val/xent' is minimised). val_split: the validation set's split instead of
   # the suite's (a k-shot sample). select_from_start: step 0 is a candidate too. test_selected_only: the suite is
   # evaluated on the selected parameters only, each evaluation along the run being ID validation alone.
   c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False,
                                           select_on="", val_split="", select_from_start=False,
-                                          test_selected_only=False))
+                                          test_selected_only=False, test_split="test", ood=""))
   # flyp_jax/optim.py says what each field does; these defaults are the demo's (open_clip-style) choices, and
   # the reproduction presets below switch to their reference's (REFERENCE_ADAMW).
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9,
@@ -88,7 +95,7 @@ WILDS_TRAIN = {"iwildcam": 129_809, "fmow": 76_863}  # examples in WILDS' train 
 
 # The optimiser of FLYP's src/models/flyp_loss.py and WiSE-FT's src/models/finetune.py: torch.optim.AdamW (its
 # default betas and eps) over every trainable parameter, `cosine_lr` from src/models/utils.py stepped before
-# each update, no logit-scale clamp (the README's table cites each line).
+# each update, no logit-scale clamp (docs/reproduction.md's table cites each line).
 REFERENCE_ADAMW = dict(name="adamw", b1=0.9, b2=0.999, eps=1e-8, schedule="reference_cosine", min_lr=0.0,
                        decay="all", clamp_logit_scale=False)
 

@@ -12,8 +12,9 @@ patchcamelyon_b16 / sst2_b16: FLYP's commands (locuslab/FLYP README "Few shot on
 src/few_shot.py, src/models/flyp_loss_few_shot.py): k = 16 (the paper also has 4 and 32: --config.few_shot.k),
 50 repetitions, 20 full-batch steps, lr 1e-6 / 1e-5, weight decay 0.0 / 0.2, no warmup. FLYP's README runs FLYP
 only; FT and LP run here with the same sample, steps and optimiser for comparison. Not run here (no download).
-demo: 4-shot on the offline benchmark's photos with the shipped tiny CLIP, 3 repetitions; README.md gives its
-numbers. README.md's "Few-shot and transfer-learning presets" table cites the reference line of each setting.
+demo: 4-shot on the offline benchmark's photos with the shipped tiny CLIP, 3 repetitions; docs/demo_results.md gives
+its numbers. docs/reproduction.md's "Few-shot and transfer-learning presets" table cites the reference line of each
+setting.
 """
 
 from configs import common

@@ -16,7 +16,7 @@ paper reports iWildCam macro-F1 and FMoW worst-region accuracy, ID and OOD, over
 caltech101_b16 / stanfordcars_b16 / flowers102_b16: FLYP's transfer-learning commands (batch 256, 100 epochs, lr
 1e-5, weight decay 0.0, 500 warmup steps; Flowers102 has no command there and takes the same), the epoch selected
 on the validation split, test reported; configs/few_shot.py has the few-shot experiments. Not run here.
-README.md's "Reproduction presets" table cites the reference line of each setting (the few-shot and transfer
+docs/reproduction.md's table cites the reference line of each setting (the few-shot and transfer
 ones: its "Few-shot and transfer-learning presets" table).
 """
 

@@ -7,7 +7,7 @@ The text tower is frozen (only the image tower and the head train), as in WiSE-F
 imagenet_b16: WiSE-FT's src/models/finetune.py with its README's ImageNet command (batch 512, lr 3e-5, weight
 decay 0.1, 10 epochs, 500 warmup steps, AdamW on all trainable parameters, `cosine_lr`, gradient norm clipped
 to 1.0, float32). iwildcam_b16 / fmow_b16: the same loop with FLYP's WILDS batch, epochs and weight decay
-(neither repository has a WILDS fine-tuning command; README.md's reference table says so).
+(neither repository has a WILDS fine-tuning command; docs/reproduction.md's table says so).
 """
 
 from configs import common

@@ -9,11 +9,13 @@ the checkpoints hold; settings that are safe to change on resume (RESUME_SAFE) a
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import logging
 import math
 import numbers
 import os
+import re
 import sys
 from typing import Any
 
@@ -121,7 +123,7 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def _resolved(config) -> dict:
+def resolved(config) -> dict:
   # Through JSON, so that a tuple from the config file and the list it is stored as compare equal.
   return json.loads(json.dumps(config.to_dict(), default=str))
 
@@ -151,6 +153,38 @@ def _show(value) -> str:
   return "(not set)" if value is _MISSING else json.dumps(value)
 
 
+def variant_workdir(workdir: str, changed: dict[str, Any]) -> str:
+  """A workdir beside `workdir` named after the settings that differ: workdirs/flyp_demo_batch_size-7."""
+  parts = [f"{k.rpartition('.')[2]}-{os.path.basename(str(v).rstrip('/')) if isinstance(v, str) else v}"
+           for k, v in changed.items()]
+  slug = re.sub(r"[^A-Za-z0-9.=-]+", "_", "_".join(parts)).strip("_")
+  if len(slug) > 60:
+    slug = slug[:40].rstrip("_") + "_" + hashlib.sha256(slug.encode()).hexdigest()[:8]
+  return f"{workdir.rstrip('/')}_{slug}"
+
+
+def check_inputs(config) -> None:
+  """Raise naming an input that cannot be read: the pretrained checkpoint, the training split, class names that do
+  not match the dataset's labels. Checked before the workdir (`check_resume`), so the real problem is said first."""
+  from flyp_jax import pretrained
+  from flyp_jax.data import classnames, pipeline
+  m, d = config.model, config.data
+  if m.init == "pretrained" and m.path and not pretrained.is_named(m.path):
+    if not files.is_remote(m.path) and not os.path.exists(m.path):
+      raise errors.NotFound(pretrained.missing_checkpoint_message(m.path))
+  builder = pipeline.get_builder(d.dataset, d.data_dir or None)
+  pipeline.num_examples(builder, d.train_split)
+  label = builder.info.features["label"] if "label" in builder.info.features else None
+  n = len(classnames.of_data(d))
+  if not d.label_map and getattr(label, "num_classes", None) and label.num_classes != n:
+    own = list(getattr(label, "names", None) or [])
+    shown = f": {', '.join(own[:5])}{', ...' if len(own) > 5 else ''}" if own else ""
+    raise ConfigError(
+        f"data.classnames={d.classnames!r} names {n} classes, but TFDS dataset {builder.name!r} has "
+        f"{label.num_classes} labels: give one name per label, in label order (data.classnames=tfds uses the "
+        f"dataset's own label names{shown})")
+
+
 def check_resume(config, workdir: str) -> None:
   """Store the resolved config at the first start; refuse a re-run that changes what the checkpoints hold.
 
@@ -160,7 +194,7 @@ def check_resume(config, workdir: str) -> None:
   """
   import jax
   path = os.path.join(workdir, CONFIG_FILE)
-  now = _resolved(config)
+  now = resolved(config)
   stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
   record = files.read_json(path) if _has_checkpoints(workdir) else None
   if not record:  # first start (or nothing saved yet: the new settings apply from the beginning)
@@ -181,8 +215,8 @@ def check_resume(config, workdir: str) -> None:
     raise ConfigError(
         f"the workdir {workdir} holds checkpoints of a run with other settings ({listed}), and these change what "
         f"the checkpoints hold or how they were trained: nothing was run. Run again with the settings stored in "
-        f"{path} (its 'overrides' are the command line of the first start), or choose a new --workdir for the new "
-        f"settings.")
+        f"{path} (its 'overrides' are the command line of the first start), or give the new settings a workdir of "
+        f"their own: add --workdir={variant_workdir(workdir, {k: current.get(k) for k in refused})}")
   changed = {k: [effective.get(k), current.get(k)] for k in keys
              if effective.get(k, _MISSING) != current.get(k, _MISSING)}
   if changed:

@@ -253,10 +253,14 @@ class Evaluator:
     leaves = jax.tree_util.tree_leaves((params["text"], params["logit_scale"]))
     cached = self._heads.get(key)
     if cached is None or len(cached[0]) != len(leaves) or any(a is not b for a, b in zip(cached[0], leaves)):
-      head = zeroshot_head(self.model, params, classnames_lib.get(dataset.classnames),
-                           templates_lib.get(dataset.templates), self.mesh, self.head_batch_size)
+      head = zeroshot_head(self.model, params, self.classnames(dataset), templates_lib.get(dataset.templates),
+                           self.mesh, self.head_batch_size)
       self._heads[key] = cached = (leaves, head)
     return cached[1]
+
+  def classnames(self, dataset: suites.EvalDataset) -> list[str]:
+    """The class names of `dataset`'s head ('tfds': its own labels' names)."""
+    return classnames_lib.get(dataset.classnames, dataset.tfds_name, self.data_dir)
 
   def evaluate_dataset(self, params, dataset: suites.EvalDataset, head: Optional[Array] = None) -> dict:
     head = self.head(params, dataset) if head is None else head
@@ -332,14 +336,14 @@ class Evaluator:
   def _member_head(self, model, params, dataset: suites.EvalDataset) -> Array:
     if model is self.model:
       return self.head(params, dataset)
-    return zeroshot_head(model, params, classnames_lib.get(dataset.classnames), templates_lib.get(dataset.templates),
-                         self.mesh, self.head_batch_size)
+    return zeroshot_head(model, params, self.classnames(dataset), templates_lib.get(dataset.templates), self.mesh,
+                         self.head_batch_size)
 
 
 def from_config(model: models.CLIP, config, mesh: jax.sharding.Mesh,
                 datasets: Optional[Sequence[suites.EvalDataset]] = None) -> Evaluator:
   """The evaluator a run's config asks for: `config.eval.suite` (or `datasets`), its batch size and data."""
-  return Evaluator(model, datasets or config.eval.suite, mesh, batch_size=config.eval.batch_size,
+  return Evaluator(model, datasets or suites.of_config(config), mesh, batch_size=config.eval.batch_size,
                    data_dir=config.data.data_dir or None, corrupt_images=config.data.corrupt_images)
 
 

@@ -40,6 +40,10 @@ def exists(path: str) -> bool:
   return _gfile().exists(path) if is_remote(path) else os.path.exists(path)
 
 
+def isdir(path: str) -> bool:
+  return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+
+
 def makedirs(path: str) -> None:
   _gfile().makedirs(path) if is_remote(path) else os.makedirs(path, exist_ok=True)
 

@@ -102,4 +102,4 @@ def missing_checkpoint_message(path: str) -> str:
   return (f"checkpoint {path!r} not found{where}. Name one of OpenAI's released CLIPs instead to download it once "
           f"into {cache_dir()}: --config.model.path={PREFIX}ViT-B/16 (or {names}); or download the file yourself "
           f"(the URLs are in OpenAI CLIP's clip/clip.py, e.g. {OPENAI_URL}/{OPENAI['ViT-B/16'][0]}/ViT-B-16.pt) "
-          f"and give its path; open_clip and Hugging Face CLIP checkpoints work too (see the README).")
+          f"and give its path; open_clip and Hugging Face CLIP checkpoints work too (see docs/checkpoints.md).")

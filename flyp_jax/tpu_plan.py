@@ -184,7 +184,7 @@ def _model(config, method):
 
 
 def _eval_dataset(config) -> Optional[suites.EvalDataset]:
-  return suites.get(config.eval.suite)[0] if config.eval.suite else None
+  return suites.of_config(config)[0] if config.eval.suite else None
 
 
 def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bool = False) -> dict:
@@ -275,7 +275,8 @@ def _plan_head(config, model, params, head, dataset, mesh, compile_program):
   rep = parallel.replicated(mesh)
   if head is not None:
     return parallel.abstract(head, rep)
-  classnames, templates = classnames_lib.get(dataset.classnames), templates_lib.get(dataset.templates)
+  classnames = classnames_lib.get(dataset.classnames, dataset.tfds_name, config.data.data_dir or None)
+  templates = templates_lib.get(dataset.templates)
   tokens = prompt_tokens(classnames, templates, model.config.context_length)
   batch = evaluate.head_batch_size(len(tokens), mesh, evaluate.HEAD_BATCH_SIZE)  # the Evaluator's
   compile_program("zero-shot head", evaluate._text_encoder(model, mesh), params,
@@ -308,7 +309,7 @@ def _analytic_step_flops(config, method_name: str, model, batch) -> Optional[flo
   if method_name == "ft":
     return 3 * flops.forward_flops(c, n, towers="image", pooled_last_block=True)["total"]
   if method_name == "flyp":
-    length = prompt_tokens(classnames_lib.get(config.data.classnames), templates_lib.get(config.data.templates),
+    length = prompt_tokens(classnames_lib.of_data(config.data), templates_lib.get(config.data.templates),
                            c.context_length).shape[1]
   elif method_name == "pretrain":
     length = batch["tokens"].shape[1]

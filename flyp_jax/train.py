@@ -103,6 +103,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise errors.BadValue(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
   config_checks.validate(config)  # before any work, as each of the steps below
   config = steps_of_epochs(config)
+  config_checks.check_inputs(config)  # what a command line can get wrong, said before the workdir's own checks
   files.makedirs(workdir)
   config = run_paths.absolute(config, workdir)  # other runs' paths, for the methods (which get no workdir)
   with workdir_lock.hold(workdir):
@@ -132,6 +133,14 @@ def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         f"{config.steps} steps", flush=True)
   config_checks.validate(config)  # the warmup against the run's real length
   return config
+
+
+def time_left(done: int, total: int, step_seconds: float, eval_every: int, final_eval: bool,
+              eval_seconds: float) -> float:
+  """Seconds until the run ends after step `done`: the steps left, and the evaluations left at `eval_seconds` each,
+  those every `eval_every` steps from `done` on (the one at `done` follows its log line) and the final one."""
+  along = (total - 1) // eval_every - (done - 1) // eval_every if eval_every else 0
+  return (total - done) * step_seconds + (along + final_eval) * eval_seconds
 
 
 def check_batch(config: ml_collections.ConfigDict, mesh) -> None:
@@ -196,8 +205,17 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = method.batches(config, model, mesh, start_step=start)
   writer = metric_writer.MetricWriter(workdir, resume_step=start)
 
+  clock = {"eval_seconds": 0.0, "last_eval": 0.0}  # evaluation time, kept out of the steps' rate and in the ETA
+
   def evaluate_at(step: int) -> dict:
     """The suite and ID validation at `step`, written to eval_<step>.json; a candidate for selection after step 0."""
+    started = time.time()
+    results = _evaluate_at(step)
+    clock["last_eval"] = time.time() - started
+    clock["eval_seconds"] += clock["last_eval"]
+    return results
+
+  def _evaluate_at(step: int) -> dict:
     clip_params, head = _method_params(method, "eval_params", config, state["params"])
     results = _evaluate(evaluator, {"clip": clip_params, "head": head}) if test_every else {}
     if validator:
@@ -213,6 +231,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     evaluate_at(0)
   results, metrics = {}, None
   t0, timed_steps, t_start = time.time(), 0, time.time()
+  every, evaluates = config.eval.every_steps, bool(test_every or validator)
   window, lr = metric_writer.RunningMean(), optim.make_schedule(config.optimizer, total)
   trace = profiling.StepTrace(workdir, config.get("profile_steps", 0), start, total)
   preemption = _TermSignal()
@@ -225,17 +244,19 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if step == start:  # throughput counts from here: compilation excluded
         jax.block_until_ready(metrics)
         t0 = time.time()
+        clock["eval_seconds"] = 0.0
       else:
         timed_steps += 1
       done = step + 1
       if done % config.log_every == 0 or done == total:
         metrics = window.read()  # means since the last log
         _check_finite(metrics, done, ckpt.latest_step())
-        elapsed = time.time() - t0
+        elapsed = time.time() - t0 - clock["eval_seconds"]  # training alone
         rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
         metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count(),
                        lr=float(lr(done - 1)))  # the rate of this step's update
-        eta = (total - done) * elapsed / max(timed_steps, 1)
+        eta = time_left(done, total, elapsed / max(timed_steps, 1), every if evaluates else 0, evaluates,
+                        clock["last_eval"])
         print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
         writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
       if config.checkpoint_every and done % config.checkpoint_every == 0:
@@ -328,13 +349,13 @@ def selected_dir(run_dir: str) -> str:
   return selected if files.exists(os.path.join(selected, convert.CONVERTED_MARKER)) else os.path.join(run_dir, "final")
 
 
-def make_validator(config, model, mesh):
+def make_validator(config, model, mesh, quiet: bool = False):
   """`fn(clip_params, head=None) -> {'id_val/top1': ...}` on the suite's ID validation set, or None if it has none.
 
-  The set is `flyp_jax.data.suites.VALIDATION[config.eval.suite]` (its split replaced by `eval.val_split` if set);
+  The set is `flyp_jax.data.suites.validation_of(config)` (its split replaced by `eval.val_split` if set);
   its `selection_key(config)` metric selects the reported checkpoint and WiSE-FT's mixing coefficient.
   """
-  dataset = suites.VALIDATION.get(config.eval.suite) if config.eval.suite else None
+  dataset = suites.validation_of(config) if config.eval.suite else None
   if dataset is None:
     return None
   key = selection_key(config)
@@ -352,7 +373,8 @@ def make_validator(config, model, mesh):
     start = time.time()
     results = evaluator(clip_params, head=head)
     results = {k: v for k, v in results.items() if k.startswith(f"{dataset.name}/")}  # not its avg_id
-    print(f"validation ({time.time() - start:.0f}s): {key} {results[key]:.4f}", flush=True)
+    if not quiet:
+      print(f"validation ({time.time() - start:.0f}s): {key} {results[key]:.4f}", flush=True)
     return results
 
   return validate

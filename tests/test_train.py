@@ -165,8 +165,9 @@ def assert_same_accuracies(a, b):
     assert abs(a[k] - b[k]) <= 1 / 100 + 1e-9, (k, a[k], b[k])  # 100 test images per small split
 
 
-def test_lp_then_lpft_then_wiseft(tmp_path, data_dir):
-  """LP-FT starts from the probe's head; WiSE-FT's alpha 0 is the zero-shot model and alpha 1 the LP-FT run."""
+def test_lp_then_lpft_then_wiseft(tmp_path, data_dir, capsys):
+  """LP-FT starts from the probe's head; WiSE-FT's alpha 0 is the zero-shot model and alpha 1 the LP-FT run; WiSE-FT
+  prints a line per alpha, its table and its files, and run again reports its result without recomputing it."""
   from flyp_jax import evaluate, parallel
   from flyp_jax.methods import lp, wiseft
   lp_dir, ft_dir = tmp_path / "lp", tmp_path / "lpft"
@@ -184,8 +185,23 @@ def test_lp_then_lpft_then_wiseft(tmp_path, data_dir):
   config = tiny_config("configs/wiseft.py:demo", data_dir)
   config.unlock()
   config.wiseft.update(finetuned=str(ft_dir), finetuned_config="", alphas=[0.0, 0.5, 1.0])
+  capsys.readouterr()
   picked = wiseft.run(config, str(tmp_path / "wiseft"))
+  out = capsys.readouterr().out
   rows = json.loads((tmp_path / "wiseft" / "wiseft.json").read_text())["results"]
+  key = picked["picked_on"]
+  for i, r in enumerate(rows):  # the line of each alpha, with the value it was picked on
+    assert f"alpha {r['alpha']:.2f} ({i + 1}/3): {key} {r[key]:.4f}" in out
+  assert "validation (" not in out  # the validator's own line is not repeated per alpha
+  assert wiseft.table(rows, wiseft.table_keys(key), key) in out
+  assert "written: " + ", ".join(str(tmp_path / "wiseft" / n) for n in wiseft.OUTPUTS) in out
+  assert wiseft.run(config, str(tmp_path / "wiseft")) == picked
+  out = capsys.readouterr().out
+  assert "holds a finished WiSE-FT" in out and "alpha 0.00 (1/3)" not in out and wiseft.table(rows, wiseft.table_keys(key), key) in out
+  config.wiseft.alphas = [0.0, 1.0]  # other settings: computed anew
+  assert wiseft.run(config, str(tmp_path / "wiseft"))["picked_alpha"] in (0.0, 1.0)
+  assert "alpha 1.00 (2/2)" in capsys.readouterr().out
+  config.wiseft.alphas = [0.0, 0.5, 1.0]
   assert [r["alpha"] for r in rows] == [0.0, 0.5, 1.0] and (tmp_path / "wiseft" / "wiseft.png").stat().st_size > 0
   assert picked["picked_alpha"] == max(rows, key=lambda r: r[picked["picked_on"]])["alpha"]
   # Alpha 0: the zero-shot model scored with its prompts, evaluated here directly.
@@ -196,6 +212,15 @@ def test_lp_then_lpft_then_wiseft(tmp_path, data_dir):
   # Alpha 1: the fine-tuned run's own reported (selected) evaluation.
   assert_same_accuracies(rows[2], ft_results)
   assert _per_dataset_top1(zero_shot) != _per_dataset_top1(lp_results)  # the three references differ
+
+
+def test_time_left_counts_the_evaluations_still_to_come():
+  # 10 steps, 1 s each, evaluations of 5 s at steps 4 and 8 and at the end (12 s in all at step 10).
+  assert train.time_left(3, 10, 1.0, 4, True, 5.0) == 7 + 3 * 5
+  assert train.time_left(4, 10, 1.0, 4, True, 5.0) == 6 + 3 * 5  # step 4's evaluation follows its log line
+  assert train.time_left(5, 10, 1.0, 4, True, 5.0) == 5 + 2 * 5
+  assert train.time_left(10, 10, 1.0, 4, True, 5.0) == 5  # the final evaluation
+  assert train.time_left(10, 10, 1.0, 0, False, 5.0) == 0 and train.time_left(2, 12, 0.5, 0, True, 2.0) == 7
 
 
 def test_config_typo_is_a_clear_error(tmp_path):

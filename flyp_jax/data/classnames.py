@@ -32,9 +32,9 @@ Sources:
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from typing import Callable, Optional
 
-from flyp_jax import errors
+from flyp_jax import errors, files
 from flyp_jax.data import label_maps
 
 # OpenAI's curated ImageNet class names, in ImageNet label order (sorted wnids).
@@ -694,16 +694,62 @@ _REGISTRY: dict[str, Callable[[], tuple[str, ...]]] = {
 
 
 def names() -> list[str]:
-  """The class-name lists `get` accepts, sorted."""
+  """The class-name lists `get` accepts by name, sorted."""
   return sorted(_REGISTRY)
 
 
-def get(name: str) -> list[str]:
-  """A fresh list of the class names of `name`; entry i names label i.
+FROM_DATASET = "tfds"  # data.classnames: the dataset's own label names (its ClassLabel feature)
+
+FORMS = (f"a list name ({', '.join(names())}), {FROM_DATASET!r} (the dataset's own label names), "
+         f"'tfds:DATASET' (another dataset's), a text file with one name per line, or a comma-separated list "
+         f"('cat,dog')")
+
+
+def get(name: str, dataset: str = "", data_dir: Optional[str] = None) -> list[str]:
+  """A fresh list of class names; entry i names label i.
+
+  `name` is a registered list (`names()`), "tfds" (the label names of `dataset`'s 'label' feature, e.g. an image
+  folder's class folders), "tfds:DATASET", a text file with one name per line, or a comma-separated list.
 
   Raises:
-    ValueError: `name` is unknown (the message lists the known names).
+    errors.BadValue: `name` is none of these (the message lists the forms), or the list is empty or repeats a name.
   """
-  if name not in _REGISTRY:
-    raise errors.BadValue(f"unknown class-name list {name!r}; known: {names()}")
-  return list(_REGISTRY[name]())
+  if name in _REGISTRY:
+    return list(_REGISTRY[name]())
+  if name == FROM_DATASET or name.startswith(FROM_DATASET + ":"):
+    found = _dataset_names(name.partition(":")[2] or dataset, data_dir)
+  elif "," in name:
+    found = [n.strip() for n in name.split(",")]
+  elif name and files.exists(name) and not files.isdir(name):
+    with files.open_file(name) as f:
+      found = [line.strip() for line in f.read().splitlines() if line.strip()]
+  else:
+    raise errors.BadValue(f"unknown class-name list {name!r} (and no such file); data.classnames is {FORMS}")
+  return _checked(name, found)
+
+
+def of_data(data) -> list[str]:
+  """The class names of a config's `data` fields (`classnames`, "tfds" reading `dataset` in `data_dir`)."""
+  return get(data.classnames, data.dataset, data.data_dir or None)
+
+
+def _dataset_names(dataset: str, data_dir: Optional[str]) -> list[str]:
+  # Imported here: the pipeline pulls in TensorFlow, which the registered lists do not need.
+  from flyp_jax.data import pipeline
+  builder = pipeline.get_builder(dataset, data_dir)
+  label = builder.info.features["label"] if "label" in builder.info.features else None
+  if not getattr(label, "names", None) or label.names == [str(i) for i in range(label.num_classes)]:
+    raise errors.BadValue(
+        f"TFDS dataset {builder.name!r} has no class names in its 'label' feature, so data.classnames={FROM_DATASET!r} "
+        f"cannot name its classes; give them as a text file (one name per line, in label order) or a "
+        f"comma-separated list")
+  return list(label.names)
+
+
+def _checked(name: str, found: list[str]) -> list[str]:
+  repeated = sorted({n for n in found if found.count(n) > 1})
+  if not found or not all(found):
+    raise errors.BadValue(f"data.classnames={name!r} gives an empty class name; {FORMS}")
+  if repeated:
+    raise errors.BadValue(f"data.classnames={name!r} names {repeated} more than once: each label needs its own name")
+  return found

@@ -22,6 +22,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from flyp_jax import errors, parallel
+from flyp_jax.data import image_folder
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # of CLIP's pretraining images, RGB in [0, 1]
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -80,7 +81,8 @@ def damaged_file_error(builder: tfds.core.DatasetBuilder, split, error: BaseExce
       break
   where = f"file {bad}" if bad else f"one of its files in {builder.data_dir}"
   remake = (f"delete it and run the command again: {builder.name} is generated here, without a download"
-            if builder.name in OFFLINE_BUILDERS else f"delete it and prepare the dataset again. {how_to_prepare(builder)}")
+            if builder.name in OFFLINE_BUILDERS or image_folder.is_converted(builder)
+            else f"delete it and prepare the dataset again. {how_to_prepare(builder)}")
   return DamagedDatasetError(
       f"TFDS dataset {builder.name!r}, split {split!r}: {where} is damaged ({why}), as a partial or bad copy leaves "
       f"it; nothing was computed from the readable part. Copy the dataset folder {builder.data_dir} again from an "
@@ -88,15 +90,23 @@ def damaged_file_error(builder: tfds.core.DatasetBuilder, split, error: BaseExce
 
 
 def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetBuilder:
-  """The TFDS builder for `name` ("imagenet_v2/matched-frequency", "domain_shapes", ...)."""
+  """The TFDS builder for `name`: a registered name ("imagenet_v2/matched-frequency", "domain_shapes", ...), or the
+  path of a TFDS dataset directory or an image folder (`flyp_jax.data.image_folder`)."""
   import flyp_jax.data.builders  # noqa: F401  registers the project's builders with TFDS
+  if image_folder.is_path(name):
+    return image_folder.builder(name, data_dir)
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise DatasetNotPreparedError(f"unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}") from None
+    raise DatasetNotPreparedError(f"unknown TFDS dataset {name!r}: {str(e).splitlines()[0]} (a dataset of your own "
+                                  f"is named by its path: a TFDS dataset directory or an image folder)") from None
   base = name.split("/")[0].split(":")[0]
   if base in OFFLINE_BUILDERS and not builder.is_prepared():
-    builder.download_and_prepare()
+    # TFDS would announce a download ("Downloading and preparing dataset Unknown size"): there is none.
+    print(f"building {name} in {builder.data_dir_root} (generated here, no download)",
+          flush=True)
+    with image_folder.quietly():
+      builder.download_and_prepare()
   return builder
 
 

@@ -8,6 +8,7 @@ from, an optional projection of the head's logits onto the dataset's classes (Im
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Optional
 
 from flyp_jax import errors
@@ -164,8 +165,55 @@ def select_on(suite: str) -> str:
   return _SELECT_ON.get(suite, "id_val/top1")
 
 
+# eval.suite=data: the suite is built from the config instead of this file's registry, for a dataset of one's own:
+# ID test = data.dataset's eval.test_split, ID validation = its eval.val_split (default 'validation'), OOD = each
+# entry of eval.ood ('SPLIT' of data.dataset, or 'DATASET:SPLIT' of another dataset with the same classes); all
+# with data.classnames, data.templates and data.label_map.
+DATA_SUITE = "data"
+
+
 def get(name: str) -> tuple[EvalDataset, ...]:
   """The datasets of suite `name`."""
   if name not in SUITES:
-    raise KeyError(f"unknown evaluation suite {name!r}; known: {sorted(SUITES)}")
+    raise errors.BadValue(f"unknown evaluation suite {name!r}; known: {sorted(SUITES)}, or {DATA_SUITE!r} (built "
+                          f"from data.dataset, eval.test_split, eval.val_split and eval.ood)")
   return SUITES[name]
+
+
+def _label(dataset: str, split: str) -> str:
+  """A results key for a split of a dataset given by name or path: 'my_images_test'."""
+  base = dataset.rstrip("/").rsplit("/", 1)[-1] if "://" in dataset or dataset.startswith(("/", ".", "~")) else dataset
+  return re.sub(r"[^A-Za-z0-9]+", "_", f"{base}_{split}").strip("_").lower()
+
+
+def _of_data(config, dataset: str, split: str, ood: bool, name: str = "") -> EvalDataset:
+  d = config.data
+  return EvalDataset(name or _label(dataset, split), dataset, split, ood, d.classnames, d.templates,
+                     label_map=d.label_map)
+
+
+def _ood_entry(config, entry: str) -> EvalDataset:
+  dataset, _, split = entry.rpartition(":")
+  if not split or "/" in split:
+    raise errors.BadValue(f"eval.ood entry {entry!r}: give 'SPLIT' (of data.dataset) or 'DATASET:SPLIT', e.g. "
+                          f"'test_sketch' or '/data/my_images_night:test'")
+  return _of_data(config, dataset or config.data.dataset, split, True)
+
+
+def of_config(config) -> tuple[EvalDataset, ...]:
+  """The datasets `config.eval.suite` evaluates (a registered suite, or the one built from the config)."""
+  if config.eval.suite != DATA_SUITE:
+    return get(config.eval.suite)
+  datasets = (_of_data(config, config.data.dataset, config.eval.test_split, False),
+              *(_ood_entry(config, e.strip()) for e in config.eval.ood.split(",") if e.strip()))
+  names = [d.name for d in datasets]
+  if len(set(names)) != len(names):
+    raise errors.BadValue(f"eval.suite={DATA_SUITE!r}: the datasets' names {names} repeat; evaluate each split once")
+  return datasets
+
+
+def validation_of(config) -> Optional[EvalDataset]:
+  """The ID validation set of `config.eval.suite` (None for a suite without one)."""
+  if config.eval.suite == DATA_SUITE:
+    return _of_data(config, config.data.dataset, config.eval.val_split or "validation", False, name="id_val")
+  return VALIDATION.get(config.eval.suite)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from flyp_jax import errors
+from flyp_jax import errors, files
 
 
 def append_proper_article(name: str) -> str:
@@ -217,7 +217,12 @@ def _domain_shapes() -> tuple[str, ...]:
   return tuple(module.TEMPLATES)
 
 
+# CLIP's plain prompt (Radford et al. 2021, section 3.1.4: "A photo of a {label}." as the default), for a dataset of
+# one's own that has no template set of its own.
+PHOTO_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
+
 _REGISTRY: dict[str, Callable[[], tuple[str, ...]]] = {
+  "photo": lambda: PHOTO_TEMPLATES,
   "imagenet": lambda: IMAGENET_TEMPLATES,
   "objectnet": lambda: IMAGENET_TEMPLATES,
   "cifar10": lambda: CIFAR10_TEMPLATES,
@@ -233,19 +238,37 @@ _REGISTRY: dict[str, Callable[[], tuple[str, ...]]] = {
 
 
 def names() -> list[str]:
-  """The template set names `get` accepts, sorted."""
+  """The template sets `get` accepts by name, sorted."""
   return sorted(_REGISTRY)
 
 
+FORMS = (f"a set name ({', '.join(names())}), one template with one {{}} for the class name ('a photo of a "
+         f"{{}}.'), or a text file with one template per line")
+
+
 def get(name: str) -> list[str]:
-  """A fresh list of the templates of `name`, each a format string with exactly one `{}`.
+  """A fresh list of templates, each a format string with exactly one `{}`.
+
+  `name` is a registered set (`names()`; 'photo' is CLIP's plain "a photo of a {}."), one template (text with a
+  `{}`), or a text file with one template per line.
 
   Raises:
-    ValueError: `name` is unknown (the message lists the known names).
+    errors.BadValue: `name` is none of these, or a template has no `{}` or more than one (the message says which).
   """
-  if name not in _REGISTRY:
-    raise errors.BadValue(f"unknown template set {name!r}; known: {names()}")
-  return list(_REGISTRY[name]())
+  if name in _REGISTRY:
+    return list(_REGISTRY[name]())
+  if "{}" in name:
+    found = [name]
+  elif name and files.exists(name) and not files.isdir(name):
+    with files.open_file(name) as f:
+      found = [line.strip() for line in f.read().splitlines() if line.strip()]
+  else:
+    raise errors.BadValue(f"unknown template set {name!r} (and no such file); data.templates is {FORMS}")
+  wrong = [t for t in found if t.count("{}") != 1 or t.replace("{}", "").count("{") or t.replace("{}", "").count("}")]
+  if not found or wrong:
+    raise errors.BadValue(f"data.templates={name!r}: " + (f"template {wrong[0]!r} must hold the class name's place "
+                          f"as exactly one {{}} and no other braces" if wrong else "the file holds no template"))
+  return found
 
 
 def render(name: str, classname: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Attention transfer (Li et al., 2024, "On the surprising effectiveness of attention transfer for vision
 transformers"): a randomly initialised ViT student, trained with cross-entropy and a linear head, guided only by
 a frozen pretrained teacher's attention maps. As the authors' code (alexlioralexli/attention-transfer,
-`models_dual_vit.py`, `main_finetune.py`), which the README's table cites line by line.
+`models_dual_vit.py`, `main_finetune.py`), which docs/reproduction.md's table cites line by line.
 
 Modes (`config.at.mode`):
   copy     each transferred layer of the student mixes its values with the teacher's post-softmax map (per
@@ -185,14 +185,14 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   transfer_layers(config, cfg.layers)
   rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # not the teacher's seed (random teachers in tests)
   student = jax.jit(lambda r: vit_lib.init_params(vit_lib.ViT(cfg), r))(rng)
-  n_classes = len(classnames_lib.get(config.data.classnames))
+  n_classes = len(classnames_lib.of_data(config.data))
   head = vit_lib.classifier_head(jax.random.fold_in(rng, 2), cfg.width, n_classes)
   return {"student": student, "head": head}
 
 
 def extra_param_shapes(config, model) -> dict:
   cfg = student_config(model.config, config.at.pool)
-  n_classes = len(classnames_lib.get(config.data.classnames))
+  n_classes = len(classnames_lib.of_data(config.data))
   student = jax.eval_shape(lambda: vit_lib.init_params(vit_lib.ViT(cfg), jax.random.PRNGKey(0)))
   return {"student": student, "head": {"kernel": jax.ShapeDtypeStruct((cfg.width, n_classes), jnp.float32),
                                        "bias": jax.ShapeDtypeStruct((n_classes,), jnp.float32)}}

@@ -35,7 +35,7 @@ def labelled_batches(config, model, mesh, start_step: int) -> Iterator[dict[str,
   Labels index `config.data.classnames` (FLYP's captions, the columns of FT's head); one outside them is an
   error.
   """
-  n_classes = len(classnames_lib.get(config.data.classnames))
+  n_classes = len(classnames_lib.of_data(config.data))
   batches = train_batches(config, model, mesh, start_step, num_classes=n_classes)  # checked now, not at the first step
   return (parallel.global_batch({"image": b["image"], "label": b["label"].astype(np.int32)}, mesh) for b in batches)
 

@@ -117,7 +117,7 @@ def run(config, workdir: str) -> dict:
 
   fit = _baseline_fit(config, runs_dir) if cc.baseline else None
   summary = {label: _aggregate(rows, fit) for label, rows in per_seed.items()}
-  datasets = suites.get(config.eval.suite)
+  datasets = suites.of_config(config)
   table = comparison_table(summary, datasets, len(seed_list), picked_lr, fit)
   claims = test_claims(per_seed, curves, fit)
   if jax.process_index() == 0:

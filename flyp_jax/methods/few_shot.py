@@ -38,7 +38,7 @@ SHARED = configs_lib.SHARED + ("data", "eval", "optimizer", "steps", "log_every"
 def samples(config, cache_dir: str, seed: int) -> tuple[str, str]:
   """(training split, validation split) of the k-shot sample of repetition `seed`, as TFDS split expressions."""
   d, k = config.data, int(config.few_shot.k)
-  n_classes = len(classnames_lib.get(d.classnames))
+  n_classes = len(classnames_lib.of_data(d))
   table = label_maps.class_table(d.get("label_map", ""))
   val = validation_set(config)
   train_labels = kshot.split_labels(d.dataset, d.train_split, d.data_dir or None, table, cache_dir)
@@ -49,10 +49,12 @@ def samples(config, cache_dir: str, seed: int) -> tuple[str, str]:
 
 
 def validation_set(config) -> suites.EvalDataset:
-  if config.eval.suite not in suites.VALIDATION:
+  val = suites.validation_of(config)
+  if val is None:
     raise errors.BadValue(f"few-shot runs select on a k-shot sample of the suite's validation set, and suite "
-                     f"{config.eval.suite!r} has none; suites with one: {sorted(suites.VALIDATION)}")
-  return suites.VALIDATION[config.eval.suite]
+                          f"{config.eval.suite!r} has none; suites with one: {sorted(suites.VALIDATION)} and "
+                          f"{suites.DATA_SUITE!r}")
+  return val
 
 
 def method_config(spec: str, parent, seed: int, train_split: str, val_split: str):
@@ -62,7 +64,7 @@ def method_config(spec: str, parent, seed: int, train_split: str, val_split: str
     config.seed, config.seeds = seed, 1
     config.data.train_split = train_split
     config.eval.val_split = val_split
-    config.batch_size = int(parent.few_shot.k) * len(classnames_lib.get(parent.data.classnames))
+    config.batch_size = int(parent.few_shot.k) * len(classnames_lib.of_data(parent.data))
     if config.method == "lp":
       config.lp.val_split = val_split
   return config
@@ -82,7 +84,7 @@ def run(config, workdir: str) -> dict:
     raise errors.BadValue(f"few_shot.repetitions must be at least 1, got {fs.repetitions}")
   files.makedirs(workdir)
   seed_list = [int(config.seed) + r for r in range(int(fs.repetitions))]
-  test_key = f"{suites.get(config.eval.suite)[0].name}/top1"
+  test_key = f"{suites.of_config(config)[0].name}/top1"
   rows: dict[str, list[dict]] = {label: [] for label in fs.methods}
   for i, seed in enumerate(seed_list):
     train_split, val_split = samples(config, os.path.join(workdir, "labels"), seed)

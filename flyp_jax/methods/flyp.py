@@ -35,7 +35,7 @@ def batch_shapes(config, model) -> dict:
 
 
 def make_loss(config, model, mesh):
-  classnames = classnames_lib.get(config.data.classnames)
+  classnames = classnames_lib.of_data(config.data)
   templates = templates_lib.get(config.data.templates)
   prompts = prompt_tokens(classnames, templates, model.config.context_length)
   prompts = parallel.constant(prompts, mesh)  # [classes * templates, longest prompt]

@@ -21,7 +21,7 @@ from flyp_jax.methods import common
 
 def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   if config.ft.head_init == "zeroshot":
-    kernel = evaluate.zeroshot_head(model, clip_params, classnames_lib.get(config.data.classnames),
+    kernel = evaluate.zeroshot_head(model, clip_params, classnames_lib.of_data(config.data),
                                     templates_lib.get(config.data.templates), mesh)
     head = {"kernel": kernel, "bias": np.zeros(kernel.shape[1], np.float32)}
   elif config.ft.head_init == "lp":
@@ -38,7 +38,7 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
 
 def extra_param_shapes(config, model) -> dict:
   """The head's shapes: kernel [embed_dim, classes], bias [classes], whichever head it starts from."""
-  n, e = len(classnames_lib.get(config.data.classnames)), model.config.embed_dim
+  n, e = len(classnames_lib.of_data(config.data)), model.config.embed_dim
   return {"head": {"kernel": jax.ShapeDtypeStruct((e, n), jnp.float32), "bias": jax.ShapeDtypeStruct((n,), jnp.float32)}}
 
 

@@ -153,7 +153,7 @@ def run(config, workdir: str) -> dict:
                                            corrupt_images=d.corrupt_images, label_map=d.get("label_map", ""))
   (train_x, train_y), (val_x, val_y) = extract(d.train_split), extract(config.lp.val_split)
   from flyp_jax.data import classnames, pipeline
-  n_classes = len(classnames.get(d.classnames))
+  n_classes = len(classnames.of_data(d))
   for split, y in ((d.train_split, train_y), (config.lp.val_split, val_y)):
     pipeline.check_labels(y, d.dataset, split, n_classes, d.classnames)
   c_grid = list(config.lp.get("C_grid") or [])

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import itertools
 import json
-import logging
 import os
 import time
 from typing import Any, Callable, Optional, Sequence
@@ -85,17 +84,18 @@ def interpolate(zeroshot, finetuned, alpha):
   return jax.tree_util.tree_map(mix, zeroshot, finetuned)
 
 
-def sweep(evaluate_fn: Callable[[Any], dict], zeroshot, finetuned,
-          alphas: Sequence[float] = DEFAULT_ALPHAS) -> list[dict]:
-  """[{'alpha': a, **evaluate_fn(interpolate(zeroshot, finetuned, a))} for a in alphas], logging progress."""
+def sweep(evaluate_fn: Callable[[Any], dict], zeroshot, finetuned, alphas: Sequence[float] = DEFAULT_ALPHAS,
+          keys: Sequence[str] = (ID_KEY, OOD_KEY)) -> list[dict]:
+  """[{'alpha': a, **evaluate_fn(interpolate(zeroshot, finetuned, a))} for a in alphas]; a line per alpha with its
+  `keys` and the time left."""
   results, start = [], time.time()
   for i, alpha in enumerate(alphas):
     metrics = evaluate_fn(interpolate(zeroshot, finetuned, alpha))
     results.append({"alpha": float(alpha), **metrics})
     elapsed = time.time() - start
-    shown = ", ".join(f"{k}={metrics[k]:.4f}" for k in (ID_KEY, OOD_KEY) if k in metrics)
-    logging.info("WiSE-FT alpha=%.2f (%d/%d): %s; %.0fs elapsed, ~%.0fs left", alpha, i + 1, len(alphas), shown,
-                 elapsed, elapsed / (i + 1) * (len(alphas) - i - 1))
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in dict.fromkeys(keys) if k in metrics)
+    print(f"alpha {alpha:.2f} ({i + 1}/{len(alphas)}): {shown}; ~{elapsed / (i + 1) * (len(alphas) - i - 1):.0f}s left",
+          flush=True)
   return results
 
 
@@ -179,21 +179,29 @@ def _json_default(v):
   raise TypeError(f"{type(v).__name__} is not JSON serialisable")
 
 
+OUTPUTS = ("wiseft.json", "wiseft.md", "wiseft.png")
+
+
 def write(results: Sequence[dict], workdir: str, title: str = "WiSE-FT", extra: Optional[dict] = None,
-          pick_key: str = ID_KEY) -> dict:
-  """Writes wiseft.json (results and picked alpha), wiseft.md (table) and wiseft.png (plot) into workdir."""
+          pick_key: str = ID_KEY, config: Optional[dict] = None) -> dict:
+  """Writes wiseft.json (results, picked alpha and `config`, the settings that made them), wiseft.md (table) and
+  wiseft.png (plot) into workdir."""
   best = pick(results, pick_key)
   if jax.process_index() != 0:
     return best
   files.makedirs(workdir)
-  with files.open_file(os.path.join(workdir, "wiseft.json"), "w") as f:
-    json.dump({"results": list(results), "picked_alpha": best["alpha"], "picked_on": pick_key}, f, indent=2,
-              default=_json_default)
-  keys = tuple(dict.fromkeys((pick_key, ID_KEY, OOD_KEY)))
-  with files.open_file(os.path.join(workdir, "wiseft.md"), "w") as f:
-    f.write(f"# {title}\n\nalpha picked on {pick_key}: {best['alpha']:g}\n\n" + table(results, keys, pick_key))
   plot(results, os.path.join(workdir, "wiseft.png"), title=title, extra=extra, pick_key=pick_key)
+  with files.open_file(os.path.join(workdir, "wiseft.md"), "w") as f:
+    f.write(f"# {title}\n\nalpha picked on {pick_key}: {best['alpha']:g}\n\n" + table(results, table_keys(pick_key),
+                                                                                       pick_key))
+  with files.open_file(os.path.join(workdir, "wiseft.json"), "w") as f:  # last: its presence means finished
+    json.dump({"results": list(results), "picked_alpha": best["alpha"], "picked_on": pick_key, "config": config}, f,
+              indent=2, default=_json_default)
   return best
+
+
+def table_keys(pick_key: str) -> tuple[str, ...]:
+  return tuple(dict.fromkeys((pick_key, ID_KEY, OOD_KEY)))
 
 
 # ----------------------------------------------------------------------------------- the WiSE-FT command
@@ -205,12 +213,22 @@ def run(config, workdir: str) -> dict:
   A fine-tuned run with a linear head (FT, LP-FT) is interpolated head included, the zero-shot side using
   the zero-shot head (bias 0), as WiSE-FT does; a FLYP run has no head and is scored zero-shot throughout.
   """
-  from flyp_jax import checkpoint_guard, configs_lib, convert, evaluate, models, parallel, run_paths, train
+  from flyp_jax import (checkpoint_guard, config_checks, configs_lib, convert, evaluate, models, parallel, run_paths,
+                        train)
   from flyp_jax.data import classnames, templates
+  ft_dir = run_paths.resolve(workdir, config.wiseft.finetuned)
+  # What the results depend on: these settings, and the fine-tuned run's reported results (a run trained again
+  # reports others).
+  ft_results = os.path.join(ft_dir, "results.json")
+  settings = {**config_checks.resolved(config), "finetuned_results": files.read_json(ft_results)}
+  done = files.read_json(os.path.join(workdir, "wiseft.json"))
+  if done and done.get("config") == settings:
+    print(f"{files.absolute(workdir)} holds a finished WiSE-FT of these settings and this fine-tuned run: reported as "
+          f"it is (another --workdir computes it anew)", flush=True)
+    return _report(done["results"], done["picked_on"], workdir)
   files.makedirs(workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   model, zeroshot = train.load_clip(config, workdir)
-  ft_dir = run_paths.resolve(workdir, config.wiseft.finetuned)
   # As the loop reads a finished run: a final/ that does not load is moved aside (its run's command writes it again
   # from the checkpoints), and one without its marker is half-written.
   checkpoint_guard.set_aside_if_damaged(os.path.join(ft_dir, "final"))
@@ -233,20 +251,29 @@ def run(config, workdir: str) -> dict:
   if files.exists(head_path):
     finetuned["head"] = files.load_npz(head_path)
     kernel = np.asarray(evaluate.zeroshot_head(model, jax.device_put(zeroshot["clip"], parallel.replicated(mesh)),
-                                               classnames.get(config.data.classnames),
+                                               classnames.of_data(config.data),
                                                templates.get(config.data.templates), mesh))
     zeroshot["head"] = {"kernel": kernel, "bias": np.zeros(kernel.shape[1], np.float32)}
   evaluator = evaluate.from_config(model, config, mesh)
-  validator = train.make_validator(config, model, mesh)
+  validator = train.make_validator(config, model, mesh, quiet=True)  # the sweep's line per alpha says it
 
   def evaluate_fn(params):
     params = jax.device_put(params, parallel.replicated(mesh))
     results = evaluator(params["clip"], head=params.get("head"))
     return {**results, **(validator(params["clip"], params.get("head")) if validator else {})}
 
-  results = sweep(evaluate_fn, zeroshot, finetuned, alphas=tuple(config.wiseft.alphas))
   # On the held-out ID validation set (the suite's selection metric) where the suite has one, else on ID accuracy.
   pick_key = train.selection_key(config) if validator else ID_KEY
-  picked = write(results, workdir, title=f"WiSE-FT: {config.name}", pick_key=pick_key)
-  return {"picked_alpha": picked["alpha"], "picked_on": pick_key,
-          **{k: v for k, v in picked.items() if k != "alpha"}}
+  results = sweep(evaluate_fn, zeroshot, finetuned, alphas=tuple(config.wiseft.alphas), keys=table_keys(pick_key))
+  settings["finetuned_results"] = files.read_json(ft_results)  # if the run was made just now
+  write(results, workdir, title=f"WiSE-FT: {config.name}", pick_key=pick_key, config=settings)
+  return _report(results, pick_key, workdir)
+
+
+def _report(results: Sequence[dict], pick_key: str, workdir: str) -> dict:
+  """Prints the table and the files written; the picked alpha's results."""
+  picked = pick(results, pick_key)
+  rows = table(results, table_keys(pick_key), pick_key)
+  written = ", ".join(os.path.join(files.absolute(workdir), n) for n in OUTPUTS)
+  print(f"\nWiSE-FT, alpha picked on {pick_key}: {picked['alpha']:g}\n\n{rows}\nwritten: {written}", flush=True)
+  return {"picked_alpha": picked["alpha"], "picked_on": pick_key, **{k: v for k, v in picked.items() if k != "alpha"}}
