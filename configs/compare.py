@@ -5,7 +5,7 @@
 Runs configs/{lp,ft,lpft,flyp,wiseft}.py:demo under workdirs/compare_demo/runs: each method's learning rate
 picked from `lr_grid` with seed 0 on ID validation, then `seeds` seeds at that rate; WiSE-FT of every FT and
 FLYP seed; effective robustness against models trained on photos only (`baseline`). Writes comparison.md,
-comparison.png and claims.md (the claims of docs/demo_claims.md, tested). See flyp_jax/methods/compare.py.
+comparison.png and claims.md (the claims of docs/demo_claims.md, tested). See flyp_jax/commands/compare.py.
 """
 
 from configs import common

@@ -7,7 +7,7 @@
 Each repetition draws k training and k validation examples of each class with its seed (config.seed + r) and
 runs every method of `few_shot.methods` on that sample: all k * C examples in each step, the step kept by the
 validation sample's cross-entropy (the zero-shot model at step 0 a candidate), its test accuracy on the whole test
-split. few_shot.md reports mean ± standard deviation of validation and test top-1 (flyp_jax/methods/few_shot.py).
+split. few_shot.md reports mean ± standard deviation of validation and test top-1 (flyp_jax/commands/few_shot.py).
 patchcamelyon_b16 / sst2_b16: FLYP's commands (locuslab/FLYP README "Few shot on PatchCamelyon" / "... SST2",
 src/few_shot.py, src/models/flyp_loss_few_shot.py): k = 16 (the paper also has 4 and 32: --config.few_shot.k),
 50 repetitions, 20 full-batch steps, lr 1e-6 / 1e-5, weight decay 0.0 / 0.2, no warmup. FLYP's README runs FLYP

@@ -166,6 +166,7 @@ def variant_workdir(workdir: str, changed: dict[str, Any]) -> str:
 def check_inputs(config) -> None:
   """Raise naming an input that cannot be read: the pretrained checkpoint, the training split, class names that do
   not match the dataset's labels. Checked before the workdir (`check_resume`), so the real problem is said first."""
+  # Imported here: the dataset's pipeline pulls in TensorFlow, which `validate` and the command line's checks do not.
   from flyp_jax import pretrained
   from flyp_jax.data import classnames, pipeline
   m, d = config.model, config.data

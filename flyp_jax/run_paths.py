@@ -28,17 +28,16 @@ def resolve(workdir: str, path: str) -> str:
   return files.join(base(workdir), path) if path else path
 
 
-def absolute(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
-  """A copy of `config` whose paths to other runs are absolute, for code that is not given the workdir."""
+def absolute(config: ml_collections.ConfigDict, workdir: str, fields=()) -> ml_collections.ConfigDict:
+  """A copy of `config` whose paths to other runs are absolute, for code that is not given the workdir: `fields`
+  (dotted names, those a method names: `methods.Method.run_paths`) and `model.path` with `model.init='run'`."""
   config = config.copy_and_resolve_references()
   config.unlock()
-  if config.get("ft") and config.ft.get("lp_workdir"):
-    config.ft.lp_workdir = resolve(workdir, config.ft.lp_workdir)
-  if config.model.get("init") == "run":
-    config.model.path = resolve(workdir, config.model.path)
-  if config.get("at") and config.at.get("ensemble") and config.at.ensemble.get("path"):
-    config.at.ensemble.path = resolve(workdir, config.at.ensemble.path)
-  if config.get("wiseft") and config.wiseft.get("finetuned"):
-    config.wiseft.finetuned = resolve(workdir, config.wiseft.finetuned)
+  for field in (*fields, *(("model.path",) if config.model.get("init") == "run" else ())):
+    *parents, name = field.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[name] = resolve(workdir, node[name])
   config.lock()
   return config

@@ -37,7 +37,6 @@ os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # no TPU to own: plans may run side by side
 
 import collections  # noqa: E402
-import importlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import re  # noqa: E402
@@ -49,7 +48,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from flyp_jax import errors, evaluate, flops, models, optim, parallel, train  # noqa: E402
+from flyp_jax import errors, evaluate, flops, methods, models, optim, parallel, train  # noqa: E402
 from flyp_jax.data import classnames as classnames_lib  # noqa: E402
 from flyp_jax.data import suites  # noqa: E402
 from flyp_jax.data import templates as templates_lib  # noqa: E402
@@ -179,7 +178,7 @@ def _clip(config):
 def _model(config, method):
   """(model, shapes of its parameters, name): the method's own without its checkpoint (an attention-transfer
   'vit' teacher), else the config's CLIP."""
-  made = method.abstract_model(config) if method is not None and hasattr(method, "abstract_model") else None
+  made = method.abstract_model(config) if method is not None and method.abstract_model else None
   return (*made, config.at.teacher.variant) if made is not None else _clip(config)
 
 
@@ -192,7 +191,7 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
   `hlo_dir`, each compiled program's text is written there (`<program>.hlo.txt`); `step_only`: the train step
   alone (what a batch size changes)."""
   method_name = config.method
-  if method_name not in train.TRAINING_METHODS + ("lp", "wiseft"):
+  if method_name not in methods.NAMES + ("lp", "wiseft"):
     raise errors.BadValue(f"method {method_name!r} runs other configs' runs: plan each of them (their config files "
                           f"and presets are in this config's fields)")
   topology, devices = topology_devices(topology)
@@ -200,8 +199,8 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
   hbm = HBM_BYTES.get(kind)
   mesh = parallel.make_mesh(config.model_axis, devices=devices)
   chips = len(devices)
-  training = method_name in train.TRAINING_METHODS
-  method = importlib.import_module(f"flyp_jax.methods.{method_name}") if training else None
+  training = method_name in methods.NAMES
+  method = methods.get(method_name) if training else None
   model, clip_shapes, model_name = _model(config, method)
   state_sharding = lambda tree: parallel.abstract(tree, parallel.state_shardings(tree, mesh))
   programs: dict[str, dict] = {}
@@ -227,7 +226,7 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
 
   if training:
     train.check_batch(config, mesh)  # the loop's checks of the batch, before compiling
-    if config.model.init == "random" and not hasattr(method, "abstract_model") and not step_only:
+    if config.model.init == "random" and not method.abstract_model and not step_only:
       init = lambda: models.init_params(model, jax.random.PRNGKey(config.seed))
       compile_program("init: parameters", parallel.sharded_initializer(init, mesh=mesh))
     params = state_sharding({"clip": clip_shapes, **method.extra_param_shapes(config, model)})
@@ -242,8 +241,8 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
     compiled = compile_program("train step", step, state, batch)
     out["collectives"] = {} if compiled is None else collectives(compiled.as_text())
     out["analytic_flops"] = _analytic_step_flops(config, method_name, model, batch)
-    eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
-    eval_params, head = train._method_params(method, "eval_params", config, params)
+    eval_model = method.eval_model(config, model)
+    eval_params, head = method.eval_params(config, params)
   else:
     out["collectives"], out["analytic_flops"] = {}, None
     eval_model, eval_params, head = model, state_sharding(clip_shapes), None
@@ -325,7 +324,7 @@ def largest_batch(config, topology: str, progress=print) -> dict:
 
   Returns {'largest_batch' (None: not even one step of the smallest batch fits), 'refused_batch', 'tried':
   [[batch, fits, peak bytes], ...]}; `config` is left as it was."""
-  if config.method not in train.TRAINING_METHODS:
+  if config.method not in methods.NAMES:
     raise errors.BadValue(f"--max_batch searches a training method's batch; {config.method!r} does not train")
   devices = topology_devices(topology)[1]
   n_data = len(devices) // config.model_axis

@@ -8,7 +8,6 @@ group), implemented with optax masks, so FT, LP-FT and FLYP differ in config rat
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
 import os
@@ -24,12 +23,10 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import (checkpoint_guard, config_checks, configs_lib, errors, evaluate, files, losses, metric_writer,
-                      models, optim, parallel, profiling, run_paths, workdir_lock)
+from flyp_jax import (checkpoint_guard, commands, config_checks, configs_lib, errors, evaluate, files, losses,
+                      methods, metric_writer, models, optim, parallel, profiling, run_paths, workdir_lock)
 from flyp_jax.data import suites
 
-TRAINING_METHODS = ("flyp", "ft", "pretrain", "attention_transfer")
-OTHER_METHODS = ("lp", "wiseft", "compare", "few_shot")
 
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
@@ -83,7 +80,7 @@ def main(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> di
 
 def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Run `config.method` in `workdir`: the training loop, or the LP / WiSE-FT / comparison commands."""
-  known = TRAINING_METHODS + OTHER_METHODS
+  known = methods.NAMES + commands.NAMES
   if config.method not in known:
     raise errors.BadValue(f"unknown method {config.method!r}; known: {known}")
   config_checks.validate(config, warn=False)  # `run` checks again, and warns, for the training methods
@@ -91,24 +88,23 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if config.get("seeds", 1) > 1:
     from flyp_jax import seeds
     return seeds.run(config, workdir, dispatch)
-  if config.method in TRAINING_METHODS:
+  if config.method in methods.NAMES:
     return run(config, workdir)
   with workdir_lock.hold(workdir):
-    return importlib.import_module(f"flyp_jax.methods.{config.method}").run(config, workdir)
+    return commands.get(config.method)(config, workdir)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train `config.method` in `workdir` (resuming from its checkpoints), evaluate, write results.json."""
-  if config.method not in TRAINING_METHODS:
-    raise errors.BadValue(f"unknown training method {config.method!r}; known: {TRAINING_METHODS}")
+  method = methods.get(config.method)
   config_checks.validate(config)  # before any work, as each of the steps below
   config = steps_of_epochs(config)
   config_checks.check_inputs(config)  # what a command line can get wrong, said before the workdir's own checks
   files.makedirs(workdir)
-  config = run_paths.absolute(config, workdir)  # other runs' paths, for the methods (which get no workdir)
+  config = run_paths.absolute(config, workdir, method.run_paths)  # other runs' paths, for the methods
   with workdir_lock.hold(workdir):
     config_checks.check_resume(config, workdir)
-    return _train(config, workdir)
+    return _train(config, method, workdir)
 
 
 def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -152,17 +148,16 @@ def check_batch(config: ml_collections.ConfigDict, mesh) -> None:
                           f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
 
 
-def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+def _train(config: ml_collections.ConfigDict, method: methods.Method, workdir: str) -> dict:
   """`run`'s work, with the workdir held and the config checked."""
-  method = importlib.import_module(f"flyp_jax.methods.{config.method}")
   mesh = parallel.make_mesh(config.model_axis)
   check_batch(config, mesh)
   # A method may load its own starting model (attention transfer's ViT teacher); the CLIP of config.model otherwise.
-  model, clip_params = (method.load_model(config, workdir) if hasattr(method, "load_model")
+  model, clip_params = (method.load_model(config, workdir) if method.load_model
                         else load_clip(config, workdir, mesh))
   # What is evaluated and saved as final/ is params['clip'] with params['head'], unless the method says
-  # otherwise (optional hooks eval_model, eval_params, final_params; e.g. an attention-transfer student).
-  eval_model = method.eval_model(config, model) if hasattr(method, "eval_model") else model
+  # otherwise (its eval_model, eval_params, final_params; e.g. an attention-transfer student).
+  eval_model = method.eval_model(config, model)
   evaluator = evaluate.from_config(eval_model, config, mesh) if config.eval.suite else None
   validator = make_validator(config, eval_model, mesh)
   clip_params = parallel.shard_state(clip_params, mesh)  # on the devices before a method computes with them
@@ -216,7 +211,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return results
 
   def _evaluate_at(step: int) -> dict:
-    clip_params, head = _method_params(method, "eval_params", config, state["params"])
+    clip_params, head = method.eval_params(config, state["params"])
     results = _evaluate(evaluator, {"clip": clip_params, "head": head}) if test_every else {}
     if validator:
       results.update(validator(clip_params, head))
@@ -283,14 +278,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ckpt.wait_until_finished()
   checkpoint_guard.set_aside_if_damaged(os.path.join(workdir, "final"))  # then written again below
   final = parallel.to_host(state["params"])
-  _save_final(workdir, model, *_method_params(method, "final_params", config, final),
-              saver=_method_saver(method, config))
+  _save_final(workdir, model, *_final_params(method, config, final), saver=_method_saver(method, config))
   if evaluator or validator:
     results = _select(config, method, evaluator, best, state["params"], evaluate_at(total), total, workdir,
                       model)
     start_results = files.read_json(os.path.join(workdir, "eval_0.json"), default={})
     if start_results:
-      print(comparison_table(start_results, results, _start_label(config),
+      print(comparison_table(start_results, results, _start_label(config, method),
                              f"{config.method} (step {results['selected_step']})"))
   writer.close()
   if start < total:  # only for training this call did
@@ -326,14 +320,13 @@ def _select(config, method, evaluator, best, last_params, last: dict, total: int
     selected = best.best_step() if best.best_step() is not None else total
   if selected != total:
     params = best.restore(selected, args=ocp.args.StandardRestore(last_params))
-    _save_final(workdir, model, *_method_params(method, "final_params", config, parallel.to_host(params)),
-                folder="selected", saver=_method_saver(method, config))
+    _save_final(workdir, model, *_final_params(method, config, parallel.to_host(params)), folder="selected",
+                saver=_method_saver(method, config))
   results = last if selected == total else files.read_json(os.path.join(workdir, f"eval_{selected}.json"))
   if evaluator is not None and config.eval.get("test_selected_only", False):
-    clip_params, head = _method_params(method, "eval_params", config, params)
+    clip_params, head = method.eval_params(config, params)
     results = {**results, **_evaluate(evaluator, {"clip": clip_params, "head": head})}
-  if hasattr(method, "finish"):  # results the method adds to the reported evaluation (e.g. an ensemble)
-    results = method.finish(config, evaluator, params, workdir, results)
+  results = method.finish(config, evaluator, params, workdir, results)  # the method's own rows (an ensemble)
   results = {**results, "selected_step": selected, "selected_on": selection_key(config) if best else "last step",
              **{f"last/{k}": v for k, v in last.items()}}
   if jax.process_index() == 0:
@@ -359,7 +352,7 @@ def make_validator(config, model, mesh, quiet: bool = False):
   if dataset is None:
     return None
   key = selection_key(config)
-  if config.eval.get("val_split"):  # e.g. a k-shot sample of the validation split (flyp_jax.methods.few_shot)
+  if config.eval.get("val_split"):  # e.g. a k-shot sample of the validation split (flyp_jax.commands.few_shot)
     dataset = dataclasses.replace(dataset, split=config.eval.val_split)
   metric = key.partition("/")[2]
   if key.partition("/")[0] == dataset.name and metric in suites.METRICS and metric not in dataset.metrics:
@@ -434,10 +427,9 @@ def make_train_step(config, loss_fn, tx, mesh, state):
   return jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
 
 
-def _start_label(config) -> str:
-  """What step 0 evaluates: the zero-shot model, unless the method starts from another head (LP-FT)."""
-  zero_shot = config.method == "flyp" or (config.method == "ft" and config.ft.head_init == "zeroshot")
-  return "zero-shot (step 0)" if zero_shot else "step 0"
+def _start_label(config, method: methods.Method) -> str:
+  """What step 0 evaluates: the zero-shot model, or another start (LP-FT's probe, a random student)."""
+  return "zero-shot (step 0)" if method.starts_zero_shot(config) else "step 0"
 
 
 def comparison_table(before: dict, after: dict, before_label: str, after_label: str) -> str:
@@ -508,11 +500,9 @@ def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:
         f"{last_checkpoint} (re-running the command resumes from it); lower the learning rate or check the data.")
 
 
-def _method_params(method, hook: str, config, params) -> tuple[Any, Optional[Any]]:
-  """(clip params, head) from the method's `hook` if it has one, else params['clip'] and params['head']."""
-  if hasattr(method, hook):
-    return getattr(method, hook)(config, params)
-  return params["clip"], params.get("head")
+def _final_params(method: methods.Method, config, params) -> tuple[Any, Optional[Any]]:
+  """(params, head) the method saves as final/: its final_params, else what it evaluates."""
+  return (method.final_params or method.eval_params)(config, params)
 
 
 def _evaluate(evaluator, params) -> dict:
@@ -525,7 +515,7 @@ def _evaluate(evaluator, params) -> dict:
 
 def _method_saver(method, config):
   """The method's writer of final/ (`save_final(config, dst, params, head)`), or None for a CLIP's."""
-  if not hasattr(method, "save_final"):
+  if method.save_final is None:
     return None
   return lambda dst, params, head: method.save_final(config, dst, params, head)
 

@@ -9,7 +9,7 @@ import pytest
 
 from flyp_jax import configs_lib, files, train
 from flyp_jax.data import pipeline, suites
-from flyp_jax.methods import compare
+from flyp_jax.commands import compare
 
 
 @pytest.fixture(scope="module")

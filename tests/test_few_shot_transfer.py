@@ -26,7 +26,7 @@ import flyp_jax.data.builders  # noqa: F401  registers rendered_sst2
 from flyp_jax import configs_lib, evaluate, models, parallel
 from flyp_jax.data import classnames, kshot, label_maps, pipeline, suites, templates
 from flyp_jax.data.builders import _manual, rendered_sst2
-from flyp_jax.methods import few_shot
+from flyp_jax.commands import few_shot
 
 NAMES = ("patchcamelyon", "sst2", "caltech101", "stanfordcars", "flowers102")
 

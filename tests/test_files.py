@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from flyp_jax import files, train
-from flyp_jax.methods import wiseft
+from flyp_jax.commands import wiseft
 
 REMOTE = "ram://flyp_files_test"  # a scheme like gs://, served by tf.io.gfile without a network
 

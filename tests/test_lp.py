@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from flyp_jax.methods import lp
+from flyp_jax.commands import lp
 
 
 def _blobs(rng, n, d=10, c=4, noise=1.0):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from flyp_jax import configs_lib, run_paths
+from flyp_jax import configs_lib, methods, run_paths
 
 
 def test_relative_paths_are_beside_the_workdir():
@@ -32,6 +32,8 @@ def test_default_paths_find_the_runs_the_other_commands_make(spec, field, made_b
   other = configs_lib.load(other_spec)
   workdir = os.path.join("workdirs", config.name)
   assert run_paths.resolve(workdir, get(config, field)) == os.path.abspath(os.path.join("workdirs", other.name))
-  # The loop hands the methods these paths made absolute by the same rule.
-  absolute = run_paths.absolute(config, "/custom/place/mine")
+  # The loop hands a training method these paths made absolute by the same rule: the fields the method names.
+  if config.method in methods.NAMES:
+    assert methods.get(config.method).run_paths == (field,)
+  absolute = run_paths.absolute(config, "/custom/place/mine", (field,))
   assert get(absolute, field) == f"/custom/place/{other.name}"

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from flyp_jax import seeds
-from flyp_jax.methods import compare
+from flyp_jax.commands import compare
 
 
 def test_interval_matches_the_t_table_by_hand():

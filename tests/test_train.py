@@ -169,7 +169,7 @@ def test_lp_then_lpft_then_wiseft(tmp_path, data_dir, capsys):
   """LP-FT starts from the probe's head; WiSE-FT's alpha 0 is the zero-shot model and alpha 1 the LP-FT run; WiSE-FT
   prints a line per alpha, its table and its files, and run again reports its result without recomputing it."""
   from flyp_jax import evaluate, parallel
-  from flyp_jax.methods import lp, wiseft
+  from flyp_jax.commands import lp, wiseft
   lp_dir, ft_dir = tmp_path / "lp", tmp_path / "lpft"
   lp_results = lp.run(tiny_config("configs/lp.py:demo", data_dir), str(lp_dir))
   probe = np.load(lp_dir / "lp_head.npz")
@@ -308,12 +308,11 @@ def test_logged_loss_is_the_mean_since_the_last_log_and_lr_is_recorded(tmp_path,
 def test_a_methods_shapes_for_planning_are_those_it_makes(spec, data_dir, tmp_path):
   """`extra_param_shapes` and `batch_shapes` (what flyp_jax.tpu_plan compiles for, without data or devices' work)
   against what the method's `extra_params` and `batches` give the loop."""
-  import importlib
-  from flyp_jax import evaluate, parallel
+  from flyp_jax import evaluate, methods, parallel
   config = tiny_config(spec, data_dir)
-  method = importlib.import_module(f"flyp_jax.methods.{config.method}")
+  method = methods.get(config.method)
   mesh = parallel.make_mesh()
-  model, clip_params = (method.load_model(config, str(tmp_path)) if hasattr(method, "load_model")
+  model, clip_params = (method.load_model(config, str(tmp_path)) if method.load_model
                         else train.load_clip(config, str(tmp_path), mesh))
   evaluator = evaluate.from_config(model, config, mesh)
   shape = lambda tree: jax.tree_util.tree_map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), tree)

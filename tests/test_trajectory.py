@@ -38,7 +38,8 @@ import torch
 from flyp_jax import configs_lib, convert, models, optim, parallel, train  # noqa: E402
 from flyp_jax.data import classnames as classnames_lib  # noqa: E402
 from flyp_jax.data import templates as templates_lib  # noqa: E402
-from flyp_jax.methods import flyp, ft, lp, wiseft  # noqa: E402
+from flyp_jax.commands import lp, wiseft  # noqa: E402
+from flyp_jax.methods import flyp, ft  # noqa: E402
 from flyp_jax.tokenizer import tokenize  # noqa: E402
 from tests.references import load_open_clip_loss_module, load_openai_clip_module  # noqa: E402
 

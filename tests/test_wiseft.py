@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from flyp_jax.methods import wiseft
+from flyp_jax.commands import wiseft
 
 
 def _params(value, proj_shape=(4, 3)):

@@ -48,9 +48,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flyp_jax import errors, evaluate, files, losses, models
+from flyp_jax import (checkpoint_guard, configs_lib, convert, errors, evaluate, files, losses, models, run_paths,
+                      train)
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import pipeline
+from flyp_jax import methods
 from flyp_jax.methods import common
 from flyp_jax.models import vit as vit_lib
 from flyp_jax.models.clip import VisionTransformer
@@ -155,7 +157,6 @@ def load_model(config, workdir: str):
   `at.teacher.path` (teacher 'vit')."""
   _check(config)
   if config.at.teacher.kind == "clip":
-    from flyp_jax import train  # train imports the methods: import it when called
     return train.load_clip(config, workdir)
   model, params = vit_lib.load(config.at.teacher.path, heads=config.at.teacher.heads or None,
                                dtype=config.model.dtype, remat=models.remat_setting(config.model))
@@ -334,8 +335,6 @@ def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
 
   A relative path is relative to the workdir's parent (`flyp_jax.run_paths`), as every path to another run is.
   """
-  # train imports the methods: import it when called
-  from flyp_jax import checkpoint_guard, configs_lib, convert, run_paths, train
   e = config.at.ensemble
   if not e.path:
     return ""
@@ -347,3 +346,10 @@ def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
     logging.info("No finished run in %s: running %s there first (the ensemble's teacher).", path, e.config)
     train.run(configs_lib.load(e.config), path)
   return path
+
+
+METHOD = methods.Method(extra_params=extra_params, extra_param_shapes=extra_param_shapes, batches=batches,
+                        batch_shapes=batch_shapes, make_loss=make_loss, load_model=load_model,
+                        abstract_model=abstract_model, eval_model=eval_model, eval_params=eval_params,
+                        final_params=final_params, save_final=save_final, finish=finish,
+                        run_paths=("at.ensemble.path",))

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flyp_jax import losses, parallel
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import templates as templates_lib
+from flyp_jax import methods
 from flyp_jax.methods import common
 from flyp_jax.tokenizer import prompt_tokens
 
@@ -54,3 +55,9 @@ def make_loss(config, model, mesh):
     return loss, {"logit_scale": scale}
 
   return loss_fn
+
+
+# Step 0 is the zero-shot model: FLYP's head is the text tower's, from the start.
+METHOD = methods.Method(extra_params=extra_params, extra_param_shapes=extra_param_shapes, batches=batches,
+                        batch_shapes=batch_shapes, make_loss=make_loss,
+                        starts_zero_shot=lambda config: True)

@@ -16,6 +16,7 @@ import numpy as np
 from flyp_jax import errors, evaluate, files, losses
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import templates as templates_lib
+from flyp_jax import methods
 from flyp_jax.methods import common
 
 
@@ -56,3 +57,10 @@ def make_loss(config, model, mesh):
     return losses.cross_entropy(logits, batch["label"], config.ft.label_smoothing), {}
 
   return loss_fn
+
+
+# Step 0 is the zero-shot model unless the head starts from a linear probe (LP-FT), whose run ft.lp_workdir names.
+METHOD = methods.Method(extra_params=extra_params, extra_param_shapes=extra_param_shapes, batches=batches,
+                        batch_shapes=batch_shapes, make_loss=make_loss,
+                        starts_zero_shot=lambda config: config.ft.head_init == "zeroshot",
+                        run_paths=("ft.lp_workdir",))

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from flyp_jax import losses, parallel
+from flyp_jax import methods
 from flyp_jax.methods import common
 from flyp_jax.tokenizer import tokenize
 
@@ -42,3 +43,7 @@ def make_loss(config, model, mesh):
     return losses.sharded_clip_loss(img, txt, scale, mesh, block=config.flyp.loss_block), {"logit_scale": scale}
 
   return loss_fn
+
+
+METHOD = methods.Method(extra_params=extra_params, extra_param_shapes=extra_param_shapes, batches=batches,
+                        batch_shapes=batch_shapes, make_loss=make_loss)

@@ -19,7 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import errors, files
+from flyp_jax import (checkpoint_guard, config_checks, configs_lib, convert, errors, evaluate, files, models, parallel,
+                      run_paths, train)
+from flyp_jax.data import classnames, templates
 
 ID_KEY, OOD_KEY = "avg_id/top1", "avg_ood/top1"
 DEFAULT_ALPHAS = tuple(i / 10 for i in range(11))
@@ -213,9 +215,6 @@ def run(config, workdir: str) -> dict:
   A fine-tuned run with a linear head (FT, LP-FT) is interpolated head included, the zero-shot side using
   the zero-shot head (bias 0), as WiSE-FT does; a FLYP run has no head and is scored zero-shot throughout.
   """
-  from flyp_jax import (checkpoint_guard, config_checks, configs_lib, convert, evaluate, models, parallel, run_paths,
-                        train)
-  from flyp_jax.data import classnames, templates
   ft_dir = run_paths.resolve(workdir, config.wiseft.finetuned)
   # What the results depend on: these settings, and the fine-tuned run's reported results (a run trained again
   # reports others).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Sequence
 
 import jax
@@ -17,6 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import optax.tree_utils as otu
+
+from flyp_jax import evaluate, files, parallel, train
+from flyp_jax.data import classnames, label_maps, pipeline
+from flyp_jax.methods import common
 
 
 def objective(kernel, bias, x, y, l2):
@@ -121,10 +126,6 @@ def extract_features(model, params, dataset: str, split: str, mesh, *, batch_siz
   Runs the jitted image tower over the evaluation pipeline's padded batches; padding rows (and skipped
   undecodable images, and examples of no class under `label_map`) are dropped. Every process gets all of them.
   """
-  from flyp_jax.data import label_maps
-  from flyp_jax import parallel
-  from flyp_jax.data import pipeline
-  from flyp_jax.methods import common
   encode = jax.jit(functools.partial(common.image_features, model))
   feats, labels = [], []
   for batch in pipeline.eval_batches(dataset, split, image_size=image_size or model.config.image_size,
@@ -141,8 +142,6 @@ def run(config, workdir: str) -> dict:
 
   Writes lp_head.npz ({'kernel', 'bias'}, the head LP-FT starts from) and results.json to `workdir`.
   """
-  import os
-  from flyp_jax import evaluate, files, parallel, train
   files.makedirs(workdir)
   mesh = parallel.make_mesh(config.get("model_axis", 1))
   model, params = train.load_clip(config, workdir)
@@ -152,7 +151,6 @@ def run(config, workdir: str) -> dict:
                                            data_dir=d.data_dir or None, image_size=d.image_size or None,
                                            corrupt_images=d.corrupt_images, label_map=d.get("label_map", ""))
   (train_x, train_y), (val_x, val_y) = extract(d.train_split), extract(config.lp.val_split)
-  from flyp_jax.data import classnames, pipeline
   n_classes = len(classnames.of_data(d))
   for split, y in ((d.train_split, train_y), (config.lp.val_split, val_y)):
     pipeline.check_labels(y, d.dataset, split, n_classes, d.classnames)

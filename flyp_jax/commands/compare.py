@@ -26,7 +26,7 @@ import numpy as np
 
 from flyp_jax import configs_lib, evaluate, files, parallel, seeds, train
 from flyp_jax.data import suites
-from flyp_jax.methods import wiseft
+from flyp_jax.commands import wiseft
 
 ID, OOD = wiseft.ID_KEY, wiseft.OOD_KEY
 
