@@ -249,7 +249,9 @@ class Evaluator:
 
   def head(self, params, dataset: suites.EvalDataset) -> Array:
     """The zero-shot head for `dataset`, cached for as long as the text tower's parameters are the same."""
-    key = (dataset.classnames, dataset.templates)
+    # 'tfds' names each dataset's own labels: the dataset is part of the key then.
+    key = (dataset.classnames, dataset.templates,
+           dataset.tfds_name if dataset.classnames == classnames_lib.FROM_DATASET else "")
     leaves = jax.tree_util.tree_leaves((params["text"], params["logit_scale"]))
     cached = self._heads.get(key)
     if cached is None or len(cached[0]) != len(leaves) or any(a is not b for a, b in zip(cached[0], leaves)):

@@ -28,7 +28,6 @@ from flyp_jax import (checkpoint_guard, commands, config_checks, configs_lib, er
 from flyp_jax.data import suites
 
 
-
 def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
   """(model, params) from `config.model`: a pretrained checkpoint, a previous run's workdir, or random init.
 
@@ -205,12 +204,6 @@ def _train(config: ml_collections.ConfigDict, method: methods.Method, workdir: s
   def evaluate_at(step: int) -> dict:
     """The suite and ID validation at `step`, written to eval_<step>.json; a candidate for selection after step 0."""
     started = time.time()
-    results = _evaluate_at(step)
-    clock["last_eval"] = time.time() - started
-    clock["eval_seconds"] += clock["last_eval"]
-    return results
-
-  def _evaluate_at(step: int) -> dict:
     clip_params, head = method.eval_params(config, state["params"])
     results = _evaluate(evaluator, {"clip": clip_params, "head": head}) if test_every else {}
     if validator:
@@ -220,6 +213,8 @@ def _train(config: ml_collections.ConfigDict, method: methods.Method, workdir: s
     if jax.process_index() == 0:
       files.write_json(os.path.join(workdir, f"eval_{step}.json"), results)
     writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
+    clock["last_eval"] = time.time() - started
+    clock["eval_seconds"] += clock["last_eval"]
     return results
 
   if config.eval.at_start and start == 0 and (test_every or validator):

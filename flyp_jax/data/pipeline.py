@@ -103,8 +103,7 @@ def get_builder(name: str, data_dir: Optional[str] = None) -> tfds.core.DatasetB
   base = name.split("/")[0].split(":")[0]
   if base in OFFLINE_BUILDERS and not builder.is_prepared():
     # TFDS would announce a download ("Downloading and preparing dataset Unknown size"): there is none.
-    print(f"building {name} in {builder.data_dir_root} (generated here, no download)",
-          flush=True)
+    print(f"building {name} in {builder.data_dir_root} (generated here, no download)", flush=True)
     with image_folder.quietly():
       builder.download_and_prepare()
   return builder
