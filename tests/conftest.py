@@ -37,6 +37,9 @@ LONGEST_FIRST = ("test_multihost.py", "test_preemption.py", "test_train.py", "te
 
 
 def pytest_configure(config):
+  # The tests over about 20 s each (a training run, several processes, a TPU compile): `pytest -m "not slow"` leaves
+  # them out for day-to-day work; CI and the README's command run every test.
+  config.addinivalue_line("markers", "slow: over about 20 s (pytest -m 'not slow' skips them)")
   if hasattr(config.option, "loadscopereorder"):  # pytest-xdist would order the files by their number of tests
     config.option.loadscopereorder = False
 

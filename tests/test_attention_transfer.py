@@ -203,6 +203,7 @@ def test_demo_presets_differ_only_in_mode_and_learning_rate():
   assert configs["demo"] == configs["demo_copy"] == configs["demo_none"]
 
 
+@pytest.mark.slow
 def test_copy_uses_the_teachers_maps_and_never_changes_the_teacher(tmp_path, data_dir):
   config = tiny_config(data_dir, at={"mode": "copy"})
   model, teacher_init = train.load_clip(config, str(tmp_path))
@@ -259,6 +260,7 @@ def test_student_is_initialised_as_the_reference_and_its_head_reads_raw_features
   assert float(jnp.linalg.norm(features, axis=-1).min()) > 2.0  # fc_norm's output, not L2-normalised
 
 
+@pytest.mark.slow
 def test_mae_teacher_distills_into_a_student_with_shared_drop_path(tmp_path, data_dir):
   write_mae_checkpoint(tmp_path / "mae.pth", width=64, heads=4)
   config = tiny_config(data_dir, steps=2, log_every=1, checkpoint_every=2, eval={"suite": ""},
@@ -276,6 +278,7 @@ def test_mae_teacher_distills_into_a_student_with_shared_drop_path(tmp_path, dat
   assert final_model.config.width == 64 and same(final, params["student"])
 
 
+@pytest.mark.slow
 def test_teacher_and_student_share_the_drop_path_masks_in_the_loss(data_dir):
   # attention-transfer models_dual_vit.py: one get_drop_path_mask per step, passed to the teacher and the student.
   # Three layers: a layer's map depends on the masks of the layers below it, and the first layer never drops.

@@ -29,6 +29,7 @@ def train_result():
   return train_step.measure(TINY, batch=8, steps=1, repeats=1, framework="both", captions="prompts")
 
 
+@pytest.mark.slow
 def test_train_step_contract(train_result):
   r = train_result
   for key in ("examples_per_s", "compile_s", "mfu", "speedup_vs_torch"):
@@ -40,6 +41,7 @@ def test_train_step_contract(train_result):
   json.dumps(r)  # machine-readable as is
 
 
+@pytest.mark.slow
 def test_analytic_flops_match_xla(train_result):
   # The formula counts matmuls only; XLA counts every op (norms, softmax, AdamW), so it may be a little higher.
   r = train_result
@@ -50,6 +52,7 @@ def test_analytic_flops_match_xla(train_result):
   assert 0.95 < r["xla_over_analytic_step"] < 4.0, r["xla_over_analytic_step"]
 
 
+@pytest.mark.slow
 def test_prompt_captions_are_cut_for_jax_only(train_result):
   import numpy as np
   from flyp_jax import models
@@ -83,6 +86,7 @@ def test_flop_formula_by_hand():
   assert pooled["text"] == 4 * (per_layer(22, 128) + last(22, 128) + 2 * 128 * 64)
 
 
+@pytest.mark.slow
 def test_eval_step_smoke():
   r = eval_step.measure(TINY, batch=8, steps=1, repeats=1, framework="both")
   for key in ("images_per_s", "compile_s", "mfu", "speedup_vs_torch"):
@@ -110,6 +114,7 @@ def test_main_job_command():
   assert "main.py --config=configs/flyp.py" in r["command"]
 
 
+@pytest.mark.slow
 def test_results_render(tmp_path, train_result):
   suite = {"suite": "smoke", "date": "today", "results": [
       dict(train_result, command="python -m benchmarks.train_step ..."),

@@ -64,6 +64,7 @@ def demo_args(data_dir, workdir, *more):
           "--config.eval.batch_size=64", *more)
 
 
+@pytest.mark.slow
 def test_the_demo_prints_progress_evaluations_and_the_table_only(data_dir, tmp_path):
   code, out, err = main_py(*demo_args(data_dir, tmp_path / "run"), small_suite=True)
   assert code == 0, err
@@ -91,6 +92,7 @@ def test_config_errors_are_one_paragraph_without_traceback(args, fragments):
   assert "Traceback" not in err and all(f in err for f in fragments), err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["checkpoint", "dataset", "lpft_before_lp"])
 def test_run_errors_are_one_paragraph_without_traceback_unless_verbose(case, data_dir, tmp_path):
   args, fragments = {
@@ -181,6 +183,7 @@ def foreign_lines(proc, record) -> list[str]:
           for line in real.splitlines() if line not in set(project[name].splitlines())]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["main_job", "checkpoint", "lpft_before_lp"])
 def test_every_output_line_is_printed_by_the_project(case, data_dir, tmp_path):
   """The main job and two error paths: no line from a library or native code (absl's notice, TensorFlow's
@@ -223,6 +226,7 @@ def test_a_bug_is_reported_as_internal_with_its_traceback_not_as_a_user_error(tm
   assert "error: a library failed" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_preempted_run_exits_at_once_whatever_threads_a_library_left_running(data_dir, tmp_path):
   """After 'Preempted ... checkpoint saved' the process leaves with status 75 even while a library's non-daemon
   thread still waits (as a TFDS reader of a large split was seen to, keeping the interpreter from exiting)."""
@@ -260,6 +264,7 @@ def small_disk(tmp_path):
   subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_a_disk_that_really_fills_is_one_paragraph_and_the_run_resumes_after_room_is_made(data_dir, tmp_path,
                                                                                          small_disk):
   """The workdir on a real small file system: the second checkpoint does not fit. The output is the progress

@@ -235,6 +235,7 @@ def small_suite(monkeypatch):
                       dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))
 
 
+@pytest.mark.slow
 def test_few_shot_command_end_to_end_on_domain_shapes(tmp_path, data_dir, small_suite):
   config = configs_lib.load("configs/few_shot.py:demo")
   config.unlock()

@@ -255,6 +255,7 @@ def test_blockwise_loss_and_gradients_equal_reference(mask, block):
     losses.sharded_clip_loss(img, txt, scale, mesh, block=24)
 
 
+@pytest.mark.slow
 def test_blockwise_memory_is_linear_in_global_batch_on_a_fixed_mesh():
   """8-device data axis, global batch 1024..8192, blocks of 256 columns: logits [B/8, 256], never [B/8, B]."""
   mesh = parallel.make_mesh()

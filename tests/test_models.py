@@ -88,6 +88,7 @@ def test_trimmed_prompts_give_the_same_features(tiny):
     trim_padding(np.zeros(5, np.int32))
 
 
+@pytest.mark.slow
 def test_last_block_at_the_pooled_token_gives_the_same_features_and_gradients(tiny):
   model, params, images, tokens = tiny
   # Rows whose end-of-text token sits early, late, and at the very last position.

@@ -182,6 +182,7 @@ def one_process(tmp_path_factory, data_dir):
   return runs
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one(tmp_path, data_dir, one_process):
   """FLYP (the sharded contrastive loss across processes); FT's two-process run is the kill case's below."""
   two = run(tmp_path, data_dir, "flyp", 2)
@@ -189,6 +190,7 @@ def test_two_processes_train_as_one(tmp_path, data_dir, one_process):
   assert (tmp_path / "best").exists() and (tmp_path / "final" / "flyp_clip.json").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_killed_and_rerun_resume(tmp_path, data_dir, one_process):
   procs = launch(tmp_path, data_dir, "ft", 2)
   # Kill both once the step-2 checkpoint is complete (orbax renames it into place) and step 3 has trained.
@@ -232,6 +234,7 @@ def logged_steps(workdir, i=0):
   return [int(line.split("/")[0][5:]) for line in log_of(workdir, i).splitlines() if line.startswith("step ")]
 
 
+@pytest.mark.slow
 def test_pod_preemption_stops_every_process_at_one_step_saved_and_resumes_exactly(tmp_path, data_dir):
   """SIGTERM on one process only (a pod's notice reaches one host first), Ctrl-C on process 0, SIGTERM on
   every process: each time both processes stop after the same step, that step is saved, both exit 75, and the

@@ -50,6 +50,7 @@ def kernel_env(tmp_path, monkeypatch):
   return tmp_path
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_cpu(kernel_env):
   nb = nbformat.read(NOTEBOOK, as_version=4)
   client = NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=False,

@@ -183,6 +183,7 @@ def test_variant_workdir_names():
   assert len(long) < 60 and long.startswith("w_field_0-0")
 
 
+@pytest.mark.slow
 def test_fine_tune_on_your_own_data_as_the_readme_says(folder, tmp_path):
   """The README's command ("Fine-tune on your own data") on an image folder of the test's, shortened to 10 steps."""
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "TFDS_DATA_DIR": str(tmp_path / "tfds")}

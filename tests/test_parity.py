@@ -74,6 +74,7 @@ def tensor_out(x):
   return (x if isinstance(x, torch.Tensor) else x.pooler_output).numpy()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("act,heads", [("quick_gelu", 4), ("gelu", 2)])
 def test_hugging_face_directory(tmp_path, act, heads):
   ref = hf_model(act, heads)
@@ -228,6 +229,7 @@ def test_convert_command_reports_bad_file_in_one_line(tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_b16_sized_checkpoint_matches_hugging_face(tmp_path):
   """A full ViT-B/16-shaped HF checkpoint (random weights, perturbed so every tensor matters) loads and gives
   HF's image and text features and logits within 1e-4, at the real size (224 px, 12 layers, 77 tokens)."""

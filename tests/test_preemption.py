@@ -131,6 +131,7 @@ def uninterrupted(tmp_path_factory, data_dir):
   return final_state(workdir)
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_exits_75_and_resumes_exactly(tmp_path, data_dir, uninterrupted, capsys):
   code, out = stop_when(tmp_path, data_dir, signal.SIGTERM, at_step(6))
   assert code == train.PREEMPTED_EXIT_CODE, out
@@ -140,6 +141,7 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_resumes_exactly(tmp_path, data_
   assert_same_run(final_state(tmp_path), uninterrupted)
 
 
+@pytest.mark.slow
 def test_sigkills_at_a_random_step_and_inside_a_save_reach_the_uninterrupted_result(tmp_path, data_dir, uninterrupted,
                                                                                        capsys):
   rng = random.Random(0)

@@ -205,6 +205,7 @@ def damage(step_dir) -> None:
   open(path, "wb").write(bytes(blob))
 
 
+@pytest.mark.slow
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_resumed(tmp_path, data_dir, capsys):
   train.run(tiny(data_dir), str(tmp_path))
   damage(tmp_path / "checkpoints" / "4")
@@ -217,6 +218,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_resumed(t
   assert "Traceback" not in out and len(out) < 5000
 
 
+@pytest.mark.slow
 def test_no_readable_checkpoint_stops_with_one_paragraph(tmp_path, data_dir):
   train.run(tiny(data_dir, steps=2), str(tmp_path))
   damage(tmp_path / "checkpoints" / "2")
@@ -257,6 +259,7 @@ def test_a_checkpoint_of_another_model_without_config_json_is_refused_briefly(tm
   assert sorted(n for n in os.listdir(tmp_path / "checkpoints")) == ["2", "4"]  # not mistaken for damage
 
 
+@pytest.mark.slow
 def test_safe_changes_on_resume_are_allowed_and_recorded(tmp_path, data_dir):
   train.run(tiny(data_dir, steps=2), str(tmp_path))
   first = json.loads((tmp_path / "config.json").read_text())
@@ -281,6 +284,7 @@ def tiny_flags(data_dir, steps):
           "--config.optimizer.warmup_steps=1", "--config.eval.suite=", "--config.eval.at_start=False"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_finishes_the_step_saves_and_exits_with_the_preemption_status(tmp_path, data_dir):
   proc = subprocess.Popen([sys.executable, "main.py", "--config=configs/ft.py:demo", f"--workdir={tmp_path}",
                            *tiny_flags(data_dir, 400)], cwd=ROOT, text=True, stdout=subprocess.PIPE,

@@ -50,6 +50,7 @@ def plans(tmp_path_factory):
   return {1: plans[0], 2: plans[1], "too big": plans[2]}, hlo, proc.stdout
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_the_plan_describes_the_compiled_tpu_programs(plans):
   p, hlo, stdout = plans[0][1], plans[1], plans[2]
@@ -74,6 +75,7 @@ def test_the_plan_describes_the_compiled_tpu_programs(plans):
   assert stdout.count("does NOT fit") == 1 and "fits: peak" in stdout  # the batch too big below
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_a_step_too_big_for_a_chip_is_a_no_with_what_it_needs(plans):
   p, stdout = plans[0]["too big"], plans[2]
@@ -88,6 +90,7 @@ def test_a_step_too_big_for_a_chip_is_a_no_with_what_it_needs(plans):
   assert "does NOT fit: XLA cannot fit the train step" in stdout and "to fit: --config.model.remat=True" in stdout
 
 
+@pytest.mark.slow
 @needs_libtpu
 def test_a_model_axis_of_two_halves_the_state_each_chip_holds(plans):
   p1, p2 = plans[0][1], plans[0][2]

@@ -40,6 +40,7 @@ def tiny_config(spec, data_dir, **updates):
   return config
 
 
+@pytest.mark.slow
 def test_flyp_trains_evaluates_saves_resumes_and_reports_a_finished_run(tmp_path, data_dir, capsys):
   """One FLYP run, with parameters split over a model axis of 2 so that sharded checkpoints are saved and
   restored: 2 steps, final/ removed, resumed to 4 steps, then run again once finished."""
@@ -71,6 +72,7 @@ def test_flyp_trains_evaluates_saves_resumes_and_reports_a_finished_run(tmp_path
   assert (tmp_path / "metrics.jsonl").read_text() == metrics
 
 
+@pytest.mark.slow
 def test_ft_trains_head_and_image_tower_only_and_rewrites_a_half_written_final(tmp_path, data_dir):
   config = tiny_config("configs/ft.py:demo", data_dir)
   model, init = train.load_clip(config, str(tmp_path))
@@ -89,6 +91,7 @@ def test_ft_trains_head_and_image_tower_only_and_rewrites_a_half_written_final(t
   jax.tree_util.tree_map(np.testing.assert_array_equal, dict(np.load(tmp_path / "final" / "head.npz")), head)
 
 
+@pytest.mark.slow
 def test_pretrain_step_on_captions(tmp_path, data_dir):
   config = tiny_config("configs/pretrain.py:demo", data_dir, steps=2)
   results = train.run(config, str(tmp_path))
@@ -113,6 +116,7 @@ def get_config(arg):
 """
 
 
+@pytest.mark.slow
 def test_demo_pretraining_runs_its_earlier_cycles_first_and_once(tmp_path, data_dir):
   from configs import pretrain
   spec = tmp_path / "tiny_pretrain.py"
@@ -165,6 +169,7 @@ def assert_same_accuracies(a, b):
     assert abs(a[k] - b[k]) <= 1 / 100 + 1e-9, (k, a[k], b[k])  # 100 test images per small split
 
 
+@pytest.mark.slow
 def test_lp_then_lpft_then_wiseft(tmp_path, data_dir, capsys):
   """LP-FT starts from the probe's head; WiSE-FT's alpha 0 is the zero-shot model and alpha 1 the LP-FT run; WiSE-FT
   prints a line per alpha, its table and its files, and run again reports its result without recomputing it."""
@@ -242,6 +247,7 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path, data_dir):
   assert not (tmp_path / "checkpoints" / "4").exists() and not (tmp_path / "final").exists()
 
 
+@pytest.mark.slow
 def test_start_evaluation_selected_checkpoint_and_comparison_table(tmp_path, data_dir, capsys, monkeypatch):
   """Evaluations at steps 2 and 4 are the candidates; the validator is made to prefer step 2, so results.json
   must report step 2's evaluation at top level, step 4's under last/, and save step 2's parameters."""
@@ -282,6 +288,7 @@ def test_select_on_must_be_a_validation_metric(tmp_path, data_dir):
     train.run(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_logged_loss_is_the_mean_since_the_last_log_and_lr_is_recorded(tmp_path, data_dir):
   def train_lines(workdir, log_every):
     config = tiny_config("configs/flyp.py:demo", data_dir, log_every=log_every, checkpoint_every=0)

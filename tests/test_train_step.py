@@ -69,6 +69,7 @@ def test_the_training_state_is_born_sharded_never_whole_on_one_device():
   jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(born), jax.device_get(loaded))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec,method", [("configs/flyp.py:demo", flyp), ("configs/ft.py:demo", ft),
                                          ("configs/pretrain.py:demo", pretrain)])
 def test_each_method_lowers_its_loss_on_a_fixed_batch(spec, method):
@@ -82,6 +83,7 @@ def test_each_method_lowers_its_loss_on_a_fixed_batch(spec, method):
   assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_equals_the_whole_batch():
   """Cross-entropy is a mean over the batch, so two half-batches' averaged gradients are the whole batch's.
 
@@ -125,6 +127,7 @@ def test_indivisible_accumulation_is_a_clear_error(tmp_path):
     train.run(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_parameters_split_over_the_model_axis_train_as_replicated_ones():
   """FLYP on 8 devices as 8 x 1 (replicated), 4 x 2 and 2 x 4 (data x model): the same losses and parameters."""
   runs = []
