@@ -28,6 +28,9 @@ import re
 import sys
 from typing import Optional
 
+import jax
+import tensorflow_datasets as tfds
+
 from flyp_jax import errors, files
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -95,7 +98,6 @@ def _dataset_name(path: str) -> str:
 
 
 def _default_data_dir() -> str:
-  import tensorflow_datasets as tfds
   return str(tfds.core.constants.DATA_DIR)
 
 
@@ -111,7 +113,6 @@ def builder(path: str, data_dir: Optional[str] = None, convert: Optional[bool] =
 
   convert: whether an image folder not converted yet may be converted here (default: on one process only).
   """
-  import tensorflow_datasets as tfds
   path = os.path.expanduser(path)
   if not files.exists(path) or not files.isdir(path):
     raise _not_a_dataset(path, "there is no such directory")
@@ -127,7 +128,6 @@ def builder(path: str, data_dir: Optional[str] = None, convert: Optional[bool] =
   if files.exists(os.path.join(target, INFO_FILE)):
     return tfds.builder_from_directory(target)
   if convert is None:
-    import jax
     convert = jax.process_count() == 1
   if not convert:
     raise errors.NotFound(
@@ -138,7 +138,6 @@ def builder(path: str, data_dir: Optional[str] = None, convert: Optional[bool] =
 
 
 def _convert(path: str, images: dict[str, dict[str, list[str]]], name: str, target_root: str):
-  import tensorflow_datasets as tfds
   classes = sorted({c for split in images.values() for c in split})
   count = sum(len(p) for split in images.values() for p in split.values())
   print(f"converting the image folder {path} ({count} images, {len(images)} splits: {', '.join(images)}; "
