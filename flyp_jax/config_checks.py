@@ -175,7 +175,7 @@ def check_inputs(config) -> None:
       raise errors.NotFound(pretrained.missing_checkpoint_message(m.path))
   builder = pipeline.get_builder(d.dataset, d.data_dir or None)
   pipeline.num_examples(builder, d.train_split)
-  label = builder.info.features["label"] if "label" in builder.info.features else None
+  label = pipeline.label_feature(builder)
   n = len(classnames.of_data(d))
   if not d.label_map and getattr(label, "num_classes", None) and label.num_classes != n:
     own = list(getattr(label, "names", None) or [])

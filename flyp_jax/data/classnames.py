@@ -737,7 +737,7 @@ def _dataset_names(dataset: str, data_dir: Optional[str]) -> list[str]:
   # Imported here: the pipeline pulls in TensorFlow, which the registered lists do not need.
   from flyp_jax.data import pipeline
   builder = pipeline.get_builder(dataset, data_dir)
-  label = builder.info.features["label"] if "label" in builder.info.features else None
+  label = pipeline.label_feature(builder)
   if not getattr(label, "names", None) or label.names == [str(i) for i in range(label.num_classes)]:
     raise errors.BadValue(
         f"TFDS dataset {builder.name!r} has no class names in its 'label' feature, so data.classnames={FROM_DATASET!r} "

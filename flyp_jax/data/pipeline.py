@@ -128,6 +128,11 @@ def _missing(builder: tfds.core.DatasetBuilder, split, reason: str = "") -> Data
       f"({reason or 'the dataset is not prepared there'}). {how_to_prepare(builder)}")
 
 
+def label_feature(builder: tfds.core.DatasetBuilder):
+  """The dataset's 'label' feature (a ClassLabel: num_classes, names), or None where it has none."""
+  return builder.info.features["label"] if "label" in builder.info.features else None
+
+
 def split_size(builder: tfds.core.DatasetBuilder, split) -> Optional[int]:
   """Examples in `split` (a name, a slice such as 'train[:10%]', or a process's part) by the dataset's
   metadata; None where the metadata does not know the split."""
