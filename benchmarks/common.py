@@ -63,7 +63,7 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5) -> float:
     return _MATMUL_PEAK[n]
   import jax
   import jax.numpy as jnp
-  a = jax.random.normal(jax.random.PRNGKey(0), (n, n), jnp.float32)
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda x: x @ x)
   f(a).block_until_ready()
   best = min(_timed(lambda: f(a).block_until_ready()) for _ in range(repeats))

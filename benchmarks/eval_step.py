@@ -34,7 +34,7 @@ class JaxEval:
     mesh = parallel.make_mesh()
     parallel.local_batch_size(batch, mesh)
     rep = parallel.replicated(mesh)
-    self.params = jax.jit(models.init_params, static_argnums=0, out_shardings=rep)(model, jax.random.PRNGKey(seed))
+    self.params = jax.jit(models.init_params, static_argnums=0, out_shardings=rep)(model, jax.random.key(seed))
     rng = np.random.default_rng(seed)
     head = rng.normal(size=(c.embed_dim, CLASSES)).astype(np.float32)
     self.head = jax.device_put(head / np.linalg.norm(head, axis=0, keepdims=True) * 100.0, rep)

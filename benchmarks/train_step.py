@@ -69,7 +69,7 @@ class JaxStep:
     model = models.create_model(self.config, dtype=dtype, remat=remat)
     mesh = parallel.make_mesh()
     parallel.local_batch_size(batch, mesh)
-    params = {"clip": parallel.init_sharded(lambda: models.init_params(model, jax.random.PRNGKey(seed)), mesh=mesh)}
+    params = {"clip": parallel.init_sharded(lambda: models.init_params(model, jax.random.key(seed)), mesh=mesh)}
     config = loop_config(batch, seed)
     tx = optim.make_optimizer(config, params, TOTAL_STEPS)
     state = train.init_state(params, tx, mesh)  # the loop's own state, born on the devices

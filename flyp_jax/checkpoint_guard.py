@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import datetime
-import errno
 import logging
 import os
 from typing import Any, Optional
@@ -76,7 +75,7 @@ def final_readable(final: str) -> bool:
 
 def _shapes(tree) -> collections.Counter:
   """(shape, dtype) of each array of `tree` (target arrays or orbax metadata), counted, ignoring containers."""
-  leaves = [x for x in jax.tree_util.tree_leaves(tree) if hasattr(x, "shape")]
+  leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "shape")]
   return collections.Counter((tuple(x.shape), str(np.dtype(x.dtype))) for x in leaves)
 
 
@@ -159,6 +158,19 @@ def _size(path: str) -> int:
     return 0
 
 
+def _complete_or_none(directory: str) -> list[int]:
+  try:
+    return complete_steps(directory)
+  except Exception:  # not there yet, or unreadable: no complete step to name
+    return []
+
+
+def newest(directory: str) -> str:
+  """The newest complete checkpoint in `directory`, in words for an error's paragraph."""
+  complete = _complete_or_none(directory)
+  return f"step {complete[-1]}, which running the same command again resumes from" if complete else "none yet"
+
+
 class Saving:
   """A CheckpointManager whose failed saves (also those found later, as saves are asynchronous) stop the run
   with one paragraph naming the step, the error and the newest complete checkpoint. Other calls pass through."""
@@ -171,20 +183,16 @@ class Saving:
 
   def _failed(self, step: int, error: BaseException) -> WorkdirCheckpointError:
     directory = os.fspath(self._manager.directory)
-    try:
-      complete = complete_steps(directory)
-    except Exception:
-      complete = []
-    newest = f"step {complete[-1]}, which re-running the same command resumes from" if complete else "none yet"
+    complete = _complete_or_none(directory)
     size = _size(os.path.join(directory, str(complete[-1]))) if complete else 0
     needs = f" Each checkpoint takes about {size / 2**20:.1f} MiB (step {complete[-1]}'s)." if size else ""
     # A full disk, however deep in orbax's or tensorstore's message it is said, in the paragraph's own words.
-    full = "No space left on device" in str(error) or getattr(error, "errno", None) == errno.ENOSPC
-    reason = "No space left on device: the workdir's storage is full" if full else first_line(error)
+    reason = ("No space left on device: the workdir's storage is full" if files.is_disk_full(error)
+              else first_line(error))
     return WorkdirCheckpointError(
         f"saving step {step} to {directory} failed ({reason}): training stopped. The complete checkpoints "
-        f"are kept (the newest: {newest}) and the half-written step is ignored on resume.{needs} Make room or fix "
-        f"access to the workdir's storage, then run again.")
+        f"are kept (the newest: {newest(directory)}) and the half-written step is ignored on resume.{needs} Make "
+        f"room or fix access to the workdir's storage, then run again.")
 
   def save(self, step: int, *args, **kwargs):
     try:

@@ -257,10 +257,10 @@ def openai_to_params(sd: dict[str, np.ndarray], config: CLIPConfig) -> dict:
 def check_params(params: dict, config: CLIPConfig) -> None:
   """Raise CheckpointError naming every parameter whose path or shape differs from the model's."""
   model = models.create_model(config)
-  abstract = jax.eval_shape(lambda: models.init_params(model, jax.random.PRNGKey(0)))
+  abstract = jax.eval_shape(lambda: models.init_params(model, jax.random.key(0)))
   name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
-  want = {name(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(abstract)}
-  got = {name(p): np.shape(v) for p, v in jax.tree_util.tree_leaves_with_path(params)}
+  want = {name(p): v.shape for p, v in jax.tree.leaves_with_path(abstract)}
+  got = {name(p): np.shape(v) for p, v in jax.tree.leaves_with_path(params)}
   bad = [f"{k}: checkpoint {got.get(k, 'missing')} vs model {want.get(k, 'absent')}"
          for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
   if bad:
@@ -326,11 +326,11 @@ def save_converted(dst: str, config: CLIPConfig, params: dict, source: str = "",
     raise errors.AlreadyExists(f"{dst} exists and is not empty; choose a new directory")
   parallel.sync("save_converted:checked")
   files.makedirs(dst)
-  with ocp.StandardCheckpointer() as ckptr:
+  with files.writing(dst), ocp.StandardCheckpointer() as ckptr:
     ckptr.save(os.path.join(dst, "params"), params)
   if jax.process_index() == 0:
     for name, tree in (arrays or {}).items():
-      files.save_npz(os.path.join(dst, name), jax.tree_util.tree_map(np.asarray, tree))
+      files.save_npz(os.path.join(dst, name), jax.tree.map(np.asarray, tree))
     files.write_json(os.path.join(dst, CONVERTED_MARKER),
                      {**({"kind": kind} if kind else {}), "config": config.to_dict(), "source": source})
   parallel.sync("save_converted:done")
@@ -344,10 +344,10 @@ def load_converted(path: str) -> tuple[CLIPConfig, dict]:
   if record.get("kind") == "vit":  # an attention-transfer student (flyp_jax.models.vit.save)
     raise errors.BadValue(f"{path} holds a timm-style ViT classifier, not a CLIP: load it with flyp_jax.models.vit.load")
   config = CLIPConfig.from_dict(record["config"])
-  abstract = jax.eval_shape(lambda: models.init_params(models.create_model(config), jax.random.PRNGKey(0)))
+  abstract = jax.eval_shape(lambda: models.init_params(models.create_model(config), jax.random.key(0)))
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(path, "params"), abstract)
-  return config, jax.tree_util.tree_map(np.asarray, params)
+  return config, jax.tree.map(np.asarray, params)
 
 
 NPZ_CONFIG_KEY = "__flyp_clip_config__"
@@ -359,7 +359,7 @@ def save_npz(path: str, config: CLIPConfig, params: dict) -> None:
   For small models (the demo's); read back with `load_npz` (or `load_pretrained`), without pickle.
   """
   flat = {"/".join(str(getattr(k, "key", k)) for k in p): np.asarray(v)
-          for p, v in jax.tree_util.tree_leaves_with_path(params)}
+          for p, v in jax.tree.leaves_with_path(params)}
   flat[NPZ_CONFIG_KEY] = np.array(json.dumps(config.to_dict()))
   with open(path, "wb") as f:  # a file object: np.savez would append '.npz' to a name without it
     np.savez_compressed(f, **flat)
@@ -404,7 +404,7 @@ def main(argv=None) -> int:
   except (CheckpointError, FileExistsError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  n = sum(np.size(x) for x in jax.tree_util.tree_leaves(params))
+  n = sum(np.size(x) for x in jax.tree.leaves(params))
   print(f"{describe(model.config)}: {n / 1e6:.1f}M parameters written to {os.path.abspath(args.dst)} "
         f"in {time.time() - start:.1f}s")
   return 0

@@ -29,6 +29,18 @@ class NotPermitted(UserError, PermissionError):
   """A file or folder the command needs cannot be read or written."""
 
 
+class StorageFull(UserError, OSError):
+  """A write found its storage full: the message names the file, what is kept (`kept`, e.g. the newest complete
+  checkpoint, where the caller knows it) and what to do."""
+
+  def __init__(self, path: str, kept: str = ""):
+    super().__init__(
+        f"writing {path} failed: no space left on device (its storage is full). What was written before is kept"
+        f"{kept} and nothing half-written is read again. Make room there (or copy the workdir to a larger disk and "
+        f"name the copy with --workdir), then run the same command again: what is finished is not done again.")
+    self.path = path
+
+
 class Diverged(UserError, FloatingPointError):
   """Training produced a non-finite loss."""
 

@@ -194,7 +194,7 @@ def projection(dataset: suites.EvalDataset) -> tuple[Optional[np.ndarray], Optio
 def _eval_step(params, head: Array, indices: Optional[Array], label_table: Optional[Array], stats: dict,
                batch: dict, *, model: models.CLIP, n_groups: int) -> dict:
   logits = apply_head(_features(model, params, batch["image"]), head)
-  return jax.tree_util.tree_map(jnp.add, stats, _score(logits, batch, indices, label_table, n_groups))
+  return jax.tree.map(jnp.add, stats, _score(logits, batch, indices, label_table, n_groups))
 
 
 def _features(model, params, images: Array) -> Array:
@@ -224,7 +224,7 @@ def _ensemble_eval_step(params: tuple, heads: tuple, indices: Optional[Array], l
   probs = sum(jax.nn.softmax(l.astype(jnp.float32), axis=-1) for l in logits) / len(logits)
   # Log-probabilities rank classes as the probabilities do (top-1/top-5); floored so that log(0) stays finite.
   logits.append(jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny)))
-  return tuple(jax.tree_util.tree_map(jnp.add, s, _score(l, batch, indices, label_table, n_groups))
+  return tuple(jax.tree.map(jnp.add, s, _score(l, batch, indices, label_table, n_groups))
                for s, l in zip(stats, logits))
 
 
@@ -252,7 +252,7 @@ class Evaluator:
     # 'tfds' names each dataset's own labels: the dataset is part of the key then.
     key = (dataset.classnames, dataset.templates,
            dataset.tfds_name if dataset.classnames == classnames_lib.FROM_DATASET else "")
-    leaves = jax.tree_util.tree_leaves((params["text"], params["logit_scale"]))
+    leaves = jax.tree.leaves((params["text"], params["logit_scale"]))
     cached = self._heads.get(key)
     if cached is None or len(cached[0]) != len(leaves) or any(a is not b for a, b in zip(cached[0], leaves)):
       head = zeroshot_head(self.model, params, self.classnames(dataset), templates_lib.get(dataset.templates),

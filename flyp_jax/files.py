@@ -6,6 +6,8 @@ scheme go through `tf.io.gfile` (imported only then). Orbax reads and writes buc
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
@@ -88,13 +90,55 @@ def move(src: str, dst: str) -> None:
     pass
 
 
+def is_disk_full(error: BaseException) -> bool:
+  """Whether `error` says the storage is full, as the OS does (ENOSPC) or as a library words it."""
+  return getattr(error, "errno", None) == errno.ENOSPC or "No space left on device" in str(error)
+
+
+@contextlib.contextmanager
+def writing(path: str):
+  """A `with` block that writes `path` (a file or a folder, by any library): if the storage is full, however the
+  error is worded (OSError, tensorstore, tf.errors), it is `errors.StorageFull` naming `path`."""
+  try:
+    yield
+  except errors.StorageFull:
+    raise
+  except Exception as e:
+    if is_disk_full(e):
+      raise errors.StorageFull(path) from e
+    raise
+
+
+@contextlib.contextmanager
 def open_file(path: str, mode: str = "r"):
+  """The file, for a `with` block; writes (`w`, `a` modes) are `writing(path)`, closing included."""
+  with writing(path) if mode[0] in "wa" else contextlib.nullcontext(), _open(path, mode) as f:
+    yield f
+
+
+def _open(path: str, mode: str):
   return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)
 
 
+def write_atomically(path: str, data) -> None:
+  """`data` (str or bytes) as the file `path`, whole or not at all: written beside it, then renamed over it,
+  so a reader (a resumed run) never finds half a file, whatever stopped the write."""
+  partial = f"{path}.partial-{uuid.uuid4().hex[:8]}"
+  try:
+    with writing(path), _open(partial, "wb" if isinstance(data, bytes) else "w") as f:
+      f.write(data)
+    if is_remote(path):
+      _gfile().rename(partial, path, overwrite=True)
+    else:
+      os.replace(partial, path)
+  except BaseException:
+    with contextlib.suppress(Exception):
+      remove(partial)
+    raise
+
+
 def write_json(path: str, obj: Any) -> None:
-  with open_file(path, "w") as f:
-    json.dump(obj, f, indent=2, sort_keys=True)
+  write_atomically(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def read_json(path: str, default: Any = None) -> Any:
@@ -107,8 +151,7 @@ def read_json(path: str, default: Any = None) -> Any:
 def save_npz(path: str, arrays: dict) -> None:
   buffer = io.BytesIO()  # np.savez seeks, which bucket files cannot
   np.savez(buffer, **arrays)
-  with open_file(path, "wb") as f:
-    f.write(buffer.getvalue())
+  write_atomically(path, buffer.getvalue())
 
 
 def load_npz(path: str) -> dict[str, np.ndarray]:

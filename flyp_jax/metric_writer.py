@@ -1,6 +1,7 @@
 """Scalars of a run to TensorBoard event files (WORKDIR/tensorboard) and a JSON-lines file (WORKDIR/metrics.jsonl).
 
-Written by process 0 only. Both go through `tf.io.gfile`, so a `gs://` workdir works as a local one.
+Written by process 0 only. Both go through `tf.io.gfile` for a `gs://` workdir. A full disk stops the run with
+`errors.StorageFull`; the line it cut short is dropped when the run resumes (its step runs again).
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import os
 
 import jax
 import jax.numpy as jnp
+
+from flyp_jax import files
 
 
 class MetricWriter:
@@ -24,18 +27,17 @@ class MetricWriter:
     if self.enabled:
       import tensorflow as tf
       self._tf = tf
-      if tf.io.gfile.exists(self.path):
-        with tf.io.gfile.GFile(self.path) as f:
-          kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-        with tf.io.gfile.GFile(self.path, "w") as f:
-          f.write("".join(kept))
+      if files.exists(self.path):
+        with files.open_file(self.path) as f:
+          kept = [line for line in f if _step(line) is not None and _step(line) <= resume_step]
+        files.write_atomically(self.path, "".join(kept))
       self._summary = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
 
   def write(self, step: int, scalars: dict) -> None:
     if not self.enabled or not scalars:
       return
     values = {k: float(v) for k, v in scalars.items()}
-    with self._tf.io.gfile.GFile(self.path, "a") as f:
+    with files.open_file(self.path, "a") as f:
       f.write(json.dumps({"step": int(step), **values}) + "\n")
     with self._summary.as_default(step=int(step)):
       for name, value in values.items():
@@ -45,6 +47,14 @@ class MetricWriter:
   def close(self) -> None:
     if self._summary is not None:
       self._summary.close()
+
+
+def _step(line: str):
+  """The step of a JSON line, or None for a line a full disk cut short (or an empty one)."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 class RunningMean:
@@ -58,7 +68,7 @@ class RunningMean:
     self._sum, self._count = None, 0
 
   def add(self, metrics: dict) -> None:
-    self._sum = metrics if self._sum is None else jax.tree_util.tree_map(jnp.add, self._sum, metrics)
+    self._sum = metrics if self._sum is None else jax.tree.map(jnp.add, self._sum, metrics)
     self._count += 1
 
   def read(self) -> dict:

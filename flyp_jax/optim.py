@@ -46,15 +46,15 @@ _NO_DECAY = r"(bias|scale|positional_embedding|class_embedding|logit_scale|cls_t
 
 def path_names(tree) -> Any:
   """A pytree of the '/'-joined key paths of `tree`'s leaves ('clip/visual/proj', 'head/kernel', ...)."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), tree)
+  return jax.tree.map_with_path(lambda p, _: "/".join(str(getattr(k, "key", k)) for k in p), tree)
 
 
 def trainable_mask(config, params) -> Any:
   """A pytree of bools: the leaves matching `config.trainable` and not `config.frozen` (regexes over the
   '/'-joined paths); at least one must."""
   match = lambda n: bool(re.search(config.trainable, n)) and not (config.frozen and re.search(config.frozen, n))
-  mask = jax.tree_util.tree_map(match, path_names(params))
-  if not any(jax.tree_util.tree_leaves(mask)):
+  mask = jax.tree.map(match, path_names(params))
+  if not any(jax.tree.leaves(mask)):
     raise errors.BadValue(f"no parameter matches trainable={config.trainable!r} (frozen={config.frozen!r})")
   return mask
 
@@ -115,7 +115,7 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   rule = _get(opt, "decay", "matrices")
   if rule not in DECAY_RULES:
     raise errors.BadValue(f"unknown optimizer.decay {rule!r}; known: {DECAY_RULES}")
-  decays = jax.tree_util.tree_map(lambda n: rule == "all" or not re.search(_NO_DECAY, n), names)
+  decays = jax.tree.map(lambda n: rule == "all" or not re.search(_NO_DECAY, n), names)
   name = _get(opt, "name", "adamw")
   if name == "adamw":
     base = optax.adamw(schedule, b1=opt.b1, b2=opt.b2, eps=opt.eps, weight_decay=opt.weight_decay, mask=decays)
@@ -126,13 +126,13 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   else:
     raise errors.BadValue(f"unknown optimizer.name {name!r}; known: {OPTIMIZERS}")
   chain = optax.chain(optax.clip_by_global_norm(opt.grad_clip), base) if opt.grad_clip else base
-  labels = jax.tree_util.tree_map(lambda t: "train" if t else "freeze", trainable)
+  labels = jax.tree.map(lambda t: "train" if t else "freeze", trainable)
   tx = optax.multi_transform({"train": chain, "freeze": optax.set_to_zero()}, labels)
   decay = float(_get(opt, "layer_decay", 1.0))
   if decay == 1.0:
     return tx
   scales = layer_scales(names, trainable, decay)
-  scale = optax.stateless(lambda updates, params=None: jax.tree_util.tree_map(lambda u, s: u * s, updates, scales))
+  scale = optax.stateless(lambda updates, params=None: jax.tree.map(lambda u, s: u * s, updates, scales))
   return optax.chain(tx, scale)
 
 
@@ -143,7 +143,7 @@ def layer_scales(names, trainable, decay: float):
   """The per-parameter learning-rate factors of `layer_decay` (module docstring), a pytree like `names`;
   `trainable`: the pytree of bools of `trainable_mask`."""
   block = lambda n: re.search(r"(?:^|/)resblocks_(\d+)/", n)
-  trained = [n for n, t in zip(jax.tree_util.tree_leaves(names), jax.tree_util.tree_leaves(trainable)) if t]
+  trained = [n for n, t in zip(jax.tree.leaves(names), jax.tree.leaves(trainable)) if t]
   layers = 1 + max((int(block(n).group(1)) for n in trained if block(n)), default=-1)
   if layers == 0:
     raise errors.BadValue("optimizer.layer_decay needs trainable transformer blocks ('resblocks_i'); none is trainable")
@@ -153,4 +153,4 @@ def layer_scales(names, trainable, decay: float):
       return 0
     return int(block(n).group(1)) + 1 if block(n) else layers
 
-  return jax.tree_util.tree_map(lambda n: decay ** (layers - layer_id(n)), names)
+  return jax.tree.map(lambda n: decay ** (layers - layer_id(n)), names)

@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 import jax
 import numpy as np
+from jax._src import distributed as _distributed  # the job's coordination client (as multihost_utils uses it)
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -51,6 +52,34 @@ def shutdown() -> None:
     jax.distributed.shutdown()
 
 
+_INPUT_ERROR_KEY = "flyp_jax/input_error"
+_told: list = []  # this process's own input error, once told
+
+
+def tell_input_error(error: BaseException) -> None:
+  """Publish, for every process of the job, that this one's input failed with `error` (a user error whose
+  paragraph the others print too): through the coordination service, which every process reaches."""
+  _told.append(error)
+  try:
+    _distributed.global_state.client.key_value_set(_INPUT_ERROR_KEY, str(error))
+  except Exception:  # another process told its own first
+    pass
+
+
+def told_input_error():
+  """The input error a process of the job told (this one's own, else another's as an `errors.BadValue`), or
+  None. Only meaningful with several processes."""
+  if _told:
+    return _told[0]
+  if jax.process_count() == 1:
+    return None
+  try:
+    message = _distributed.global_state.client.key_value_try_get(_INPUT_ERROR_KEY)
+  except Exception:  # not set
+    return None
+  return errors.BadValue(message)
+
+
 def across_processes(values, reduce=np.sum) -> np.ndarray:
   """`reduce` over processes of each of `values` (int64); every process must call this at the same point."""
   values = np.asarray(values, np.int64)
@@ -73,7 +102,7 @@ def to_host(tree):
     if x.is_fully_replicated:
       return np.asarray(x.addressable_data(0))
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-  return jax.tree_util.tree_map(get, tree)
+  return jax.tree.map(get, tree)
 
 
 def make_mesh(model: int = 1, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
@@ -110,7 +139,7 @@ def param_sharding(x, mesh: Mesh) -> NamedSharding:
 
 def state_shardings(tree, mesh: Mesh):
   """`param_sharding` of every leaf of `tree` (arrays or `jax.ShapeDtypeStruct`s)."""
-  return jax.tree_util.tree_map(lambda x: param_sharding(x, mesh), tree)
+  return jax.tree.map(lambda x: param_sharding(x, mesh), tree)
 
 
 def shard_state(tree, mesh: Mesh):
@@ -134,8 +163,8 @@ def abstract(tree, shardings):
   """`jax.ShapeDtypeStruct`s of `tree`'s leaves (arrays or shapes) placed by `shardings` (a tree of them, or one
   for every leaf): what `jit(...).lower` takes to compile for devices that hold no data (`compile_only`)."""
   if not isinstance(shardings, jax.sharding.Sharding):
-    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
-  return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=shardings), tree)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=s), tree, shardings)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype, sharding=shardings), tree)
 
 
 def compile_only(mesh: Mesh) -> bool:

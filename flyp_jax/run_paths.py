@@ -33,7 +33,7 @@ def absolute(config: ml_collections.ConfigDict, workdir: str, fields=()) -> ml_c
   (dotted names, those a method names: `methods.Method.run_paths`) and `model.path` with `model.init='run'`."""
   config = config.copy_and_resolve_references()
   config.unlock()
-  for field in (*fields, *(("model.path",) if config.model.get("init") == "run" else ())):
+  for field in (*fields, *(("model.path",) if config.model.init == "run" else ())):
     *parents, name = field.split(".")
     node = config
     for parent in parents:

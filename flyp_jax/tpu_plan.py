@@ -93,7 +93,7 @@ def topology_devices(name: str) -> tuple[str, list]:
 def bytes_per_chip(tree) -> int:
   """Bytes of the largest share of `tree` (shapes with shardings) that one device holds."""
   per_device: dict = collections.Counter()
-  for x in jax.tree_util.tree_leaves(tree):
+  for x in jax.tree.leaves(tree):
     for device, index in x.sharding.devices_indices_map(x.shape).items():
       shape = [len(range(*s.indices(n))) for s, n in zip(index, x.shape)]
       per_device[device] += int(np.prod(shape)) * np.dtype(x.dtype).itemsize
@@ -169,10 +169,10 @@ def _clip(config):
   m = config.model
   if m.init == "pretrained" and m.path and os.path.exists(m.path):
     model, params = train.pretrained_clip(config)
-    shapes = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
+    shapes = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), params)
     return model, shapes, os.path.basename(m.path.rstrip("/"))
   model = train.clip_model(config)
-  return model, jax.eval_shape(lambda: models.init_params(model, jax.random.PRNGKey(config.seed))), m.variant
+  return model, jax.eval_shape(lambda: models.init_params(model, jax.random.key(config.seed))), m.variant
 
 
 def _model(config, method):
@@ -227,7 +227,7 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
   if training:
     train.check_batch(config, mesh)  # the loop's checks of the batch, before compiling
     if config.model.init == "random" and not method.abstract_model and not step_only:
-      init = lambda: models.init_params(model, jax.random.PRNGKey(config.seed))
+      init = lambda: models.init_params(model, jax.random.key(config.seed))
       compile_program("init: parameters", parallel.sharded_initializer(init, mesh=mesh))
     params = state_sharding({"clip": clip_shapes, **method.extra_param_shapes(config, model)})
     out["param_bytes"] = bytes_per_chip(params)  # on the chips from initialisation on

@@ -37,14 +37,14 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
   m = config.model
   if m.init == "random":
     model = clip_model(config)
-    init = lambda: models.init_params(model, jax.random.PRNGKey(config.seed))  # the key made where it is used
+    init = lambda: models.init_params(model, jax.random.key(config.seed))  # the key made where it is used
     return model, (parallel.init_sharded(init, mesh=mesh) if mesh is not None else jax.jit(init)())
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
     from flyp_jax import convert
     run_dir = run_paths.resolve(workdir, m.path)
     checkpoint_guard.set_aside_if_damaged(os.path.join(run_dir, "final"))  # then made again below
     if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
-      if not m.get("config"):
+      if not m.config:
         raise errors.NotFound(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
       logging.info("No finished run in %s: running %s there first.", run_dir, m.config)
       run(configs_lib.load(m.config), run_dir)
@@ -62,7 +62,7 @@ def clip_model(config: ml_collections.ConfigDict) -> models.CLIP:
   """The CLIP of `config.model.variant` (with its overrides, dtype and remat): random init's, and the shape a plan
   compiles for (`flyp_jax.tpu_plan`) when no checkpoint is read."""
   m = config.model
-  overrides = dict(m.overrides) if m.get("overrides") else {}
+  overrides = dict(m.overrides)
   return models.create_model(models.get_config(m.variant, **overrides), dtype=m.dtype, remat=models.remat_setting(m))
 
 
@@ -84,7 +84,7 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise errors.BadValue(f"unknown method {config.method!r}; known: {known}")
   config_checks.validate(config, warn=False)  # `run` checks again, and warns, for the training methods
   files.check_writable(workdir)
-  if config.get("seeds", 1) > 1:
+  if config.seeds > 1:
     from flyp_jax import seeds
     return seeds.run(config, workdir, dispatch)
   if config.method in methods.NAMES:
@@ -103,14 +103,18 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config = run_paths.absolute(config, workdir, method.run_paths)  # other runs' paths, for the methods
   with workdir_lock.hold(workdir):
     config_checks.check_resume(config, workdir)
-    return _train(config, method, workdir)
+    try:
+      return _train(config, method, workdir)
+    except errors.StorageFull as e:  # a results, metrics or final/ file: the paragraph names the checkpoint kept
+      checkpoints = checkpoint_guard.newest(os.path.join(workdir, "checkpoints"))
+      raise errors.StorageFull(e.path, f" (the newest complete checkpoint: {checkpoints})") from e
 
 
 def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """With `total_epochs` > 0 (big_vision's alternative to a step count), the config with `steps` set to
   total_epochs * ceil(N / batch_size) for the N examples of the training split (and `optimizer.epoch_steps`,
   if unset, to one epoch); otherwise `config` itself."""
-  epochs = config.get("total_epochs", 0)
+  epochs = config.total_epochs
   if not epochs:
     return config
   from flyp_jax.data import pipeline
@@ -120,7 +124,7 @@ def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   config = config.copy_and_resolve_references()
   config.unlock()
   config.steps = epochs * epoch_steps
-  if not config.optimizer.get("epoch_steps"):
+  if not config.optimizer.epoch_steps:
     config.optimizer.epoch_steps = epoch_steps
   config.total_epochs = 0  # resolved: the steps are the run's length from here on
   config.lock()
@@ -177,8 +181,8 @@ def _train(config: ml_collections.ConfigDict, method: methods.Method, workdir: s
   # eval.select_from_start: the starting point (step 0) is a candidate too, as in FLYP's few-shot loop (its epoch
   # -1, the zero-shot model); eval.test_selected_only: the suite is evaluated once, on the selected parameters,
   # and every other evaluation is ID validation alone (FLYP's few-shot loop tests only the model it keeps).
-  first_candidate = 0 if config.eval.get("select_from_start", False) else 1
-  test_every = evaluator is not None and not config.eval.get("test_selected_only", False)
+  first_candidate = 0 if config.eval.select_from_start else 1
+  test_every = evaluator is not None and not config.eval.test_selected_only
   from flyp_jax import convert
   finished = files.exists(os.path.join(workdir, "final", convert.CONVERTED_MARKER))  # a half-written final/: redo
   if ckpt.latest_step() == total and finished and files.exists(os.path.join(workdir, "results.json")):
@@ -223,7 +227,7 @@ def _train(config: ml_collections.ConfigDict, method: methods.Method, workdir: s
   t0, timed_steps, t_start = time.time(), 0, time.time()
   every, evaluates = config.eval.every_steps, bool(test_every or validator)
   window, lr = metric_writer.RunningMean(), optim.make_schedule(config.optimizer, total)
-  trace = profiling.StepTrace(workdir, config.get("profile_steps", 0), start, total)
+  trace = profiling.StepTrace(workdir, config.profile_steps, start, total)
   preemption = _TermSignal()
   try:
     for step in range(start, total):
@@ -253,6 +257,7 @@ def _train(config: ml_collections.ConfigDict, method: methods.Method, workdir: s
         _check_finite(metrics, done, ckpt.latest_step())  # never save a diverged state
         ckpt.save(done, args=ocp.args.StandardSave(state))
       if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
+        _check_finite(metrics, done, ckpt.latest_step())  # never report metrics of a diverged state
         evaluate_at(done)
       if preemption.reached(ckpt, done):
         _check_finite(metrics, done, ckpt.latest_step())
@@ -298,7 +303,7 @@ def init_state(params, tx: optax.GradientTransformation, mesh) -> dict:
 
 def selection_key(config) -> str:
   """The ID validation metric that selects the reported checkpoint: `eval.select_on`, else the suite's headline."""
-  return config.eval.get("select_on") or suites.select_on(config.eval.suite)
+  return config.eval.select_on or suites.select_on(config.eval.suite)
 
 
 def _select(config, method, evaluator, best, last_params, last: dict, total: int, workdir: str, model) -> dict:
@@ -318,7 +323,7 @@ def _select(config, method, evaluator, best, last_params, last: dict, total: int
     _save_final(workdir, model, *_final_params(method, config, parallel.to_host(params)), folder="selected",
                 saver=_method_saver(method, config))
   results = last if selected == total else files.read_json(os.path.join(workdir, f"eval_{selected}.json"))
-  if evaluator is not None and config.eval.get("test_selected_only", False):
+  if evaluator is not None and config.eval.test_selected_only:
     clip_params, head = method.eval_params(config, params)
     results = {**results, **_evaluate(evaluator, {"clip": clip_params, "head": head})}
   results = method.finish(config, evaluator, params, workdir, results)  # the method's own rows (an ensemble)
@@ -347,7 +352,7 @@ def make_validator(config, model, mesh, quiet: bool = False):
   if dataset is None:
     return None
   key = selection_key(config)
-  if config.eval.get("val_split"):  # e.g. a k-shot sample of the validation split (flyp_jax.commands.few_shot)
+  if config.eval.val_split:  # e.g. a k-shot sample of the validation split (flyp_jax.commands.few_shot)
     dataset = dataclasses.replace(dataset, split=config.eval.val_split)
   metric = key.partition("/")[2]
   if key.partition("/")[0] == dataset.name and metric in suites.METRICS and metric not in dataset.metrics:
@@ -379,13 +384,13 @@ def make_train_step(config, loss_fn, tx, mesh, state):
   no gradient is computed or reduced for them; `grad_norm` is the norm over the trainable ones (what
   gradient clipping sees).
   """
-  rng = jax.random.PRNGKey(config.seed)
+  rng = jax.random.key(config.seed)
   accum = config.grad_accum_steps
-  clamp = config.optimizer.get("clamp_logit_scale", True)
+  clamp = config.optimizer.clamp_logit_scale
   trainable = optim.trainable_mask(config, state["params"])
 
   def constant_frozen(params, batch, step_rng):
-    params = jax.tree_util.tree_map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
+    params = jax.tree.map(lambda p, t: p if t else jax.lax.stop_gradient(p), params, trainable)
     return loss_fn(params, batch, step_rng)
 
   grad_fn = jax.value_and_grad(constant_frozen, has_aux=True)
@@ -394,18 +399,18 @@ def make_train_step(config, loss_fn, tx, mesh, state):
     if accum == 1:
       return grad_fn(params, batch, step_rng)
     # Row j * k + i goes to micro-batch i: each device keeps its own rows, so no data moves between devices.
-    micro = jax.tree_util.tree_map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1),
+    micro = jax.tree.map(lambda x: x.reshape(x.shape[0] // accum, accum, *x.shape[1:]).swapaxes(0, 1),
                                    batch)
 
     def body(total, i):
-      mb = jax.tree_util.tree_map(
+      mb = jax.tree.map(
           lambda x: jax.lax.with_sharding_constraint(x[i], parallel.data_sharding(mesh)), micro)
       out = grad_fn(params, mb, jax.random.fold_in(step_rng, i))
-      return jax.tree_util.tree_map(lambda a, b: a + b / accum, total, out), None
+      return jax.tree.map(lambda a, b: a + b / accum, total, out), None
 
-    zeros = jax.tree_util.tree_map(
+    zeros = jax.tree.map(
         lambda s: jnp.zeros(s.shape, s.dtype),
-        jax.eval_shape(grad_fn, params, jax.tree_util.tree_map(lambda x: x[0], micro), step_rng))
+        jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], micro), step_rng))
     return jax.lax.scan(body, zeros, jnp.arange(accum))[0]
 
   def train_step(state, batch):
@@ -418,7 +423,7 @@ def make_train_step(config, loss_fn, tx, mesh, state):
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
     return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-  state_sharding = jax.tree_util.tree_map(lambda x: x.sharding, state)
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
   return jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))
 
 
@@ -488,8 +493,13 @@ class _TermSignal:
 
 
 def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:
+  """A non-finite loss stops the run (on every process at the same step): as the input error a process told
+  (`data.pipeline`'s batches), else as a divergence."""
   loss = float(jax.device_get(metrics["loss"]))
   if not np.isfinite(loss):
+    told = parallel.told_input_error()
+    if told is not None:
+      raise told
     raise errors.Diverged(
         f"the training loss is {loss} at step {step}: training stopped. The last good checkpoint is step "
         f"{last_checkpoint} (re-running the command resumes from it); lower the learning rate or check the data.")

@@ -1,6 +1,9 @@
 """Test setup: 8 simulated CPU devices, so every sharded code path runs without accelerators."""
 
+import dataclasses
 import os
+
+import pytest
 
 # Compiling dominates the suite (hundreds of tiny programs, each compiled once per process): XLA's CPU backend
 # without LLVM's optimisation passes compiles them faster, and running tiny models unoptimised costs little (the
@@ -47,3 +50,23 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(items):
   rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
   items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+  """A TFDS data dir with domain_shapes/small, generated once per test process (each pytest-xdist worker): the
+  tests that change its files copy it first. A test file with other datasets defines its own `data_dir`."""
+  from flyp_jax.data import pipeline
+  path = str(tmp_path_factory.mktemp("tfds"))
+  pipeline.get_builder("domain_shapes/small", path)  # before any subprocess of a test could race to make it
+  return path
+
+
+def use_small_suites(monkeypatch, names=("domain_shapes",), first=None):
+  """The demo suites `names` (their first `first` datasets) and the demo's validation set on domain_shapes/small."""
+  from flyp_jax.data import suites
+  for name in names:
+    monkeypatch.setitem(suites.SUITES, name, tuple(dataclasses.replace(d, tfds_name="domain_shapes/small")
+                                                   for d in suites.SUITES[name][:first]))
+  monkeypatch.setitem(suites.VALIDATION, "domain_shapes",
+                      dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))

@@ -2,7 +2,6 @@
 exactly the teacher's maps, the teacher never changes), distillation (the attention divergence falls), the
 ensemble evaluation."""
 
-import dataclasses
 import json
 import math
 
@@ -12,28 +11,18 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from conftest import use_small_suites
+
 from flyp_jax import checkpoint_files, configs_lib, evaluate, losses, models, parallel, train
-from flyp_jax.data import pipeline, suites
+from flyp_jax.data import suites
 from flyp_jax.methods import attention_transfer as at
 from flyp_jax.models import transformer as tfm
 from flyp_jax.models import vit
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  pipeline.get_builder("domain_shapes/small", path)
-  return path
-
-
 @pytest.fixture(autouse=True)
 def small_suite(monkeypatch):
-  # Two datasets (one ID, one OOD) of the small mock benchmark keep evaluation short.
-  ds = suites.SUITES["domain_shapes"]
-  small = tuple(dataclasses.replace(d, tfds_name="domain_shapes/small") for d in (ds[0], ds[1]))
-  monkeypatch.setitem(suites.SUITES, "domain_shapes", small)
-  monkeypatch.setitem(suites.VALIDATION, "domain_shapes",
-                      dataclasses.replace(suites.VALIDATION["domain_shapes"], tfds_name="domain_shapes/small"))
+  use_small_suites(monkeypatch, first=2)  # one ID and one OOD dataset keep evaluation short
 
 
 def tiny_config(data_dir, **updates):
@@ -307,7 +296,6 @@ def test_drop_path_masks_and_a_fully_dropped_stack_is_the_identity():
   assert set(np.unique(masks[2])) == {0.0, 2.0} and abs(masks[2].mean() - 1.0) < 0.05
   np.testing.assert_allclose(np.unique(masks[1]), [0.0, 1 / 0.75], rtol=1e-6)
   # Every branch dropped: each block adds nothing, the tokens come out as they went in.
-  config = vit.ViTConfig(image_size=16, patch_size=8, width=32, layers=2, heads=4)
   x = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 32))
   stack = tfm.Transformer(2, 4, activation="gelu", eps=1e-6)
   p = stack.init(jax.random.PRNGKey(2), x)

@@ -35,6 +35,12 @@ def test_train_step_contract(train_result):
   for key in ("examples_per_s", "compile_s", "mfu", "speedup_vs_torch"):
     assert positive(r[key]), (key, r[key])
   assert r["mfu"] < 1.5  # a tiny model on a loaded CPU: well under the measured peak, never far above it
+  # The derived numbers from the measured ones, as the RESULTS tables read them.
+  j, t = r["jax"], r["torch"]
+  assert r["speedup_vs_torch"] == pytest.approx(j["examples_per_s"] / t["examples_per_s"], rel=1e-9)
+  assert j["mfu"] == pytest.approx(j["analytic_flops_per_step"] * j["examples_per_s"] / 8
+                                   / (r["peak_flops_per_device"] * r["devices"]), rel=1e-9)
+  assert j["step_s"] == pytest.approx(8 / j["examples_per_s"], rel=1e-9) and r["mfu"] == j["mfu"]
   for side in ("jax", "torch"):
     assert positive(r[side]["examples_per_s"]) and math.isfinite(r[side]["final_loss"])
   assert r["torch"]["threads"] >= 1

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from conftest import xla_flags
 
-from flyp_jax.data import pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 LOG_LINE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d")  # absl's log prefix, e.g. 'I1125 18:01:12.135657'
@@ -30,13 +29,6 @@ suites.VALIDATION["domain_shapes"] = dataclasses.replace(suites.VALIDATION["doma
 sys.argv = ["main.py", *sys.argv[1:]]
 runpy.run_path("main.py", run_name="__main__")
 """
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  pipeline.get_builder("domain_shapes/small", path)
-  return path
 
 
 RUN_MAIN = 'import runpy, sys; sys.argv[0] = "main.py"; runpy.run_path("main.py", run_name="__main__")\n'
@@ -251,17 +243,28 @@ def test_a_preempted_run_exits_at_once_whatever_threads_a_library_left_running(d
   assert "checkpoint saved" in rest and (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-  """A 12 MiB file system (tmpfs): room for one checkpoint of the demo CLIP (about 9 MiB), not two."""
-  mount = tmp_path / "disk"
-  mount.mkdir()
-  made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mount)], capture_output=True,
+def mount_tmpfs(path: Path, size: str) -> Path:
+  """A tmpfs of `size` at `path` (skips the test with the reason where mounting is refused)."""
+  path.mkdir()
+  made = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
                         text=True)
   if made.returncode:
     pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip() or made.returncode}): needs root")
-  yield mount
-  subprocess.run(["umount", "-l", str(mount)], check=False)
+  return path
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 12 MiB file system (tmpfs): room for one checkpoint of the demo CLIP (about 9 MiB), not two."""
+  yield mount_tmpfs(tmp_path / "disk", "12m")
+  subprocess.run(["umount", "-l", str(tmp_path / "disk")], check=False)
+
+
+@pytest.fixture
+def disk(tmp_path):
+  """A 64 MiB file system (tmpfs): room for a whole demo run, until a test fills it."""
+  yield mount_tmpfs(tmp_path / "disk", "64m")
+  subprocess.run(["umount", "-l", str(tmp_path / "disk")], check=False)
 
 
 @pytest.mark.slow
@@ -288,3 +291,82 @@ def test_a_disk_that_really_fills_is_one_paragraph_and_the_run_resumes_after_roo
   code, out, err = main_py(*args, small_suite=True)
   assert code == 0, err[-3000:]
   assert [l.split("/")[0] for l in out.splitlines() if l.startswith("step ")] == ["step 20", "step 30"]
+
+
+FILL_DISK_AT = """
+import os, time
+from flyp_jax import convert, files, metric_writer
+_at, _disk = os.environ.pop("FLYP_TEST_FILL_AT"), os.environ.pop("FLYP_TEST_DISK")
+
+def _fill():  # every free byte of the file system taken, as another program writing there would
+  time.sleep(1)  # the checkpoints saved before, asynchronously, complete first
+  fd = os.open(os.path.join(_disk, "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+  for chunk in (1 << 20, 4096):
+    try:
+      while True:
+        os.write(fd, bytes(chunk))
+    except OSError:
+      pass
+  os.close(fd)
+
+def _before(module, name, when):
+  original = getattr(module, name)
+  def filled_first(*args, **kwargs):
+    if when(*args):
+      _fill()
+    return original(*args, **kwargs)
+  setattr(module, name, filled_first)
+
+if _at == "metrics.jsonl":  # its first line (step 10's), which needs a new block of the file system
+  _before(metric_writer.MetricWriter, "write", lambda self, step, scalars: step == 10)
+elif _at == "final":
+  _before(convert, "save_converted", lambda dst, *rest: os.path.basename(dst) == "final")
+elif _at == "best":  # the final evaluation's save of best/ (orbax, asynchronous)
+  from flyp_jax import checkpoint_guard
+  _before(checkpoint_guard.Saving, "save", lambda self, *a: os.path.basename(str(self.directory)) == "best")
+elif _at == "results.json":
+  _before(files, "write_json", lambda path, obj: os.path.basename(path) == "results.json")
+"""
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_while_a_run_writes_its_metrics_final_or_results_is_one_paragraph_and_loses_nothing(
+    data_dir, tmp_path, disk):
+  """The workdir on a real file system that fills up (another program takes every free byte) just before the
+  run writes metrics.jsonl (its first line: an append within a block already held would still fit), then
+  final/, then best/, then results.json: each time the output is the progress lines and one
+  paragraph naming the file and the newest complete checkpoint, nothing half-written is left to be read, and
+  after room is made the same command goes on from where it stopped to a finished run."""
+  workdir = disk / "run"
+  args = ("--config=configs/flyp.py:demo,steps=20,log_every=10,checkpoint_every=10", f"--workdir={workdir}",
+          "--config.batch_size=32", "--config.data.dataset=domain_shapes/small", f"--config.data.data_dir={data_dir}",
+          "--config.eval.at_start=False", "--config.eval.every_steps=0", "--config.eval.batch_size=64")
+  record = tmp_path / "writes.json"
+  for at, file, newest in (("metrics.jsonl", workdir / "metrics.jsonl", "none yet"),
+                           ("final", workdir / "final", "step 20,"), ("best", workdir / "best", None),
+                           ("results.json", workdir / "results.json", "step 20,")):
+    proc = subprocess.run([sys.executable, "-c", RECORD_WRITES + FILL_DISK_AT + SMALL_SUITE, *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300,
+                          env=child_env(FLYP_TEST_RECORD_WRITES=str(record), FLYP_TEST_FILL_AT=at,
+                                        FLYP_TEST_DISK=str(disk)))
+    assert proc.returncode == 2, (at, proc.stderr[-3000:])
+    foreign = foreign_lines(proc, record)
+    assert not foreign, (at, "\n".join(foreign[:20]))
+    (error,) = proc.stderr.splitlines()
+    if at == "best":  # orbax saves it asynchronously: the evaluation's JSON written next may be the first to fail
+      assert (error.startswith(f"error: saving step 20 to {file} failed (No space left on device") or
+              error.startswith(f"error: writing {workdir / 'eval_20.json'} failed: no space left on device")), error
+    else:
+      assert error.startswith(f"error: writing {file}") and "no space left on device" in error, error
+      assert f"the newest complete checkpoint: {newest}" in error, error
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert not list(workdir.rglob("*.partial-*")), "a half-written file was left to be read"
+    (disk / "filler").unlink()  # room made
+  assert not (workdir / "results.json").exists()
+  code, out, err = main_py(*args, small_suite=True)
+  assert code == 0, err[-3000:]
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [l["step"] for l in lines if "train/loss" in l] == [10, 20]  # each logged step once, none torn
+  results = json.loads((workdir / "results.json").read_text())
+  assert results["selected_step"] == 20 and (workdir / "final" / "flyp_clip.json").exists()
+  assert sorted(p.name for p in (workdir / "best").iterdir() if p.name.isdigit()) == ["20"]

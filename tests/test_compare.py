@@ -8,15 +8,8 @@ import os
 import pytest
 
 from flyp_jax import configs_lib, files, train
-from flyp_jax.data import pipeline, suites
+from flyp_jax.data import suites
 from flyp_jax.commands import compare
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  pipeline.get_builder("domain_shapes/small", path)
-  return path
 
 
 def fake_result(config) -> dict:

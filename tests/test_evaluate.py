@@ -73,6 +73,19 @@ def test_effective_robustness_logit_fit():
   assert linear == pytest.approx(0.45 - 0.6)
 
 
+def test_summary_averages_id_and_ood_over_the_metrics_they_share():
+  from flyp_jax.data.suites import EvalDataset
+  d = lambda name, ood, metrics=("top1", "top5"): EvalDataset(name, "t", "test", ood, "c", "t", metrics)
+  datasets = [d("a", False), d("b", True), d("c", True, ("top1", "xent")), d("e", True)]
+  per_dataset = {"a": {"top1": 0.8, "top5": 0.9}, "b": {"top1": 0.2, "top5": 0.5},
+                 "c": {"top1": 0.5, "xent": 1.0}, "e": {"top1": 0.6, "top5": 0.7}}
+  out = evaluate.summarize(datasets, per_dataset, {"slope": 1.0, "intercept": 0.0, "transform": "linear"})
+  # OOD top-1 (0.2 + 0.5 + 0.6) / 3, a mean and not the median 0.5; top5 and xent are not shared by all
+  assert out == pytest.approx({"avg_id/top1": 0.8, "avg_id/top5": 0.9, "avg_ood/top1": 1.3 / 3,
+                               "avg_ood": 1.3 / 3, "effective_robustness": 1.3 / 3 - 0.8})
+  assert "avg_ood/top1" not in evaluate.summarize(datasets[:1], per_dataset)
+
+
 def test_zeroshot_head_matches_direct_computation():
   model = models.create_model("ViT-T/8")
   params = jax.jit(models.init_params, static_argnums=0)(model, jax.random.PRNGKey(0))

@@ -54,11 +54,19 @@ def test_suite_end_to_end_on_mock_data(suite, tiny, tmp_path):
   evaluator = evaluate.Evaluator(model, suite, mesh, batch_size=8, baseline={"slope": 1.0, "intercept": 0.0})
   with tfds.testing.mock_data(as_dataset_fn=fake_as_dataset):
     results = evaluator(params, head=head, workdir=str(tmp_path))
-  for ds in suites.get(suite):
+  datasets = suites.get(suite)
+  for ds in datasets:
     assert results[f"{ds.name}/count"] == N_EXAMPLES
-    for m in ds.metrics:
-      assert 0.0 <= results[f"{ds.name}/{m}"] <= 1.0
-  assert "avg_ood/top1" in results and "effective_robustness" in results
+    top1 = results[f"{ds.name}/top1"] * N_EXAMPLES  # a count of the examples
+    assert abs(top1 - round(top1)) < 1e-4, (ds.name, top1)
+  # the averages over the ID and the OOD datasets, and effective robustness against the line ood = id (slope 1,
+  # intercept 0 in logit space: the baseline predicts the ID accuracy itself)
+  for split, chosen in (("id", [d for d in datasets if not d.ood]), ("ood", [d for d in datasets if d.ood])):
+    assert results[f"avg_{split}/top1"] == pytest.approx(np.mean([results[f"{d.name}/top1"] for d in chosen]))
+  assert "effective_robustness" in results
+  if 0 < results["avg_id/top1"] < 1:
+    assert results["effective_robustness"] == pytest.approx(results["avg_ood/top1"] - results["avg_id/top1"],
+                                                            abs=1e-9)
   assert json.loads((tmp_path / "results.json").read_text()) == pytest.approx(results, nan_ok=True)
 
 

@@ -72,13 +72,6 @@ train.run(make_config(method, data_dir), workdir)
 exec(CONFIG)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  pipeline.get_builder("domain_shapes/small", path)  # prepared once, before processes could race to do it
-  return path
-
-
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -278,3 +271,39 @@ def get_config():
     config.checkpoint_every = 0
     train.run(config, str(uninterrupted))
   assert_close(outcome(workdir), outcome(uninterrupted), initial_params("ft", data_dir))
+
+
+@pytest.mark.parametrize("split", ["train", "test_photo"])
+def test_a_damaged_dataset_file_read_by_one_process_stops_every_process_with_its_paragraph(tmp_path, data_dir,
+                                                                                            split):
+  """The last quarter of the split's file cut off, so that only process 1's half of the examples reaches the
+  damage (process 0 reads the first half and would go on). Training: every process stops at the same step
+  with the paragraph naming the file, none waits for the other at a collective, no checkpoint is saved of the
+  steps after it; evaluation: the same after the last batch, no metric written."""
+  import pathlib
+  import shutil
+  damaged_dir = tmp_path / "tfds"
+  shutil.copytree(data_dir, damaged_dir)
+  builder = pipeline.get_builder("domain_shapes/small", str(damaged_dir))
+  path = pathlib.Path(builder.info.splits[split].filepaths[0])
+  path.write_bytes(path.read_bytes()[:path.stat().st_size * 3 // 4])
+  config_file = tmp_path / "damaged.py"
+  config_file.write_text(CONFIG + f"""
+def get_config():
+  return make_config("ft", {str(damaged_dir)!r})
+""")
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  procs = launch_main(workdir, config_file)
+  codes = [p.wait(timeout=200) for p in procs]
+  logs = [log_of(workdir, i) for i in (0, 1)]
+  assert codes == [2, 2], (codes, logs[0][-2000:], logs[1][-2000:])
+  for log in logs:
+    error = log.strip().splitlines()[-1]
+    assert error.startswith(f"error: TFDS dataset 'domain_shapes', split '{split}': file {path} is damaged"), error
+  if split == "train":
+    assert not [d for d in (workdir / "checkpoints").iterdir() if d.name.isdigit()]
+    assert "step 1/" not in logs[0]  # the first logged step's loss is the poisoned one: stopped there
+  else:
+    assert f"step {STEPS}/{STEPS}:" in logs[0] and not (workdir / "results.json").exists()
+    assert not list(workdir.glob("eval_*.json"))

@@ -11,10 +11,8 @@ from flyp_jax.data import pipeline
 
 
 @pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory):
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
-  pipeline.get_builder("domain_shapes/small", data_dir)  # prepared offline on first use
-  return data_dir
+def shapes_dir(data_dir):
+  return data_dir  # conftest's domain_shapes/small (this file's tests name their own copies data_dir)
 
 
 def pil_reference(image: np.ndarray, size: int) -> np.ndarray:

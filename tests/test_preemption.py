@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 
 from flyp_jax import models, train
-from flyp_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 30
@@ -54,13 +53,6 @@ from flyp_jax import train
 train.run(make_config(sys.argv[2]), sys.argv[1])
 """
 exec(CONFIG)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  pipeline.get_builder("domain_shapes/small", path)
-  return path
 
 
 def start(workdir, data_dir, **env):

@@ -22,7 +22,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from flyp_jax import checkpoint_guard, config_checks, configs_lib, files, optim, train, workdir_lock
-from flyp_jax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = """
@@ -45,13 +44,6 @@ def tiny(data_dir, **changes):
   return config
 """
 exec(CONFIG)  # tiny(data_dir, **{"steps": 6, "model.variant": ...}): the config every run here uses
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("tfds"))
-  pipeline.get_builder("domain_shapes/small", path)
-  return path
 
 
 def steps_trained(output: str) -> list[int]:

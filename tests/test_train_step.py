@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from flyp_jax import configs_lib, models, optim, parallel, train
+from flyp_jax import configs_lib, optim, parallel, train
 from flyp_jax.methods import flyp, ft, pretrain
 from flyp_jax.tokenizer import tokenize
 

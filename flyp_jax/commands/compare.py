@@ -70,7 +70,7 @@ def run(config, workdir: str) -> dict:
   cc = config.compare
   runs_dir = os.path.join(files.absolute(workdir), "runs")
   model, params = train.load_clip(config, workdir)
-  mesh = parallel.make_mesh(config.get("model_axis", 1))
+  mesh = parallel.make_mesh(config.model_axis)
   evaluator = evaluate.from_config(model, config, mesh)
   validator = train.make_validator(config, model, mesh)
   select_on = train.selection_key(config) if validator else ID

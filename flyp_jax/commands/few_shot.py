@@ -39,7 +39,7 @@ def samples(config, cache_dir: str, seed: int) -> tuple[str, str]:
   """(training split, validation split) of the k-shot sample of repetition `seed`, as TFDS split expressions."""
   d, k = config.data, int(config.few_shot.k)
   n_classes = len(classnames_lib.of_data(d))
-  table = label_maps.class_table(d.get("label_map", ""))
+  table = label_maps.class_table(d.label_map)
   val = validation_set(config)
   train_labels = kshot.split_labels(d.dataset, d.train_split, d.data_dir or None, table, cache_dir)
   val_labels = kshot.split_labels(val.tfds_name, val.split, d.data_dir or None,

@@ -143,13 +143,13 @@ def run(config, workdir: str) -> dict:
   Writes lp_head.npz ({'kernel', 'bias'}, the head LP-FT starts from) and results.json to `workdir`.
   """
   files.makedirs(workdir)
-  mesh = parallel.make_mesh(config.get("model_axis", 1))
+  mesh = parallel.make_mesh(config.model_axis)
   model, params = train.load_clip(config, workdir)
   params = jax.device_put(params, parallel.replicated(mesh))
   d = config.data
   extract = lambda split: extract_features(model, params, d.dataset, split, mesh, batch_size=config.eval.batch_size,
                                            data_dir=d.data_dir or None, image_size=d.image_size or None,
-                                           corrupt_images=d.corrupt_images, label_map=d.get("label_map", ""))
+                                           corrupt_images=d.corrupt_images, label_map=d.label_map)
   (train_x, train_y), (val_x, val_y) = extract(d.train_split), extract(config.lp.val_split)
   n_classes = len(classnames.of_data(d))
   for split, y in ((d.train_split, train_y), (config.lp.val_split, val_y)):
@@ -162,8 +162,10 @@ def run(config, workdir: str) -> dict:
   if jax.process_index() == 0:
     files.save_npz(os.path.join(workdir, "lp_head.npz"), head)
   evaluator = evaluate.from_config(model, config, mesh)
-  results = evaluator(params, head=jax.device_put(head, parallel.replicated(mesh)), workdir=workdir)
+  results = evaluator(params, head=jax.device_put(head, parallel.replicated(mesh)))
   results.update(lp_l2=float(fit["l2"]), lp_val_top1=float(fit["val_top1"]))
   if c_grid:
     results["lp_C"] = 1.0 / (float(fit["l2"]) * len(train_y))
+  if jax.process_index() == 0:  # the picked strength and its validation accuracy beside the suite's metrics
+    files.write_json(os.path.join(workdir, "results.json"), results)
   return results

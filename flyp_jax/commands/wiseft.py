@@ -39,8 +39,8 @@ def _dtype(x) -> np.dtype:
 
 def _mismatches(zeroshot, finetuned) -> list[str]:
   """Human-readable differences in keys ('a/b' paths), shapes and dtypes between two params pytrees."""
-  z = {_path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(zeroshot)[0]}
-  f = {_path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(finetuned)[0]}
+  z = {_path_str(p): v for p, v in jax.tree.flatten_with_path(zeroshot)[0]}
+  f = {_path_str(p): v for p, v in jax.tree.flatten_with_path(finetuned)[0]}
   out = [f"{p}: missing from finetuned" for p in sorted(z.keys() - f.keys())]
   out += [f"{p}: only in finetuned" for p in sorted(f.keys() - z.keys())]
   for p in sorted(z.keys() & f.keys()):
@@ -48,9 +48,9 @@ def _mismatches(zeroshot, finetuned) -> list[str]:
       out.append(f"{p}: {np.shape(z[p])} vs {np.shape(f[p])}")
     elif _dtype(z[p]) != _dtype(f[p]):
       out.append(f"{p}: {_dtype(z[p])} vs {_dtype(f[p])}")
-  if not out and jax.tree_util.tree_structure(zeroshot) != jax.tree_util.tree_structure(finetuned):
-    out.append(f"containers differ: {jax.tree_util.tree_structure(zeroshot)} vs "
-               f"{jax.tree_util.tree_structure(finetuned)}")
+  if not out and jax.tree.structure(zeroshot) != jax.tree.structure(finetuned):
+    out.append(f"containers differ: {jax.tree.structure(zeroshot)} vs "
+               f"{jax.tree.structure(finetuned)}")
   return out
 
 
@@ -83,7 +83,7 @@ def interpolate(zeroshot, finetuned, alpha):
     # (1 - w) z + w f rather than z + w (f - z): exact endpoints, alpha = 1 returns f bit for bit.
     return ((1 - w) * z + w * f).astype(dtype)
 
-  return jax.tree_util.tree_map(mix, zeroshot, finetuned)
+  return jax.tree.map(mix, zeroshot, finetuned)
 
 
 def sweep(evaluate_fn: Callable[[Any], dict], zeroshot, finetuned, alphas: Sequence[float] = DEFAULT_ALPHAS,
@@ -170,8 +170,7 @@ def save_accuracy_plot(fig, ax, path: str, title: str, legend_size: int = 8) -> 
   fig.savefig(buffer, format="png")
   plt.close(fig)
   files.makedirs(os.path.dirname(files.absolute(path)))
-  with files.open_file(path, "wb") as f:
-    f.write(buffer.getvalue())
+  files.write_atomically(path, buffer.getvalue())
   return path
 
 
@@ -196,9 +195,9 @@ def write(results: Sequence[dict], workdir: str, title: str = "WiSE-FT", extra: 
   with files.open_file(os.path.join(workdir, "wiseft.md"), "w") as f:
     f.write(f"# {title}\n\nalpha picked on {pick_key}: {best['alpha']:g}\n\n" + table(results, table_keys(pick_key),
                                                                                        pick_key))
-  with files.open_file(os.path.join(workdir, "wiseft.json"), "w") as f:  # last: its presence means finished
-    json.dump({"results": list(results), "picked_alpha": best["alpha"], "picked_on": pick_key, "config": config}, f,
-              indent=2, default=_json_default)
+  files.write_atomically(os.path.join(workdir, "wiseft.json"), json.dumps(  # last: its presence means finished
+      {"results": list(results), "picked_alpha": best["alpha"], "picked_on": pick_key, "config": config},
+      indent=2, default=_json_default))
   return best
 
 
@@ -226,7 +225,7 @@ def run(config, workdir: str) -> dict:
           f"it is (another --workdir computes it anew)", flush=True)
     return _report(done["results"], done["picked_on"], workdir)
   files.makedirs(workdir)
-  mesh = parallel.make_mesh(config.get("model_axis", 1))
+  mesh = parallel.make_mesh(config.model_axis)
   model, zeroshot = train.load_clip(config, workdir)
   # As the loop reads a finished run: a final/ that does not load is moved aside (its run's command writes it again
   # from the checkpoints), and one without its marker is half-written.

@@ -11,6 +11,7 @@ pipeline, evaluator, linear probe) takes like any split.
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Optional
 
@@ -96,10 +97,9 @@ def _save_npy(path: str, array: np.ndarray) -> None:
   if jax.process_index() != 0:
     return
   files.makedirs(os.path.dirname(path))
-  partial = f"{path}.partial"
-  with files.open_file(partial, "wb") as f:
-    np.save(f, array)
-  files.move(partial, path)
+  buffer = io.BytesIO()
+  np.save(buffer, array)
+  files.write_atomically(path, buffer.getvalue())
 
 
 def _load_npy(path: str) -> np.ndarray:

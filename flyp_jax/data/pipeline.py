@@ -358,6 +358,8 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
       batch = next(batches, None)
     except _DAMAGED_FILE_ERRORS as e:  # the rest of this process's part is blank; all raise after the last batch
       damaged, batches, batch = damaged_file_error(builder, split, e), iter(()), None
+      if jax.process_count() > 1:
+        parallel.tell_input_error(damaged)  # its paragraph, for the other processes to print too
     if batch is None:
       local = blank
     else:
@@ -377,8 +379,9 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
   total_bad, total_decoded, total_damaged = (int(v) for v in parallel.across_processes([bad, decoded,
                                                                                         damaged is not None]))
   if total_damaged:
-    raise damaged or DamagedDatasetError(f"TFDS dataset {name!r}, split {split!r}: a file read by another process "
-                                         f"is damaged; that process's error names it.")
+    raise damaged or parallel.told_input_error() or DamagedDatasetError(
+        f"TFDS dataset {name!r}, split {split!r}: a file read by another process is damaged; that process's error "
+        f"names it.")
   if not total_bad:
     return
   tfds_id, message = first_bad or ("on another process", "see that process's log")
@@ -558,6 +561,28 @@ def train_batches(name: str, split: str, *, data_dir: Optional[str] = None, num_
 
 
 def _checked_batches(ds, name, split, data_dir, shards, num_classes, label_feature, classnames):
+  """The batches, each checked; with several processes, a bad input on this one is told to the others and the
+  stream goes on with NaN images, so that every process's next finiteness check of the loss (the loop's, at the
+  same step on all of them) stops them together with this paragraph: none of them waits for this one at a
+  collective, and nothing computed from those batches is saved (the loop saves only finite states)."""
+  checked = _raising_batches(ds, name, split, data_dir, shards, num_classes, label_feature, classnames)
+  if jax.process_count() == 1:
+    yield from checked
+    return
+  try:
+    yield from checked
+  except errors.UserError as e:
+    spec = ds.element_spec
+    poisoned = {k: np.full(v.shape, np.nan if v.dtype.is_floating else 0, v.dtype.as_numpy_dtype)
+                for k, v in spec.items()}
+    if not np.issubdtype(poisoned["image"].dtype, np.floating):
+      raise
+    parallel.tell_input_error(e)
+    while True:
+      yield poisoned
+
+
+def _raising_batches(ds, name, split, data_dir, shards, num_classes, label_feature, classnames):
   it = iter(tfds.as_numpy(ds))
   while True:
     try:

@@ -177,14 +177,14 @@ def abstract_model(config):
                           "checkpoint: set --config.at.teacher.variant (e.g. ViT-L/16)")
   model = vit_lib.ViT(vit_lib.get_config(config.at.teacher.variant), jnp.dtype(config.model.dtype),
                       models.remat_setting(config.model))
-  return model, {"visual": jax.eval_shape(lambda: vit_lib.init_params(model, jax.random.PRNGKey(0)))}
+  return model, {"visual": jax.eval_shape(lambda: vit_lib.init_params(model, jax.random.key(0)))}
 
 
 def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
   _check(config)
   cfg = student_config(model.config, config.at.pool)
   transfer_layers(config, cfg.layers)
-  rng = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)  # not the teacher's seed (random teachers in tests)
+  rng = jax.random.fold_in(jax.random.key(config.seed), 1)  # not the teacher's seed (random teachers in tests)
   student = jax.jit(lambda r: vit_lib.init_params(vit_lib.ViT(cfg), r))(rng)
   n_classes = len(classnames_lib.of_data(config.data))
   head = vit_lib.classifier_head(jax.random.fold_in(rng, 2), cfg.width, n_classes)
@@ -194,7 +194,7 @@ def extra_params(config, model, clip_params, mesh, evaluator) -> dict:
 def extra_param_shapes(config, model) -> dict:
   cfg = student_config(model.config, config.at.pool)
   n_classes = len(classnames_lib.of_data(config.data))
-  student = jax.eval_shape(lambda: vit_lib.init_params(vit_lib.ViT(cfg), jax.random.PRNGKey(0)))
+  student = jax.eval_shape(lambda: vit_lib.init_params(vit_lib.ViT(cfg), jax.random.key(0)))
   return {"student": student, "head": {"kernel": jax.ShapeDtypeStruct((cfg.width, n_classes), jnp.float32),
                                        "bias": jax.ShapeDtypeStruct((n_classes,), jnp.float32)}}
 

@@ -24,9 +24,9 @@ def train_batches(config, model: models.CLIP, mesh, start_step: int, features: S
                                 global_batch_size=config.batch_size, mesh=mesh, data_dir=d.data_dir or None,
                                 seed=config.seed, start_step=start_step, features=features, shards=d.shards,
                                 scale=tuple(d.crop_scale), flip=d.flip,
-                                corrupt_images=d.get("corrupt_images", "error"), num_classes=num_classes,
+                                corrupt_images=d.corrupt_images, num_classes=num_classes,
                                 classnames=d.classnames if num_classes is not None else "",
-                                label_table=label_maps.class_table(d.get("label_map", "")))
+                                label_table=label_maps.class_table(d.label_map))
 
 
 def labelled_batches(config, model, mesh, start_step: int) -> Iterator[dict[str, jax.Array]]:

@@ -116,7 +116,7 @@ def init_params(model: ViT, rng: Array) -> dict:
   embedding as torch's Conv2d default (uniform in +-1 / sqrt(fan_in))."""
   c = model.config
   params = model.init(rng, jnp.zeros((1, c.image_size, c.image_size, 3), jnp.float32))["params"]
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+  leaves, treedef = jax.tree.flatten_with_path(params)
   keys = jax.random.split(jax.random.fold_in(rng, 1), len(leaves))
   out = []
   for (path, leaf), key in zip(leaves, keys):
@@ -126,7 +126,7 @@ def init_params(model: ViT, rng: Array) -> dict:
     elif names[0] == "transformer" and names[-1] == "bias" and names[-2] not in ("ln_1", "ln_2"):
       leaf = jnp.zeros_like(leaf)
     out.append(leaf)
-  return jax.tree_util.tree_unflatten(treedef, out)
+  return jax.tree.unflatten(treedef, out)
 
 
 def classifier_head(rng: Array, width: int, n_classes: int) -> dict:
@@ -230,10 +230,10 @@ def config_from_params(params: dict, pool: str = "gap") -> ViTConfig:
 
 def check_params(params: dict, config: ViTConfig, path: str = "") -> None:
   from flyp_jax.checkpoint_files import CheckpointError
-  abstract = jax.eval_shape(lambda: ViT(config).init(jax.random.PRNGKey(0), jnp.zeros(
+  abstract = jax.eval_shape(lambda: ViT(config).init(jax.random.key(0), jnp.zeros(
       (1, config.image_size, config.image_size, 3)))["params"])
-  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree_util.tree_leaves_with_path(abstract)}
-  got = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_leaves_with_path(params)}
+  want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree.leaves_with_path(abstract)}
+  got = {jax.tree_util.keystr(p): tuple(np.shape(x)) for p, x in jax.tree.leaves_with_path(params)}
   if want != got:
     bad = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
     raise CheckpointError(f"{path or 'the parameters'} do not fit the ViT {config}: {bad[:6]}")
@@ -273,8 +273,8 @@ def load_saved(path: str) -> tuple[ViTConfig, dict]:
   if record.get("kind") != KIND:
     raise errors.BadValue(f"{path} holds a CLIP, not a ViT: load it with flyp_jax.models.load_pretrained")
   config = ViTConfig.from_dict(record["config"])
-  abstract = jax.eval_shape(lambda: ViT(config).init(jax.random.PRNGKey(0), jnp.zeros(
+  abstract = jax.eval_shape(lambda: ViT(config).init(jax.random.key(0), jnp.zeros(
       (1, config.image_size, config.image_size, 3)))["params"])
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(os.path.join(path, "params"), abstract)
-  return config, jax.tree_util.tree_map(np.asarray, params)
+  return config, jax.tree.map(np.asarray, params)
