@@ -20,7 +20,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from flyp_jax import errors, files, parallel
+from flyp_jax import errors, files, models, parallel
+from flyp_jax.models import converted
 
 
 class WorkdirCheckpointError(errors.UserError, RuntimeError):
@@ -54,14 +55,12 @@ def set_aside(path: str, error: BaseException, what: str = "checkpoint") -> str:
 
 def set_aside_if_damaged(final: str) -> None:
   """A finished run's final/ that does not load is set aside, so that it is written again from the checkpoints."""
-  from flyp_jax import convert
-  if files.exists(os.path.join(final, convert.CONVERTED_MARKER)):  # else absent or half-written: written again
+  if converted.is_converted(final):  # else absent or half-written: written again
     final_readable(final)
 
 
 def final_readable(final: str) -> bool:
   """Whether a finished run's final/ loads; if it does not, it is set aside (so that it can be written again)."""
-  from flyp_jax import models
   try:
     models.load_pretrained(final)
     failed = None

@@ -19,7 +19,8 @@ import re
 import sys
 from typing import Any
 
-from flyp_jax import errors, files
+from flyp_jax import errors, files, pretrained
+from flyp_jax.data import classnames
 
 CONFIG_FILE = "config.json"
 
@@ -167,8 +168,7 @@ def check_inputs(config) -> None:
   """Raise naming an input that cannot be read: the pretrained checkpoint, the training split, class names that do
   not match the dataset's labels. Checked before the workdir (`check_resume`), so the real problem is said first."""
   # Imported here: the dataset's pipeline pulls in TensorFlow, which `validate` and the command line's checks do not.
-  from flyp_jax import pretrained
-  from flyp_jax.data import classnames, pipeline
+  from flyp_jax.data import pipeline
   m, d = config.model, config.data
   if m.init == "pretrained" and m.path and not pretrained.is_named(m.path):
     if not files.is_remote(m.path) and not os.path.exists(m.path):

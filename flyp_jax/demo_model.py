@@ -28,6 +28,8 @@ import sys
 
 import numpy as np
 
+# The project's modules are imported where they are used: every config file imports this module for PATH alone
+# (configs/common.py), before a command needs JAX, orbax or TensorFlow.
 PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "demo_clip.npz")
 
 
@@ -46,7 +48,8 @@ def caption_tokens(data_dir: str | None = None) -> np.ndarray:
 
 def export(run_dir: str, dst: str = PATH, data_dir: str | None = None) -> dict:
   """Write the finished pretraining run in `run_dir` (its `final/`) to `dst`, unused embedding rows zeroed."""
-  from flyp_jax import convert, models
+  from flyp_jax import models
+  from flyp_jax.models import converted
   model, params = models.load_pretrained(os.path.join(run_dir, "final"))
   used = caption_tokens(data_dir)
   table = params["text"]["token_embedding"]["embedding"]
@@ -54,7 +57,7 @@ def export(run_dir: str, dst: str = PATH, data_dir: str | None = None) -> dict:
   pruned[used] = table[used]
   params["text"]["token_embedding"]["embedding"] = pruned
   os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-  convert.save_npz(dst, model.config, params)
+  converted.save_npz(dst, model.config, params)
   return {"kept_tokens": int(len(used)), "vocab_size": int(table.shape[0]), "bytes": os.path.getsize(dst)}
 
 

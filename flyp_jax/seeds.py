@@ -15,7 +15,7 @@ import jax
 import numpy as np
 from scipy import stats
 
-from flyp_jax import errors, files
+from flyp_jax import errors, files, runs
 
 
 def interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
@@ -62,24 +62,20 @@ def seed_dir(workdir: str, seed: int) -> str:
 def run(config, workdir: str, run_one: Callable[[object, str], dict]) -> dict:
   """Runs `run_one(config with seed s and seeds 1, seed_dir)` for the config's N seeds; writes results.json.
 
-  `run_one` is the single-run command (`flyp_jax.train.dispatch`). A seed whose directory already holds
-  results.json is not run again.
+  `run_one` is the single-run command (`flyp_jax.train.dispatch`). A seed whose run has finished is not run
+  again (`flyp_jax.runs.results_of`).
   """
   n = int(config.seeds)
   seeds = [int(config.seed) + i for i in range(n)]
-  runs = []
+  per_seed = []
   for i, seed in enumerate(seeds):
     path = seed_dir(workdir, seed)
-    done = os.path.join(path, "results.json")
-    if files.exists(done):
-      runs.append(files.read_json(done))
-      continue
     print(f"seed {seed} ({i + 1} of {n}) in {path}", flush=True)
     one = config.copy_and_resolve_references()
     with one.unlocked():
       one.seed, one.seeds = seed, 1
-    runs.append(run_one(one, path))
-  results = aggregate(runs, seeds)
+    per_seed.append(runs.results_of(one, path, run_one))
+  results = aggregate(per_seed, seeds)
   if jax.process_index() == 0:  # every process computed the same aggregate; one writes it
     files.write_json(os.path.join(workdir, "results.json"), results)
   print(summary(results), flush=True)

@@ -48,7 +48,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from flyp_jax import errors, evaluate, flops, methods, models, optim, parallel, train  # noqa: E402
+from flyp_jax import configs_lib, errors, evaluate, flops, methods, models, optim, parallel, train  # noqa: E402
 from flyp_jax.data import classnames as classnames_lib  # noqa: E402
 from flyp_jax.data import suites  # noqa: E402
 from flyp_jax.data import templates as templates_lib  # noqa: E402
@@ -408,8 +408,6 @@ def report(p: dict) -> str:
 def main(argv=None) -> dict:
   from absl import flags
   from ml_collections import config_flags
-
-  from flyp_jax import configs_lib
   argv = [a for a in (sys.argv if argv is None else argv) if a != "--verbose"]  # read by run_reporting_errors
   argv = configs_lib.resolve_args(argv)  # the config file found from the working directory, else the repository's
   unknown = configs_lib.unknown_override(argv[1:])

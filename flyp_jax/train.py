@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -23,9 +23,10 @@ import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
-from flyp_jax import (checkpoint_guard, commands, config_checks, configs_lib, errors, evaluate, files, losses,
-                      methods, metric_writer, models, optim, parallel, profiling, run_paths, workdir_lock)
-from flyp_jax.data import suites
+from flyp_jax import (checkpoint_guard, commands, config_checks, errors, evaluate, files, losses, methods,
+                      metric_writer, models, optim, parallel, profiling, run_paths, runs, seeds, workdir_lock)
+from flyp_jax.data import pipeline, suites
+from flyp_jax.models import converted
 
 
 def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
@@ -40,16 +41,19 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
     init = lambda: models.init_params(model, jax.random.key(config.seed))  # the key made where it is used
     return model, (parallel.init_sharded(init, mesh=mesh) if mesh is not None else jax.jit(init)())
   if m.init == "run":  # the final parameters of another run of this loop (e.g. the demo's pretraining)
-    from flyp_jax import convert
     run_dir = run_paths.resolve(workdir, m.path)
-    checkpoint_guard.set_aside_if_damaged(os.path.join(run_dir, "final"))  # then made again below
-    if not files.exists(os.path.join(run_dir, "final", convert.CONVERTED_MARKER)):
-      if not m.config:
-        raise errors.NotFound(f"{run_dir} holds no finished run (final/{convert.CONVERTED_MARKER})")
-      logging.info("No finished run in %s: running %s there first.", run_dir, m.config)
-      run(configs_lib.load(m.config), run_dir)
-    return models.load_pretrained(os.path.join(run_dir, "final"), dtype=m.dtype, remat=models.remat_setting(m))
+    if not runs.ensure_trained(run_dir, m.config, run, what="model.path's run"):
+      raise errors.NotFound(f"{run_dir} holds no finished run (final/{converted.MARKER}): run one there, or set "
+                            f"model.config to the config that makes it")
+    return models.load_pretrained(runs.final_dir(run_dir), dtype=m.dtype, remat=models.remat_setting(m))
   return pretrained_clip(config)
+
+
+def starting_model(config: ml_collections.ConfigDict, method: methods.Method, workdir: str, mesh=None):
+  """(model, params['clip']) a run starts from: the method's own (attention transfer's ViT teacher), else the CLIP
+  of config.model (`load_clip`)."""
+  loaded = method.load_model(config, workdir) if method.load_model else None
+  return loaded or load_clip(config, workdir, mesh)
 
 
 def pretrained_clip(config: ml_collections.ConfigDict):
@@ -85,7 +89,6 @@ def dispatch(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config_checks.validate(config, warn=False)  # `run` checks again, and warns, for the training methods
   files.check_writable(workdir)
   if config.seeds > 1:
-    from flyp_jax import seeds
     return seeds.run(config, workdir, dispatch)
   if config.method in methods.NAMES:
     return run(config, workdir)
@@ -103,8 +106,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> dict:
   config = run_paths.absolute(config, workdir, method.run_paths)  # other runs' paths, for the methods
   with workdir_lock.hold(workdir):
     config_checks.check_resume(config, workdir)
+    if runs.finished(workdir, config.steps):  # training and its final evaluation are not done again
+      print(f"{files.absolute(workdir)} holds a finished run of {config.steps} steps: its results.json is reported as "
+            f"it is (another --workdir trains anew).", flush=True)
+      return files.read_json(os.path.join(workdir, runs.RESULTS))
+    for path_field, config_field in method.prerequisites:  # the runs this one builds on, finished first
+      if _field(config, path_field):
+        runs.ensure_trained(_field(config, path_field), _field(config, config_field), run, what=path_field)
     try:
-      return _train(config, method, workdir)
+      return _Run(config, method, workdir).train()
     except errors.StorageFull as e:  # a results, metrics or final/ file: the paragraph names the checkpoint kept
       checkpoints = checkpoint_guard.newest(os.path.join(workdir, "checkpoints"))
       raise errors.StorageFull(e.path, f" (the newest complete checkpoint: {checkpoints})") from e
@@ -117,7 +127,6 @@ def steps_of_epochs(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   epochs = config.total_epochs
   if not epochs:
     return config
-  from flyp_jax.data import pipeline
   builder = pipeline.get_builder(config.data.dataset, config.data.data_dir or None)
   n = builder.info.splits[config.data.train_split].num_examples
   epoch_steps = -(-n // config.batch_size)
@@ -151,145 +160,226 @@ def check_batch(config: ml_collections.ConfigDict, mesh) -> None:
                           f"divisible by the {mesh.shape[parallel.DATA]} devices of the data axis")
 
 
-def _train(config: ml_collections.ConfigDict, method: methods.Method, workdir: str) -> dict:
-  """`run`'s work, with the workdir held and the config checked."""
-  mesh = parallel.make_mesh(config.model_axis)
-  check_batch(config, mesh)
-  # A method may load its own starting model (attention transfer's ViT teacher); the CLIP of config.model otherwise.
-  model, clip_params = (method.load_model(config, workdir) if method.load_model
-                        else load_clip(config, workdir, mesh))
-  # What is evaluated and saved as final/ is params['clip'] with params['head'], unless the method says
-  # otherwise (its eval_model, eval_params, final_params; e.g. an attention-transfer student).
-  eval_model = method.eval_model(config, model)
-  evaluator = evaluate.from_config(eval_model, config, mesh) if config.eval.suite else None
-  validator = make_validator(config, eval_model, mesh)
-  clip_params = parallel.shard_state(clip_params, mesh)  # on the devices before a method computes with them
-  params = {"clip": clip_params, **method.extra_params(config, model, clip_params, mesh, evaluator)}
-  total = config.steps
-  tx = optim.make_optimizer(config, params, total)
-  state = init_state(params, tx, mesh)
+class _Run:
+  """One training run, with its workdir held and its config checked: built (model, evaluation, optimiser), restored
+  from its checkpoints or initialised, trained step by step (logging, time left, preemption), then finished
+  (final/, the selected checkpoint, results.json)."""
 
-  ckpt = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "checkpoints")),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints,
-                                                                    create=True))
-  # The parameters the run reports: the best evaluation on ID validation (the later step on ties), kept apart
-  # from the last checkpoints that resuming uses.
-  select_on = selection_key(config)
-  best = ocp.CheckpointManager(files.absolute(os.path.join(workdir, "best")), options=ocp.CheckpointManagerOptions(
-      max_to_keep=1, create=True, best_fn=lambda m: m[select_on],
-      best_mode="max" if suites.higher_is_better(select_on) else "min")) if validator else None
-  # eval.select_from_start: the starting point (step 0) is a candidate too, as in FLYP's few-shot loop (its epoch
-  # -1, the zero-shot model); eval.test_selected_only: the suite is evaluated once, on the selected parameters,
-  # and every other evaluation is ID validation alone (FLYP's few-shot loop tests only the model it keeps).
-  first_candidate = 0 if config.eval.select_from_start else 1
-  test_every = evaluator is not None and not config.eval.test_selected_only
-  from flyp_jax import convert
-  finished = files.exists(os.path.join(workdir, "final", convert.CONVERTED_MARKER))  # a half-written final/: redo
-  if ckpt.latest_step() == total and finished and files.exists(os.path.join(workdir, "results.json")):
-    # A finished run: training and its final evaluation are not done again (a metrics.jsonl row, a time).
-    print(f"{files.absolute(workdir)} holds a finished run of {total} steps: its results.json is reported as it is "
-          f"(another --workdir trains anew).", flush=True)
-    return files.read_json(os.path.join(workdir, "results.json"))
-  if ckpt.latest_step() is not None:
-    # The newest readable step; damaged ones are moved aside. best/ is checked too, so a damaged one is replaced.
-    state = checkpoint_guard.restore_latest(ckpt, state)
-    if best and best.latest_step() is not None:
-      checkpoint_guard.restore_latest(best, state["params"], "best checkpoint", required=False)
-    logging.info("Resumed from step %d.", int(state["step"]))
-  ckpt, best = checkpoint_guard.Saving(ckpt), best and checkpoint_guard.Saving(best)  # failed saves stop clearly
-  start = int(state["step"])
+  def __init__(self, config: ml_collections.ConfigDict, method: methods.Method, workdir: str):
+    self.config, self.method, self.workdir = config, method, workdir
+    self.mesh = parallel.make_mesh(config.model_axis)
+    check_batch(config, self.mesh)
+    self.model, clip_params = starting_model(config, method, workdir, self.mesh)
+    # What is evaluated and saved as final/ is params['clip'] with params['head'], unless the method says
+    # otherwise (its eval_model, eval_params, final_params; e.g. an attention-transfer student).
+    eval_model = method.eval_model(config, self.model)
+    self.evaluator = evaluate.from_config(eval_model, config, self.mesh) if config.eval.suite else None
+    self.validator = make_validator(config, eval_model, self.mesh)
+    clip_params = parallel.shard_state(clip_params, self.mesh)  # on the devices before a method computes with them
+    params = {"clip": clip_params, **method.extra_params(config, self.model, clip_params, self.mesh, self.evaluator)}
+    self.tx, self.lr = optim.make_optimizer(config, params, config.steps), optim.make_schedule(config.optimizer,
+                                                                                                config.steps)
+    self.state = init_state(params, self.tx, self.mesh)
+    # eval.select_from_start: the starting point (step 0) is a candidate too, as in FLYP's few-shot loop (its epoch
+    # -1, the zero-shot model); eval.test_selected_only: the suite is evaluated once, on the selected parameters,
+    # and every other evaluation is ID validation alone (FLYP's few-shot loop tests only the model it keeps).
+    self.first_candidate = 0 if config.eval.select_from_start else 1
+    self.test_every = self.evaluator is not None and not config.eval.test_selected_only
+    self.evaluates = bool(self.test_every or self.validator)
+    self.select_on = selection_key(config)
+    self.ckpt, self.best = self._restore()
+    self.writer = metric_writer.MetricWriter(workdir, resume_step=int(self.state["step"]))
+    self.eval_seconds = self.last_eval = 0.0  # evaluation time, kept out of the steps' rate and in the ETA
 
-  step_fn = make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
-  batches = method.batches(config, model, mesh, start_step=start)
-  writer = metric_writer.MetricWriter(workdir, resume_step=start)
+  def _restore(self):
+    """The managers of the last checkpoints (resuming reads them) and of the best one on ID validation (the later
+    step on ties; None without a validation set), the state restored from the newest readable step if any."""
+    config = self.config
+    ckpt = ocp.CheckpointManager(files.absolute(os.path.join(self.workdir, "checkpoints")),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+    best = ocp.CheckpointManager(files.absolute(os.path.join(self.workdir, "best")), options=ocp.CheckpointManagerOptions(
+        max_to_keep=1, create=True, best_fn=lambda m: m[self.select_on],
+        best_mode="max" if suites.higher_is_better(self.select_on) else "min")) if self.validator else None
+    if ckpt.latest_step() is not None:
+      # The newest readable step; damaged ones are moved aside. best/ is checked too, so a damaged one is replaced.
+      self.state = checkpoint_guard.restore_latest(ckpt, self.state)
+      if best and best.latest_step() is not None:
+        checkpoint_guard.restore_latest(best, self.state["params"], "best checkpoint", required=False)
+      logging.info("Resumed from step %d.", int(self.state["step"]))
+    return checkpoint_guard.Saving(ckpt), best and checkpoint_guard.Saving(best)  # failed saves stop clearly
 
-  clock = {"eval_seconds": 0.0, "last_eval": 0.0}  # evaluation time, kept out of the steps' rate and in the ETA
-
-  def evaluate_at(step: int) -> dict:
-    """The suite and ID validation at `step`, written to eval_<step>.json; a candidate for selection after step 0."""
-    started = time.time()
-    clip_params, head = method.eval_params(config, state["params"])
-    results = _evaluate(evaluator, {"clip": clip_params, "head": head}) if test_every else {}
-    if validator:
-      results.update(validator(clip_params, head))
-      if step >= first_candidate:  # step 0 is the starting point (zero-shot), unless eval.select_from_start
-        best.save(step, args=ocp.args.StandardSave(state["params"]), metrics={select_on: results[select_on]})
-    if jax.process_index() == 0:
-      files.write_json(os.path.join(workdir, f"eval_{step}.json"), results)
-    writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
-    clock["last_eval"] = time.time() - started
-    clock["eval_seconds"] += clock["last_eval"]
+  def train(self) -> dict:
+    """The steps from the restored one to `config.steps`, then `finish`; the run's results."""
+    start, started = int(self.state["step"]), time.time()
+    if self.config.eval.at_start and start == 0 and self.evaluates:
+      self.evaluate_at(0)
+    metrics = self._steps(start)
+    results = self._finish(metrics)
+    self.writer.close()
+    if start < self.config.steps:  # only for training this call did
+      results["train_seconds"] = time.time() - started
     return results
 
-  if config.eval.at_start and start == 0 and (test_every or validator):
-    evaluate_at(0)
-  results, metrics = {}, None
-  t0, timed_steps, t_start = time.time(), 0, time.time()
-  every, evaluates = config.eval.every_steps, bool(test_every or validator)
-  window, lr = metric_writer.RunningMean(), optim.make_schedule(config.optimizer, total)
-  trace = profiling.StepTrace(workdir, config.profile_steps, start, total)
-  preemption = _TermSignal()
-  try:
-    for step in range(start, total):
-      trace.before_step(step)
-      state, metrics = step_fn(state, next(batches))
-      trace.after_step(step, metrics)
-      window.add(metrics)
-      if step == start:  # throughput counts from here: compilation excluded
-        jax.block_until_ready(metrics)
-        t0 = time.time()
-        clock["eval_seconds"] = 0.0
-      else:
-        timed_steps += 1
-      done = step + 1
-      if done % config.log_every == 0 or done == total:
-        metrics = window.read()  # means since the last log
-        _check_finite(metrics, done, ckpt.latest_step())
-        elapsed = time.time() - t0 - clock["eval_seconds"]  # training alone
-        rate = timed_steps * config.batch_size / max(elapsed, 1e-9)
-        metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count(),
-                       lr=float(lr(done - 1)))  # the rate of this step's update
-        eta = time_left(done, total, elapsed / max(timed_steps, 1), every if evaluates else 0, evaluates,
-                        clock["last_eval"])
-        print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
-        writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
-      if config.checkpoint_every and done % config.checkpoint_every == 0:
-        _check_finite(metrics, done, ckpt.latest_step())  # never save a diverged state
-        ckpt.save(done, args=ocp.args.StandardSave(state))
-      if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-        _check_finite(metrics, done, ckpt.latest_step())  # never report metrics of a diverged state
-        evaluate_at(done)
-      if preemption.reached(ckpt, done):
-        _check_finite(metrics, done, ckpt.latest_step())
-        if ckpt.latest_step() != done:
-          ckpt.save(done, args=ocp.args.StandardSave(state), force=True)
-        ckpt.wait_until_finished()
-        writer.close()
-        print(f"Preempted ({preemption.name or 'SIGTERM'}) at step {done}/{total}: checkpoint saved. Run the same "
-              f"command again to resume.", flush=True)
-        raise Preempted(PREEMPTED_EXIT_CODE)
-  finally:
-    trace.close()
-    preemption.restore()
-  if metrics is not None:
-    _check_finite(metrics, total, ckpt.latest_step())
-  if ckpt.latest_step() != total:
-    ckpt.save(total, args=ocp.args.StandardSave(state), force=True)
-  ckpt.wait_until_finished()
-  checkpoint_guard.set_aside_if_damaged(os.path.join(workdir, "final"))  # then written again below
-  final = parallel.to_host(state["params"])
-  _save_final(workdir, model, *_final_params(method, config, final), saver=_method_saver(method, config))
-  if evaluator or validator:
-    results = _select(config, method, evaluator, best, state["params"], evaluate_at(total), total, workdir,
-                      model)
-    start_results = files.read_json(os.path.join(workdir, "eval_0.json"), default={})
+  def _steps(self, start: int):
+    """The step loop: a log line and metrics every `log_every` steps, checkpoints, evaluations, and a stop after the
+    step where a preemption (SIGTERM, Ctrl-C) was noticed. The last step's metrics (None if no step ran)."""
+    config, total = self.config, self.config.steps
+    step_fn = make_train_step(config, self.method.make_loss(config, self.model, self.mesh), self.tx, self.mesh,
+                              self.state)
+    batches = self.method.batches(config, self.model, self.mesh, start_step=start)
+    window, metrics = metric_writer.RunningMean(), None
+    trace = profiling.StepTrace(self.workdir, config.profile_steps, start, total)
+    preemption = _TermSignal()
+    self.t0, self.timed_steps = time.time(), 0
+    try:
+      for step in range(start, total):
+        trace.before_step(step)
+        self.state, metrics = step_fn(self.state, next(batches))
+        trace.after_step(step, metrics)
+        window.add(metrics)
+        if step == start:  # throughput counts from here: compilation excluded
+          jax.block_until_ready(metrics)
+          self.t0, self.eval_seconds = time.time(), 0.0
+        else:
+          self.timed_steps += 1
+        done = step + 1
+        if done % config.log_every == 0 or done == total:
+          metrics = self._log(done, window.read())  # means since the last log
+        self._save_evaluate_or_stop(done, metrics, preemption)
+    finally:
+      trace.close()
+      preemption.restore()
+    return metrics
+
+  def _log(self, done: int, metrics: dict) -> dict:
+    """The progress line and the train/ metrics at step `done`, with throughput, lr and the time left."""
+    config, total = self.config, self.config.steps
+    _check_finite(metrics, done, self.ckpt.latest_step())
+    elapsed = time.time() - self.t0 - self.eval_seconds  # training alone
+    rate = self.timed_steps * config.batch_size / max(elapsed, 1e-9)
+    metrics.update(examples_per_s=rate, examples_per_s_per_device=rate / jax.device_count(),
+                   lr=float(self.lr(done - 1)))  # the rate of this step's update
+    eta = time_left(done, total, elapsed / max(self.timed_steps, 1), config.eval.every_steps if self.evaluates else 0,
+                    self.evaluates, self.last_eval)
+    print(f"step {done}/{total}: loss {metrics['loss']:.4f}, {rate:.0f} examples/s, ~{eta:.0f}s left", flush=True)
+    self.writer.write(done, {f"train/{k}": v for k, v in metrics.items()})
+    return metrics
+
+  def _save_evaluate_or_stop(self, done: int, metrics, preemption: "_TermSignal") -> None:
+    """After step `done`: the periodic checkpoint and evaluation, and the stop of a preempted run (saved, exit 75).
+    A diverged state is never saved or reported."""
+    config, ckpt = self.config, self.ckpt
+    if config.checkpoint_every and done % config.checkpoint_every == 0:
+      _check_finite(metrics, done, ckpt.latest_step())
+      ckpt.save(done, args=ocp.args.StandardSave(self.state))
+    if config.eval.every_steps and done % config.eval.every_steps == 0 and done != config.steps:
+      _check_finite(metrics, done, ckpt.latest_step())
+      self.evaluate_at(done)
+    if preemption.reached(ckpt, done):
+      _check_finite(metrics, done, ckpt.latest_step())
+      if ckpt.latest_step() != done:
+        ckpt.save(done, args=ocp.args.StandardSave(self.state), force=True)
+      ckpt.wait_until_finished()
+      self.writer.close()
+      print(f"Preempted ({preemption.name or 'SIGTERM'}) at step {done}/{config.steps}: checkpoint saved. Run the "
+            f"same command again to resume.", flush=True)
+      raise Preempted(PREEMPTED_EXIT_CODE)
+
+  def evaluate_at(self, step: int) -> dict:
+    """The suite and ID validation at `step`, written to eval_<step>.json; a candidate for selection from
+    `first_candidate` on."""
+    started = time.time()
+    clip_params, head = self.method.eval_params(self.config, self.state["params"])
+    results = self._test(self.state["params"]) if self.test_every else {}
+    if self.validator:
+      results.update(self.validator(clip_params, head))
+      if step >= self.first_candidate:  # step 0 is the starting point (zero-shot), unless eval.select_from_start
+        self.best.save(step, args=ocp.args.StandardSave(self.state["params"]),
+                       metrics={self.select_on: results[self.select_on]})
+    if jax.process_index() == 0:
+      files.write_json(os.path.join(self.workdir, f"eval_{step}.json"), results)
+    self.writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
+    self.last_eval = time.time() - started
+    self.eval_seconds += self.last_eval
+    return results
+
+  def _test(self, params) -> dict:
+    """The suite on `params` (the training state's tree), with its line."""
+    start = time.time()
+    clip_params, head = self.method.eval_params(self.config, params)
+    results = self.evaluator(clip_params, head=head)
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.startswith("avg_") or k.endswith("/top1"))
+    print(f"evaluation ({time.time() - start:.0f}s): {summary}", flush=True)
+    return results
+
+  def _finish(self, metrics) -> dict:
+    """The last checkpoint, final/, the last evaluation and the selected step's results (results.json)."""
+    total, ckpt = self.config.steps, self.ckpt
+    if metrics is not None:
+      _check_finite(metrics, total, ckpt.latest_step())
+    if ckpt.latest_step() != total:
+      ckpt.save(total, args=ocp.args.StandardSave(self.state), force=True)
+    ckpt.wait_until_finished()
+    checkpoint_guard.set_aside_if_damaged(runs.final_dir(self.workdir))  # then written again below
+    self._save(self.state["params"], "final")
+    if not (self.evaluator or self.validator):
+      return {}
+    results = self._select(self.evaluate_at(total))
+    start_results = files.read_json(os.path.join(self.workdir, "eval_0.json"), default={})
     if start_results:
-      print(comparison_table(start_results, results, _start_label(config, method),
-                             f"{config.method} (step {results['selected_step']})"))
-  writer.close()
-  if start < total:  # only for training this call did
-    results["train_seconds"] = time.time() - t_start
-  return results
+      print(comparison_table(start_results, results, _start_label(self.config, self.method),
+                             f"{self.config.method} (step {results['selected_step']})"))
+    return results
+
+  def _select(self, last: dict) -> dict:
+    """results.json: the metrics of the checkpoint selected on ID validation at top level, with `selected_step`
+    and `selected_on`, and the last step's metrics under `last/<metric>`.
+
+    As FLYP reports the epoch picked on ID validation: every evaluation from `first_candidate` on is a candidate;
+    without a validation set (or no candidate) the last step is reported. A selected step before the last is also
+    saved as `selected/` (loadable like `final/`, which keeps the last parameters).
+    """
+    config, total = self.config, self.config.steps
+    selected, params = total, self.state["params"]
+    if self.best is not None:
+      self.best.wait_until_finished()
+      selected = self.best.best_step() if self.best.best_step() is not None else total
+    if selected != total:
+      params = self.best.restore(selected, args=ocp.args.StandardRestore(self.state["params"]))
+      self._save(params, "selected")
+    results = last if selected == total else files.read_json(os.path.join(self.workdir, f"eval_{selected}.json"))
+    if self.evaluator is not None and config.eval.test_selected_only:
+      results = {**results, **self._test(params)}
+    results = self.method.finish(config, self.evaluator, params, self.workdir, results)  # its own rows (an ensemble)
+    results = {**results, "selected_step": selected,
+               "selected_on": self.select_on if self.best else "last step",
+               **{f"last/{k}": v for k, v in last.items()}}
+    if jax.process_index() == 0:
+      files.write_json(os.path.join(self.workdir, runs.RESULTS), results)
+    return results
+
+  def _save(self, params, folder: str) -> None:
+    """`params` (the training state's tree) as what the method saves (its final_params, else what it evaluates) in
+    `workdir/folder`: a converted CLIP directory (loadable by load_pretrained) with head.npz if there is a head, or
+    what the method's save_final writes instead (it too writes the marker last). A folder with its marker is kept;
+    one without (a run stopped while writing it) is written again.
+
+    Every process takes part (orbax coordinates the write); the parameters are host copies, the same on each.
+    """
+    clip_params, head = (self.method.final_params or self.method.eval_params)(self.config, parallel.to_host(params))
+    path = os.path.join(self.workdir, folder)
+    parallel.sync(f"{folder}:check")  # no process may see a directory that another has begun to write
+    if converted.is_converted(path):
+      return
+    if files.exists(path):  # half-written by a run stopped while saving it (no marker yet): write it again
+      if jax.process_index() == 0:
+        files.rmtree(path)
+      parallel.sync(f"{folder}:cleared")
+    if self.method.save_final is not None:
+      self.method.save_final(self.config, path, clip_params, head)
+    else:
+      converted.save(path, self.model.config, clip_params, source=self.workdir,
+                     arrays=None if head is None else {"head.npz": head})
 
 
 def init_state(params, tx: optax.GradientTransformation, mesh) -> dict:
@@ -304,42 +394,6 @@ def init_state(params, tx: optax.GradientTransformation, mesh) -> dict:
 def selection_key(config) -> str:
   """The ID validation metric that selects the reported checkpoint: `eval.select_on`, else the suite's headline."""
   return config.eval.select_on or suites.select_on(config.eval.suite)
-
-
-def _select(config, method, evaluator, best, last_params, last: dict, total: int, workdir: str, model) -> dict:
-  """results.json: the metrics of the checkpoint selected on ID validation at top level, with `selected_step`
-  and `selected_on`, and the last step's metrics under `last/<metric>`.
-
-  As FLYP reports the epoch picked on ID validation: every evaluation after step 0 is a candidate; without a
-  validation set (or none after step 0) the last step is reported. A selected step before the last is also
-  saved as `selected/` (loadable like `final/`, which keeps the last parameters).
-  """
-  selected, params = total, last_params
-  if best is not None:
-    best.wait_until_finished()
-    selected = best.best_step() if best.best_step() is not None else total
-  if selected != total:
-    params = best.restore(selected, args=ocp.args.StandardRestore(last_params))
-    _save_final(workdir, model, *_final_params(method, config, parallel.to_host(params)), folder="selected",
-                saver=_method_saver(method, config))
-  results = last if selected == total else files.read_json(os.path.join(workdir, f"eval_{selected}.json"))
-  if evaluator is not None and config.eval.test_selected_only:
-    clip_params, head = method.eval_params(config, params)
-    results = {**results, **_evaluate(evaluator, {"clip": clip_params, "head": head})}
-  results = method.finish(config, evaluator, params, workdir, results)  # the method's own rows (an ensemble)
-  results = {**results, "selected_step": selected, "selected_on": selection_key(config) if best else "last step",
-             **{f"last/{k}": v for k, v in last.items()}}
-  if jax.process_index() == 0:
-    files.write_json(os.path.join(workdir, "results.json"), results)
-  return results
-
-
-def selected_dir(run_dir: str) -> str:
-  """The loadable parameters a finished run reports: `selected/` when selection picked an earlier step, else
-  `final/`."""
-  from flyp_jax import convert
-  selected = os.path.join(run_dir, "selected")
-  return selected if files.exists(os.path.join(selected, convert.CONVERTED_MARKER)) else os.path.join(run_dir, "final")
 
 
 def make_validator(config, model, mesh, quiet: bool = False):
@@ -505,44 +559,8 @@ def _check_finite(metrics, step: int, last_checkpoint: Optional[int]) -> None:
         f"{last_checkpoint} (re-running the command resumes from it); lower the learning rate or check the data.")
 
 
-def _final_params(method: methods.Method, config, params) -> tuple[Any, Optional[Any]]:
-  """(params, head) the method saves as final/: its final_params, else what it evaluates."""
-  return (method.final_params or method.eval_params)(config, params)
-
-
-def _evaluate(evaluator, params) -> dict:
-  start = time.time()
-  results = evaluator(params["clip"], head=params.get("head"))
-  summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.startswith("avg_") or k.endswith("/top1"))
-  print(f"evaluation ({time.time() - start:.0f}s): {summary}", flush=True)
-  return results
-
-
-def _method_saver(method, config):
-  """The method's writer of final/ (`save_final(config, dst, params, head)`), or None for a CLIP's."""
-  if method.save_final is None:
-    return None
-  return lambda dst, params, head: method.save_final(config, dst, params, head)
-
-
-def _save_final(workdir: str, model: models.CLIP, clip_params, head: Optional[Any], folder: str = "final",
-                saver=None) -> None:
-  """The trained CLIP as a `flyp_jax.convert` directory `workdir/folder` (loadable by load_pretrained), and the
-  head if any; with `saver`, what the method writes instead (it too writes the marker last).
-
-  Every process takes part (orbax coordinates the write); the parameters are host copies, the same on each.
-  """
-  from flyp_jax import convert
-  final = os.path.join(workdir, folder)
-  parallel.sync(f"{folder}:check")  # no process may see a directory that another has begun to write
-  if files.exists(os.path.join(final, convert.CONVERTED_MARKER)):
-    return
-  if files.exists(final):  # half-written by a run stopped while saving it (no marker yet): write it again
-    if jax.process_index() == 0:
-      files.rmtree(final)
-    parallel.sync(f"{folder}:cleared")
-  if saver is not None:
-    saver(final, clip_params, head)
-    return
-  convert.save_converted(final, model.config, clip_params, source=workdir,
-                         arrays=None if head is None else {"head.npz": head})
+def _field(config, dotted: str):
+  """`config`'s value of a dotted field name ('at.ensemble.path')."""
+  for part in dotted.split("."):
+    config = config[part]
+  return config

@@ -24,9 +24,10 @@ import time
 import uuid
 from typing import Iterator, Optional
 
+import jax
 import numpy as np
 
-from flyp_jax import errors, files
+from flyp_jax import errors, files, parallel
 
 LOCK_FILE = "run.lock"
 HEARTBEAT_S = 60.0
@@ -200,8 +201,6 @@ class _ObjectLock:
 @contextlib.contextmanager
 def hold(workdir: str) -> Iterator[None]:
   """Hold `workdir` for the duration of the block, or raise WorkdirLocked (on every process) before any work."""
-  import jax
-  from flyp_jax import parallel
   files.makedirs(workdir)
   lock = (_ObjectLock if files.is_remote(workdir) else _LocalLock)(files.absolute(workdir))
   refusal = None

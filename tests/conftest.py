@@ -1,6 +1,7 @@
 """Test setup: 8 simulated CPU devices, so every sharded code path runs without accelerators."""
 
 import dataclasses
+import json
 import os
 
 import pytest
@@ -60,6 +61,15 @@ def data_dir(tmp_path_factory):
   path = str(tmp_path_factory.mktemp("tfds"))
   pipeline.get_builder("domain_shapes/small", path)  # before any subprocess of a test could race to make it
   return path
+
+
+def write_finished_run(path, steps, result):
+  """What a finished training run leaves (its last checkpoint, final/ with its marker, results.json), for tests
+  whose stand-in runs train nothing."""
+  os.makedirs(os.path.join(path, "checkpoints", str(steps)), exist_ok=True)
+  os.makedirs(os.path.join(path, "final"), exist_ok=True)
+  open(os.path.join(path, "final", "flyp_clip.json"), "w").write("{}")
+  open(os.path.join(path, "results.json"), "w").write(json.dumps(result))
 
 
 def use_small_suites(monkeypatch, names=("domain_shapes",), first=None):

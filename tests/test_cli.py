@@ -295,7 +295,8 @@ def test_a_disk_that_really_fills_is_one_paragraph_and_the_run_resumes_after_roo
 
 FILL_DISK_AT = """
 import os, time
-from flyp_jax import convert, files, metric_writer
+from flyp_jax import files, metric_writer
+from flyp_jax.models import converted
 _at, _disk = os.environ.pop("FLYP_TEST_FILL_AT"), os.environ.pop("FLYP_TEST_DISK")
 
 def _fill():  # every free byte of the file system taken, as another program writing there would
@@ -320,7 +321,7 @@ def _before(module, name, when):
 if _at == "metrics.jsonl":  # its first line (step 10's), which needs a new block of the file system
   _before(metric_writer.MetricWriter, "write", lambda self, step, scalars: step == 10)
 elif _at == "final":
-  _before(convert, "save_converted", lambda dst, *rest: os.path.basename(dst) == "final")
+  _before(converted, "save", lambda dst, *rest: os.path.basename(dst) == "final")
 elif _at == "best":  # the final evaluation's save of best/ (orbax, asynchronous)
   from flyp_jax import checkpoint_guard
   _before(checkpoint_guard.Saving, "save", lambda self, *a: os.path.basename(str(self.directory)) == "best")

@@ -7,6 +7,8 @@ import os
 
 import pytest
 
+from conftest import write_finished_run
+
 from flyp_jax import configs_lib, files, train
 from flyp_jax.data import suites
 from flyp_jax.commands import compare
@@ -53,7 +55,10 @@ def test_compare_protocol_end_to_end_with_stand_in_runs(tmp_path, data_dir, monk
     if c.method == "attention_transfer":  # the baseline: evaluations on a line through logit space
       for step, acc in ((100, 0.3), (200, 0.5), (300, 0.7)):
         files.write_json(os.path.join(path, f"eval_{step}.json"), {"avg_id/top1": acc, "avg_ood/top1": acc / 2})
-    files.write_json(os.path.join(path, "results.json"), fake_result(c))
+    if c.method == "lp":
+      files.write_json(os.path.join(path, "results.json"), fake_result(c))
+    else:
+      write_finished_run(path, c.steps, fake_result(c))
 
   monkeypatch.setattr(train, "dispatch", dispatch)
   workdir = str(tmp_path / "compare")

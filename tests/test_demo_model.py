@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from flyp_jax import convert, demo_model, models
+from flyp_jax import demo_model, models
+from flyp_jax.models import converted
 from flyp_jax.checkpoint_files import CheckpointError
 from flyp_jax.data import classnames, templates
 from flyp_jax.tokenizer import tokenize
@@ -15,7 +16,7 @@ from flyp_jax.tokenizer import tokenize
 def test_npz_round_trip_is_exact(tmp_path):
   config = models.get_config("ViT-T/8", context_length=16)
   params = jax.device_get(models.init_params(models.create_model(config), jax.random.PRNGKey(1)))
-  convert.save_npz(str(tmp_path / "m.npz"), config, params)
+  converted.save_npz(str(tmp_path / "m.npz"), config, params)
   model, loaded = models.load_pretrained(tmp_path / "m.npz")
   assert model.config == config
   jax.tree_util.tree_map(np.testing.assert_array_equal, loaded, params)
@@ -28,7 +29,7 @@ def test_npz_errors_name_the_problem(tmp_path):
   config = models.get_config("ViT-T/8", context_length=16)
   params = jax.device_get(models.init_params(models.create_model(config), jax.random.PRNGKey(1)))
   params["visual"]["proj"] = params["visual"]["proj"][:, :3]
-  convert.save_npz(str(tmp_path / "bad.npz"), config, params)
+  converted.save_npz(str(tmp_path / "bad.npz"), config, params)
   with pytest.raises(CheckpointError, match="visual/proj"):
     models.load_pretrained(tmp_path / "bad.npz")
 

@@ -16,7 +16,8 @@ import pytest
 import torch
 import transformers
 
-from flyp_jax import convert, models  # noqa: E402
+from flyp_jax import models  # noqa: E402
+from flyp_jax.models.variants import describe  # noqa: E402
 from flyp_jax.checkpoint_files import CheckpointError  # noqa: E402
 from flyp_jax.tokenizer import tokenize  # noqa: E402
 from tests.references import load_openai_clip_module  # noqa: E402
@@ -243,5 +244,5 @@ def test_b16_sized_checkpoint_matches_hugging_face(tmp_path):
   ref.save_pretrained(tmp_path)
   images, tokens = inputs(224)
   model, img, txt, logits = ours(tmp_path, images, tokens)
-  assert convert.describe(model.config) == "ViT-B/16 (quick_gelu)"
+  assert describe(model.config) == "ViT-B/16 (quick_gelu)"
   assert_matches_hf(ref, images, tokens, img, txt, logits)

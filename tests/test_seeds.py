@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from conftest import write_finished_run
+
 from flyp_jax import seeds
 from flyp_jax.commands import compare
 
@@ -40,9 +42,8 @@ def test_seeds_run_each_seed_once_and_reuse_finished_ones(tmp_path):
 
   def run_one(c, path):
     calls.append((c.seed, c.seeds, path))
-    os.makedirs(path)
     result = {"avg_id/top1": c.seed / 10}
-    open(os.path.join(path, "results.json"), "w").write(json.dumps(result))
+    write_finished_run(path, c.steps, result)
     return result
 
   out = seeds.run(config, str(tmp_path), run_one)
@@ -58,8 +59,7 @@ def test_seeds_results_are_written_by_process_0_only(tmp_path, monkeypatch):
   config.unlock()
   config.seed, config.seeds = 0, 2
   for seed in (0, 1):  # finished seeds, as every process sees them in the shared workdir
-    os.makedirs(seeds.seed_dir(str(tmp_path), seed))
-    open(os.path.join(seeds.seed_dir(str(tmp_path), seed), "results.json"), "w").write('{"avg_id/top1": 0.5}')
+    write_finished_run(seeds.seed_dir(str(tmp_path), seed), config.steps, {"avg_id/top1": 0.5})
   monkeypatch.setattr(seeds.jax, "process_index", lambda: 1)
   assert seeds.run(config, str(tmp_path), None)["mean"]["avg_id/top1"] == pytest.approx(0.5)
   assert not (tmp_path / "results.json").exists()

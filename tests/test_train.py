@@ -9,7 +9,7 @@ import pytest
 
 from conftest import use_small_suites
 
-from flyp_jax import configs_lib, models, train
+from flyp_jax import configs_lib, models, runs, train
 
 
 @pytest.fixture(autouse=True)
@@ -267,7 +267,7 @@ def test_start_evaluation_selected_checkpoint_and_comparison_table(tmp_path, dat
   # selected/ holds step 2's parameters (loadable like final/, which keeps the last step's).
   _, selected = models.load_pretrained(tmp_path / "selected")
   _, final = models.load_pretrained(tmp_path / "final")
-  assert train.selected_dir(str(tmp_path)).endswith("selected")
+  assert runs.selected_dir(str(tmp_path)).endswith("selected")
   differ = jax.tree_util.tree_leaves(jax.tree_util.tree_map(lambda a, b: bool(np.any(a != b)), selected, final))
   assert any(differ)
 
@@ -311,8 +311,7 @@ def test_a_methods_shapes_for_planning_are_those_it_makes(spec, data_dir, tmp_pa
   config = tiny_config(spec, data_dir)
   method = methods.get(config.method)
   mesh = parallel.make_mesh()
-  model, clip_params = (method.load_model(config, str(tmp_path)) if method.load_model
-                        else train.load_clip(config, str(tmp_path), mesh))
+  model, clip_params = train.starting_model(config, method, str(tmp_path), mesh)
   evaluator = evaluate.from_config(model, config, mesh)
   shape = lambda tree: jax.tree_util.tree_map(lambda x: (tuple(x.shape), np.dtype(x.dtype)), tree)
   extra = method.extra_params(config, model, parallel.shard_state(clip_params, mesh), mesh, evaluator)

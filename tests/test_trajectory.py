@@ -35,7 +35,8 @@ import pytest
 
 import torch
 
-from flyp_jax import configs_lib, convert, models, optim, parallel, train  # noqa: E402
+from flyp_jax import configs_lib, models, optim, parallel, train  # noqa: E402
+from flyp_jax.models import from_torch  # noqa: E402
 from flyp_jax.data import classnames as classnames_lib  # noqa: E402
 from flyp_jax.data import templates as templates_lib  # noqa: E402
 from flyp_jax.commands import lp, wiseft  # noqa: E402
@@ -67,10 +68,10 @@ def torch_clip(seed: int = 0, log_scale: float = math.log(100.0)):
   return m
 
 
-def to_ours(state_dict) -> tuple[convert.CLIPConfig, dict]:
+def to_ours(state_dict) -> tuple[models.CLIPConfig, dict]:
   sd = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in state_dict.items()}
-  cfg = convert.infer_config(sd, {"activation": "quick_gelu"})
-  return cfg, convert.openai_to_params(sd, cfg)
+  cfg = from_torch.infer_config(sd, {"activation": "quick_gelu"})
+  return cfg, from_torch.openai_to_params(sd, cfg)
 
 
 def preset(spec: str, **optimizer):

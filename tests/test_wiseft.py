@@ -112,14 +112,15 @@ def test_table_plot_and_write(tmp_path):
 def test_a_damaged_fine_tuned_run_is_moved_aside_and_named_in_one_paragraph(tmp_path, capsys):
   """WiSE-FT reads the fine-tuned run's final/ as the loop does: one that does not load is moved aside (kept),
   and without a config to remake the run the error names the run and what to do."""
-  from flyp_jax import configs_lib, convert, errors
+  from flyp_jax import configs_lib, errors
+  from flyp_jax.models import converted
   config = configs_lib.load("configs/wiseft.py:demo")
   config.unlock()
   config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
   config.wiseft.update(finetuned=str(tmp_path / "ft"), finetuned_config="")
   final = tmp_path / "ft" / "final"
   final.mkdir(parents=True)
-  (final / convert.CONVERTED_MARKER).write_text("{not json")  # a bad copy: the marker is there, the rest is not
+  (final / converted.MARKER).write_text("{not json")  # a bad copy: the marker is there, the rest is not
   with pytest.raises(errors.NotFound, match=r"holds no finished fine-tuning run .*its own command writes a damaged"):
     wiseft.run(config, str(tmp_path / "wiseft"))
   assert not final.exists() and len(list((tmp_path / "ft").glob("final.corrupt-*"))) == 1

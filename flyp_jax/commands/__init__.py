@@ -13,6 +13,8 @@ from typing import Callable
 from flyp_jax import errors
 
 NAMES = ("lp", "wiseft", "compare", "few_shot")
+# The file each writes last, whose presence says it has finished (`flyp_jax.runs`); results.json for the others.
+RESULT_FILES = {"wiseft": "wiseft.json", "compare": "comparison.json", "few_shot": "few_shot.json"}
 
 
 def get(name: str) -> Callable[..., dict]:

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from flyp_jax import configs_lib, evaluate, files, parallel, seeds, train
+from flyp_jax import configs_lib, evaluate, files, parallel, runs, seeds, train
 from flyp_jax.data import suites
 from flyp_jax.commands import wiseft
 
@@ -46,18 +46,9 @@ def _sub_config(spec: str, parent, **updates):
   return config
 
 
-def _done(path: str, method: str) -> Optional[dict]:
-  result = os.path.join(path, "wiseft.json" if method == "wiseft" else "results.json")
-  return files.read_json(result) if files.exists(result) else None
-
-
 def _run(config, path: str) -> dict:
-  """The results of `config` in `path`, run first unless finished."""
-  done = _done(path, config.method)
-  if done is None:
-    train.dispatch(config, path)
-    done = _done(path, config.method)
-  return done
+  """The results of `config` in `path` (for WiSE-FT, its wiseft.json), run first unless finished."""
+  return runs.results_of(config, path, train.dispatch)
 
 
 def _lr_tag(lr: float) -> str:
@@ -67,32 +58,55 @@ def _lr_tag(lr: float) -> str:
 def run(config, workdir: str) -> dict:
   """The comparison; returns {label: {'mean': ..., 'ci95': ..., 'values': ...}} over the reported metrics."""
   files.makedirs(workdir)
-  cc = config.compare
   runs_dir = os.path.join(files.absolute(workdir), "runs")
+  zero_shot, select_on = _zero_shot(config, workdir)
+  seed_list = [int(config.seed) + i for i in range(int(config.compare.seeds))]
+  per_seed, run_dirs, picked_lr = _methods(config, runs_dir, select_on, seed_list)
+  curves = {label: [_run(_wiseft_config(config, d), os.path.join(d, "wiseft"))["results"] for d in run_dirs[label]]
+            for label in config.compare.wiseft_of}
+  for label, per_run in curves.items():
+    per_seed[f"WiSE-FT of {label} (alpha picked on {select_on})"] = [wiseft.pick(c, select_on) for c in per_run]
+  fit = _baseline_fit(config, runs_dir) if config.compare.baseline else None
+  summary = {label: _aggregate(rows, fit) for label, rows in {"zero-shot": [zero_shot], **per_seed}.items()}
+  table = comparison_table(summary, suites.of_config(config), len(seed_list), picked_lr, fit)
+  claims = test_claims({"zero-shot": [zero_shot], **per_seed}, curves, fit)
+  if jax.process_index() == 0:
+    _write(config, workdir, table, claims, {
+        "summary": summary, "picked_lr": picked_lr, "select_on": select_on, "seeds": seed_list, "baseline_fit": fit,
+        "claims": claims, "curves": {k: [[{a: r[a] for a in ("alpha", ID, OOD)} for r in c] for c in v]
+                                     for k, v in curves.items()}}, curves)
+  print(table + "\n" + claims_table(claims), flush=True)
+  return summary
+
+
+def _zero_shot(config, workdir: str) -> tuple[dict, str]:
+  """The zero-shot model's results (the suite, and ID validation if the suite has it) and the selection metric."""
   model, params = train.load_clip(config, workdir)
   mesh = parallel.make_mesh(config.model_axis)
   evaluator = evaluate.from_config(model, config, mesh)
   validator = train.make_validator(config, model, mesh)
-  select_on = train.selection_key(config) if validator else ID
   zero_shot = evaluator(params, workdir=workdir, filename="zeroshot.json")
   if validator:
     zero_shot.update(validator(params))
-  seed_list = [int(config.seed) + i for i in range(int(cc.seeds))]
-  per_seed: dict[str, list[dict]] = {"zero-shot": [zero_shot]}
+  return zero_shot, train.selection_key(config) if validator else ID
+
+
+def _methods(config, runs_dir: str, select_on: str, seed_list: list[int]):
+  """Every method's runs: its learning rate picked on `select_on` with the first seed, then every seed at it.
+  ({label: per-seed results}, {label: run directories}, {label: picked lr})."""
+  per_seed: dict[str, list[dict]] = {}
   run_dirs: dict[str, list[str]] = {}
   picked_lr: dict[str, float] = {}
-
-  for label, spec in cc.methods.items():
+  for label, spec in config.compare.methods.items():
     base = _sub_config(spec, config)
     path = os.path.join(runs_dir, label)
     if base.method == "lp":  # deterministic: one run
-      per_seed[label] = [_run(base, path)]
-      run_dirs[label] = [path]
+      per_seed[label], run_dirs[label] = [_run(base, path)], [path]
       continue
     updates = {}
     if base.method == "ft" and base.ft.head_init == "lp":
       updates["ft.lp_workdir"] = run_dirs["LP"][0]
-    grid = list(cc.lr_grid.get(label, [base.optimizer.lr]))
+    grid = list(config.compare.lr_grid.get(label, [base.optimizer.lr]))
     scores = {}
     for lr in grid:  # seed 0 of each setting, picked on ID validation
       one = _sub_config(spec, config, seed=seed_list[0], **updates, **{"optimizer.lr": lr})
@@ -104,36 +118,24 @@ def run(config, workdir: str) -> dict:
     run_dirs[label] = [seeds.seed_dir(path, s) for s in seed_list]
     per_seed[label] = [_run(_sub_config(spec, config, seed=s, **updates, **{"optimizer.lr": picked_lr[label]}), d)
                        for s, d in zip(seed_list, run_dirs[label])]
+  return per_seed, run_dirs, picked_lr
 
-  curves: dict[str, list[list[dict]]] = {}
-  for label in cc.wiseft_of:
-    curves[label] = []
-    for d in run_dirs[label]:
-      wc = _sub_config("configs/wiseft.py", config, **{"wiseft.finetuned": d, "wiseft.finetuned_config": "",
-                                                       "wiseft.alphas": list(cc.alphas)})
-      curves[label].append(_run(wc, os.path.join(d, "wiseft"))["results"])
-    picked = [wiseft.pick(c, select_on) for c in curves[label]]
-    per_seed[f"WiSE-FT of {label} (alpha picked on {select_on})"] = picked
 
-  fit = _baseline_fit(config, runs_dir) if cc.baseline else None
-  summary = {label: _aggregate(rows, fit) for label, rows in per_seed.items()}
-  datasets = suites.of_config(config)
-  table = comparison_table(summary, datasets, len(seed_list), picked_lr, fit)
-  claims = test_claims(per_seed, curves, fit)
-  if jax.process_index() == 0:
-    with files.open_file(os.path.join(workdir, "comparison.md"), "w") as f:
-      f.write(table)
-    with files.open_file(os.path.join(workdir, "claims.md"), "w") as f:
-      f.write(claims_table(claims))
-    files.write_json(os.path.join(workdir, "comparison.json"),
-                     {"summary": summary, "picked_lr": picked_lr, "select_on": select_on, "seeds": seed_list,
-                      "baseline_fit": fit, "claims": claims,
-                      "curves": {k: [[{a: r[a] for a in ("alpha", ID, OOD)} for r in c] for c in v]
-                                 for k, v in curves.items()}})
-    plot(summary, curves, os.path.join(workdir, "comparison.png"), title=f"{config.eval.suite}: all methods",
-         n_seeds=len(seed_list))
-  print(table + "\n" + claims_table(claims), flush=True)
-  return summary
+def _wiseft_config(config, finetuned: str):
+  """WiSE-FT of the fine-tuned run in `finetuned` at the comparison's alphas."""
+  return _sub_config("configs/wiseft.py", config, **{"wiseft.finetuned": finetuned, "wiseft.finetuned_config": "",
+                                                      "wiseft.alphas": list(config.compare.alphas)})
+
+
+def _write(config, workdir: str, table: str, claims: dict, record: dict, curves: dict) -> None:
+  """comparison.md, claims.md, comparison.json (written last: the comparison has finished) and comparison.png."""
+  with files.open_file(os.path.join(workdir, "comparison.md"), "w") as f:
+    f.write(table)
+  with files.open_file(os.path.join(workdir, "claims.md"), "w") as f:
+    f.write(claims_table(claims))
+  plot(record["summary"], curves, os.path.join(workdir, "comparison.png"), title=f"{config.eval.suite}: all methods",
+       n_seeds=len(record["seeds"]))
+  files.write_json(os.path.join(workdir, "comparison.json"), record)
 
 
 def _aggregate(rows: Sequence[dict], fit: Optional[dict]) -> dict:
@@ -291,9 +293,9 @@ def plot(summary: dict, curves: dict, path: str, title: str, n_seeds: int) -> st
 
   fig, ax = plt.subplots(figsize=(7.2, 5.2), dpi=150)
   colors = {"FT": "tab:red", "FLYP": "tab:purple"}
-  for label, runs in curves.items():
-    alphas = [r["alpha"] for r in runs[0]]
-    stats = [[seeds.interval([100 * c[i][k] for c in runs]) for i in range(len(alphas))] for k in (ID, OOD)]
+  for label, per_seed in curves.items():
+    alphas = [r["alpha"] for r in per_seed[0]]
+    stats = [[seeds.interval([100 * c[i][k] for c in per_seed]) for i in range(len(alphas))] for k in (ID, OOD)]
     (x, xe), (y, ye) = (np.array(s).T for s in stats)
     ax.errorbar(x, y, xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="-o", markersize=3, capsize=2,
                 color=colors.get(label, "tab:blue"), alpha=0.7, label=f"WiSE-FT of {label} (alpha 0 to 1)")

@@ -26,7 +26,7 @@ import os
 import jax
 import numpy as np
 
-from flyp_jax import configs_lib, errors, files, seeds, train
+from flyp_jax import configs_lib, errors, files, runs, seeds, train
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import kshot, label_maps, suites
 
@@ -70,13 +70,6 @@ def method_config(spec: str, parent, seed: int, train_split: str, val_split: str
   return config
 
 
-def _run(config, path: str) -> dict:
-  done = os.path.join(path, "results.json")
-  if files.exists(done):
-    return files.read_json(done)
-  return train.dispatch(config, path)
-
-
 def run(config, workdir: str) -> dict:
   """The repetitions of every method; returns {method: seeds.aggregate(...)} and writes few_shot.{md,json}."""
   fs = config.few_shot
@@ -90,7 +83,7 @@ def run(config, workdir: str) -> dict:
     train_split, val_split = samples(config, os.path.join(workdir, "labels"), seed)
     for label, spec in fs.methods.items():
       one = method_config(spec, config, seed, train_split, val_split)
-      result = _run(one, seeds.seed_dir(os.path.join(workdir, label), seed))
+      result = runs.results_of(one, seeds.seed_dir(os.path.join(workdir, label), seed), train.dispatch)
       # LP picks its l2 on the validation sample but reports no evaluation of it under id_val/
       result = {**result, "id_val/top1": result.get("id_val/top1", result.get("lp_val_top1"))}
       rows[label].append(result)

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import (checkpoint_guard, config_checks, configs_lib, convert, errors, evaluate, files, models, parallel,
-                      run_paths, train)
+from flyp_jax import (config_checks, configs_lib, errors, evaluate, files, models, parallel, run_paths, runs,
+                      train)
+from flyp_jax.models import converted
 from flyp_jax.data import classnames, templates
 
 ID_KEY, OOD_KEY = "avg_id/top1", "avg_ood/top1"
@@ -228,21 +229,16 @@ def run(config, workdir: str) -> dict:
   mesh = parallel.make_mesh(config.model_axis)
   model, zeroshot = train.load_clip(config, workdir)
   # As the loop reads a finished run: a final/ that does not load is moved aside (its run's command writes it again
-  # from the checkpoints), and one without its marker is half-written.
-  checkpoint_guard.set_aside_if_damaged(os.path.join(ft_dir, "final"))
-  if not files.exists(os.path.join(ft_dir, "final", convert.CONVERTED_MARKER)):
-    if not config.wiseft.finetuned_config:
-      raise errors.NotFound(f"{ft_dir} holds no finished fine-tuning run (final/{convert.CONVERTED_MARKER}); run one "
-                            f"there (its own command writes a damaged or half-written final/ again from its "
-                            f"checkpoints), or point --config.wiseft.finetuned at one (a relative path is relative "
-                            f"to the workdir's parent)")
-    # Said, not silent: with a custom --workdir the fine-tuning run is made beside it, not in workdirs/.
-    print(f"WiSE-FT's fine-tuned run {ft_dir} (wiseft.finetuned={config.wiseft.finetuned!r}, beside the workdir) "
-          f"has not finished: running {config.wiseft.finetuned_config} there first", flush=True)
-    train.run(configs_lib.load_sub_run(config.wiseft.finetuned_config, config), ft_dir)
-  else:
-    print(f"WiSE-FT's fine-tuned run: {ft_dir}", flush=True)
-  reported = train.selected_dir(ft_dir)  # the checkpoint the run selected on ID validation
+  # from the checkpoints), and one without its marker is half-written. Said, not silent: with a custom --workdir
+  # the fine-tuning run is made beside it, not in workdirs/.
+  if not runs.ensure_trained(ft_dir, config.wiseft.finetuned_config, train.run, what="WiSE-FT's fine-tuned run",
+                             load=lambda spec: configs_lib.load_sub_run(spec, config)):
+    raise errors.NotFound(f"{ft_dir} holds no finished fine-tuning run (final/{converted.MARKER}); run one "
+                          f"there (its own command writes a damaged or half-written final/ again from its "
+                          f"checkpoints), or point --config.wiseft.finetuned at one (a relative path is relative "
+                          f"to the workdir's parent)")
+  print(f"WiSE-FT's fine-tuned run: {ft_dir}", flush=True)
+  reported = runs.selected_dir(ft_dir)  # the checkpoint the run selected on ID validation
   _, finetuned = models.load_pretrained(reported, dtype=config.model.dtype)
   zeroshot, finetuned = {"clip": zeroshot}, {"clip": finetuned}
   head_path = os.path.join(reported, "head.npz")

@@ -2,7 +2,7 @@
 
 A training method is a `Method`: the hooks below, each a function of the run's `config` (its ConfigDict), the
 loop's `model` (a CLIP, or what `load_model` gives) and the device `mesh`. Its module (flyp, ft, pretrain,
-attention_transfer) defines `METHOD = Method(...)`, and `get(name)` finds it by `config.method`. `train._train`
+attention_transfer) defines `METHOD = Method(...)`, and `get(name)` finds it by `config.method`. `train._Run`
 calls the hooks, and `flyp_jax.tpu_plan` the shape-only ones, to compile the same programs for a TPU slice without
 data or weights. Commands that run or combine training runs (lp, wiseft, compare, few_shot) are in
 `flyp_jax.commands`.
@@ -38,7 +38,8 @@ class Method:
   # make_loss(config, model, mesh) -> loss_fn(params, batch, rng) -> (loss, metrics): what
   # `train.make_train_step` differentiates (with gradient accumulation, clipping, donation).
   make_loss: Callable[..., Callable]
-  # load_model(config, workdir) -> (model, clip_params); None: `train.load_clip`, the config's CLIP.
+  # load_model(config, workdir) -> (model, clip_params), or None for the config's CLIP (`train.load_clip`, also
+  # what a None hook means).
   load_model: Optional[Callable[..., tuple]] = None
   # abstract_model(config) -> (model, shapes of clip_params) or None; None: `train.clip_model` of model.variant.
   abstract_model: Optional[Callable[..., Optional[tuple]]] = None
@@ -57,6 +58,10 @@ class Method:
   starts_zero_shot: Callable[..., bool] = lambda config: False
   # The config fields that name other runs' workdirs, relative to the parent of this run's (flyp_jax.run_paths).
   run_paths: tuple[str, ...] = ()
+  # (path field, config field) of each training run this one builds on: the loop finishes it first, running the
+  # config there when one is given and the run has not finished (`flyp_jax.runs.ensure_trained`); an empty path
+  # field is no such run.
+  prerequisites: tuple[tuple[str, str], ...] = ()
 
 
 NAMES = ("flyp", "ft", "pretrain", "attention_transfer")  # each a module here defining METHOD

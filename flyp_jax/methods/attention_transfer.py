@@ -40,7 +40,6 @@ evaluate it with `StudentClassifier` and the teacher.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 from typing import Any, Optional, Sequence
 
@@ -48,13 +47,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from flyp_jax import (checkpoint_guard, configs_lib, convert, errors, evaluate, files, losses, models, run_paths,
-                      train)
+from flyp_jax import errors, evaluate, files, losses, methods, models, run_paths, runs
 from flyp_jax.data import classnames as classnames_lib
 from flyp_jax.data import pipeline
-from flyp_jax import methods
 from flyp_jax.methods import common
-from flyp_jax.models import vit as vit_lib
+from flyp_jax.models import converted, vit as vit_lib
 from flyp_jax.models.clip import VisionTransformer
 from flyp_jax.models.transformer import drop_path_masks
 
@@ -157,7 +154,7 @@ def load_model(config, workdir: str):
   `at.teacher.path` (teacher 'vit')."""
   _check(config)
   if config.at.teacher.kind == "clip":
-    return train.load_clip(config, workdir)
+    return None  # the loop's CLIP
   model, params = vit_lib.load(config.at.teacher.path, heads=config.at.teacher.heads or None,
                                dtype=config.model.dtype, remat=models.remat_setting(config.model))
   variant = config.at.teacher.variant
@@ -330,8 +327,8 @@ def _get(results: dict, key: str) -> str:
 
 
 def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
-  """The fine-tuned teacher's run directory ('' for the zero-shot teacher), made first if it has not finished
-  and a config says how; None if it has not finished and none does.
+  """The fine-tuned teacher's run directory ('' for the zero-shot teacher), or None if it has not finished (the
+  loop runs `at.ensemble.config` there first when one is given: the method's `prerequisites`).
 
   A relative path is relative to the workdir's parent (`flyp_jax.run_paths`), as every path to another run is.
   """
@@ -339,17 +336,11 @@ def _ensemble_teacher_dir(config, workdir: str) -> Optional[str]:
   if not e.path:
     return ""
   path = run_paths.resolve(workdir, e.path)
-  checkpoint_guard.set_aside_if_damaged(os.path.join(path, "final"))  # as the loop: then written again, or None
-  if not files.exists(os.path.join(path, "final", convert.CONVERTED_MARKER)):
-    if not e.config:
-      return None
-    logging.info("No finished run in %s: running %s there first (the ensemble's teacher).", path, e.config)
-    train.run(configs_lib.load(e.config), path)
-  return path
+  return path if converted.is_converted(runs.final_dir(path)) else None
 
 
 METHOD = methods.Method(extra_params=extra_params, extra_param_shapes=extra_param_shapes, batches=batches,
                         batch_shapes=batch_shapes, make_loss=make_loss, load_model=load_model,
                         abstract_model=abstract_model, eval_model=eval_model, eval_params=eval_params,
                         final_params=final_params, save_final=save_final, finish=finish,
-                        run_paths=("at.ensemble.path",))
+                        run_paths=("at.ensemble.path",), prerequisites=(("at.ensemble.path", "at.ensemble.config"),))

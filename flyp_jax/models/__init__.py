@@ -2,34 +2,42 @@
 
 from __future__ import annotations
 
-from typing import Any, Union
+import os
+from typing import Any, Optional
 
-import jax.numpy as jnp
-
-from flyp_jax.models.clip import CLIP, TextTransformer, VisionTransformer, dummy_inputs, init_params, normalize
-from flyp_jax.models.variants import CLIPConfig, get_config
-
-
-def create_model(variant: Union[str, CLIPConfig], dtype: Any = jnp.float32, remat: bool | str = False) -> CLIP:
-  """A CLIP module for a variant name ("ViT-B/16") or a CLIPConfig; `dtype` is the compute dtype."""
-  config = get_config(variant) if isinstance(variant, str) else variant
-  return CLIP(config, dtype=jnp.dtype(dtype), remat=remat)
+from flyp_jax import errors, files, pretrained
+from flyp_jax.models import converted, from_torch
+from flyp_jax.models.clip import (CLIP, TextTransformer, VisionTransformer, create_model, dummy_inputs, init_params,
+                                  normalize, remat_setting)
+from flyp_jax.models.variants import ACTIVATIONS, CLIPConfig, get_config
 
 
-def remat_setting(model_config) -> bool | str:
-  """A config's `model.remat` and `model.remat_policy` as the modules' `remat`: False, True (every block
-  recomputed whole in the backward pass) or the jax.checkpoint_policies name of what a block keeps."""
-  return (model_config.remat_policy or True) if model_config.remat else False
+def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float32", remat: bool | str = False):
+  """(model, params) from an OpenAI, open_clip or Hugging Face checkpoint (`models.from_torch`), a converted
+  directory or `.npz` file (`models.converted`), or `openai:NAME` (`flyp_jax.pretrained`); params are float32
+  numpy arrays (host memory).
 
-
-def load_pretrained(path, **kwargs):
-  """(model, params) from an OpenAI, open_clip or Hugging Face checkpoint, or a `flyp_jax.convert` output.
-
-  See `flyp_jax.convert.load_pretrained` for the options.
+  activation: "quick_gelu" or "gelu" when the source does not say (plain open_clip state dicts).
+  dtype: the model's compute dtype ("bfloat16" on TPU). Put params on devices with `jax.device_put`.
   """
-  from flyp_jax import convert  # convert imports this package; import late to keep the cycle harmless.
-  return convert.load_pretrained(path, **kwargs)
+  path = pretrained.resolve(os.fspath(path))  # openai:NAME -> the cached, checked download
+  if not files.is_remote(path) and not os.path.exists(path):
+    raise errors.NotFound(pretrained.missing_checkpoint_message(path))
+  is_dir = converted.is_converted(path)
+  if is_dir or (path.endswith(".npz") and os.path.isfile(path)):
+    config, params = converted.load(path) if is_dir else converted.load_npz(path)
+    if activation and activation != config.activation:
+      raise errors.BadValue(f"{path} was converted with activation {config.activation!r}, not {activation!r}")
+  else:
+    sd, hints = from_torch.read_source(path)
+    if activation is not None:
+      if activation not in ACTIVATIONS:
+        raise errors.BadValue(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+      hints["activation"] = activation
+    config = from_torch.infer_config(sd, hints)
+    params = from_torch.openai_to_params(sd, config)
+  return create_model(config, dtype=dtype, remat=remat), params
 
 
 __all__ = ["CLIP", "CLIPConfig", "TextTransformer", "VisionTransformer", "create_model", "dummy_inputs",
-           "get_config", "init_params", "load_pretrained", "normalize"]
+           "get_config", "init_params", "load_pretrained", "normalize", "remat_setting"]

@@ -9,15 +9,18 @@ Parameter tree (stable: checkpoints and optimiser masks refer to these names):
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+import numpy as np
+
 from flyp_jax import errors
+from flyp_jax.checkpoint_files import CheckpointError
 from flyp_jax.models.transformer import LayerNorm, Transformer, matmul, token_at
-from flyp_jax.models.variants import CLIPConfig
+from flyp_jax.models.variants import CLIPConfig, describe, get_config
 
 Array = jax.Array
 normal = nn.initializers.normal
@@ -174,3 +177,31 @@ def dummy_inputs(config: CLIPConfig, batch: int = 1) -> tuple[Array, Array]:
 def init_params(model: CLIP, rng: Array) -> dict:
   """Random parameters for `model` (float32 pytree); wrap in jax.jit with out_shardings to shard at birth."""
   return model.init(rng, *dummy_inputs(model.config))["params"]
+
+
+def create_model(variant: Union[str, CLIPConfig], dtype: Any = jnp.float32, remat: bool | str = False) -> CLIP:
+  """A CLIP module for a variant name ("ViT-B/16") or a CLIPConfig; `dtype` is the compute dtype."""
+  config = get_config(variant) if isinstance(variant, str) else variant
+  return CLIP(config, dtype=jnp.dtype(dtype), remat=remat)
+
+
+def remat_setting(model_config) -> bool | str:
+  """A config's `model.remat` and `model.remat_policy` as the modules' `remat`: False, True (every block
+  recomputed whole in the backward pass) or the jax.checkpoint_policies name of what a block keeps."""
+  return (model_config.remat_policy or True) if model_config.remat else False
+
+
+def check_params(params: dict, config: CLIPConfig) -> None:
+  """Raise CheckpointError naming every parameter whose path or shape differs from the model's."""
+  abstract = jax.eval_shape(lambda: init_params(CLIP(config), jax.random.key(0)))
+  name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
+  want = {name(p): v.shape for p, v in jax.tree.leaves_with_path(abstract)}
+  got = {name(p): np.shape(v) for p, v in jax.tree.leaves_with_path(params)}
+  bad = [f"{k}: checkpoint {got.get(k, 'missing')} vs model {want.get(k, 'absent')}"
+         for k in sorted(set(want) | set(got)) if want.get(k) != got.get(k)]
+  if bad:
+    raise CheckpointError(f"parameters do not fit {describe(config)}: {_some(bad)}")
+
+
+def _some(items: list, n: int = 8) -> str:
+  return "none" if not items else ", ".join(map(str, items[:n])) + (f" and {len(items) - n} more" if len(items) > n else "")

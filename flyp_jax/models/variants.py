@@ -97,3 +97,14 @@ def get_config(variant: str, **overrides) -> CLIPConfig:
                 activation="gelu" if m["gelu"] else "quick_gelu")
   fields.update(overrides)
   return CLIPConfig(**fields)
+
+
+def describe(config: CLIPConfig) -> str:
+  """The variant name a config matches ("ViT-B/16"), or its shape in words."""
+  for name in ("ViT-B/32", "ViT-B/16", "ViT-L/14", "ViT-L/14@336", "ViT-H/14", "ViT-T/8"):
+    ref = get_config(name)
+    if ref == CLIPConfig(**{**config.to_dict(), "activation": ref.activation}):
+      return f"{name} ({config.activation})"
+  c = config
+  return (f"custom ViT (image {c.image_size}px, patch {c.patch_size}, vision {c.vision_width}x{c.vision_layers}, "
+          f"text {c.text_width}x{c.text_layers}, embed {c.embed_dim}, {c.activation})")

@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import convert, errors
+from flyp_jax import checkpoint_files, errors, files
+from flyp_jax.checkpoint_files import CheckpointError
+from flyp_jax.models import converted
 from flyp_jax.models.clip import PatchEmbedding
 from flyp_jax.models.transformer import LayerNorm, Transformer
 from flyp_jax.models.variants import ShapeFields
@@ -150,7 +152,6 @@ def infer_config(sd: dict[str, np.ndarray], path: str = "", heads: Optional[int]
                  pool: str = "gap") -> ViTConfig:
   """The ViTConfig of a timm / MAE state dict; `heads` when the width is not one of MAE's (64-channel heads
   otherwise). A state dict of another layout raises CheckpointError, naming what is missing."""
-  from flyp_jax.checkpoint_files import CheckpointError
   needed = ("cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "blocks.0.attn.qkv.weight")
   missing = [k for k in needed if k not in sd]
   if missing:
@@ -176,7 +177,6 @@ def infer_config(sd: dict[str, np.ndarray], path: str = "", heads: Optional[int]
 
 def state_dict_to_params(sd: dict[str, np.ndarray], config: ViTConfig, path: str = "") -> dict:
   """timm / MAE names -> this module's tree (float32 numpy), checking every name and shape."""
-  from flyp_jax.checkpoint_files import CheckpointError
   c = config
   expected = {"cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias"}
   expected |= {f"blocks.{i}.{k}" for i in range(c.layers) for k in _BLOCK_KEYS}
@@ -229,7 +229,6 @@ def config_from_params(params: dict, pool: str = "gap") -> ViTConfig:
 
 
 def check_params(params: dict, config: ViTConfig, path: str = "") -> None:
-  from flyp_jax.checkpoint_files import CheckpointError
   abstract = jax.eval_shape(lambda: ViT(config).init(jax.random.key(0), jnp.zeros(
       (1, config.image_size, config.image_size, 3)))["params"])
   want = {jax.tree_util.keystr(p): tuple(x.shape) for p, x in jax.tree.leaves_with_path(abstract)}
@@ -243,7 +242,6 @@ def load(path, heads: Optional[int] = None, pool: str = "gap", dtype: Any = jnp.
          remat: bool | str = False) -> tuple[ViT, dict]:
   """(model, params) from an MAE `.pth` ({'model': state dict}), a timm state dict (torch.save or safetensors)
   or a directory written by `save`. Nothing in a torch file is executed (`flyp_jax.checkpoint_files`)."""
-  from flyp_jax import checkpoint_files, files
   path = os.fspath(path)
   if files.exists(os.path.join(path, MARKER)):
     config, params = load_saved(path)
@@ -256,25 +254,20 @@ def load(path, heads: Optional[int] = None, pool: str = "gap", dtype: Any = jnp.
   return ViT(config, jnp.dtype(dtype), remat), state_dict_to_params(sd, config, path)
 
 
-MARKER = convert.CONVERTED_MARKER  # a finished run's final/ has it, CLIP or ViT (its "kind" tells them apart)
+MARKER = converted.MARKER  # a finished run's final/ has it, CLIP or ViT (its "kind" tells them apart)
 
 
 def save(dst: str, config: ViTConfig, params: dict, source: str = "", arrays: Optional[dict] = None) -> None:
   """Params as an orbax checkpoint under dst/params, `arrays` ({'head.npz': tree}) beside them, and the marker
-  ({'kind': 'vit', 'config': ...}) written last: `flyp_jax.convert.save_converted` with this kind."""
-  convert.save_converted(dst, config, params, source=source, arrays=arrays, kind=KIND)
+  ({'kind': 'vit', 'config': ...}) written last: `flyp_jax.models.converted.save` with this kind."""
+  converted.save(dst, config, params, source=source, arrays=arrays, kind=KIND)
 
 
 def load_saved(path: str) -> tuple[ViTConfig, dict]:
-  import orbax.checkpoint as ocp
-  from flyp_jax import files
-  path = files.absolute(path)
-  record = files.read_json(os.path.join(path, MARKER))
+  record = converted.read_marker(path)
   if record.get("kind") != KIND:
     raise errors.BadValue(f"{path} holds a CLIP, not a ViT: load it with flyp_jax.models.load_pretrained")
   config = ViTConfig.from_dict(record["config"])
   abstract = jax.eval_shape(lambda: ViT(config).init(jax.random.key(0), jnp.zeros(
       (1, config.image_size, config.image_size, 3)))["params"])
-  with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(os.path.join(path, "params"), abstract)
-  return config, jax.tree.map(np.asarray, params)
+  return config, converted.restore_params(path, abstract)
