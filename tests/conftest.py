@@ -63,6 +63,31 @@ def data_dir(tmp_path_factory):
   return path
 
 
+def tiny_config(spec, data_dir, *layers, **updates):
+  """A method's config made small for the tests: a random ViT-T/8 CLIP (context 16) on domain_shapes/small,
+  batches of 16, 4 steps, logs and checkpoints every 2 steps, evaluation batches of 64; then each dict of `layers`
+  and `updates`, in turn (a dict value updates that sub-config's fields, the others are kept)."""
+  from flyp_jax import configs_lib
+  config = configs_lib.load(spec)
+  config.unlock()
+  config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
+  config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
+  config.update(batch_size=16, steps=4, log_every=2, checkpoint_every=2)
+  config.eval.batch_size = 64
+
+  def merge(node, changes):
+    for key, value in changes.items():
+      if isinstance(value, dict) and key in node and hasattr(node[key], "items"):
+        merge(node[key], value)
+      else:
+        node[key] = value
+
+  for layer in (*layers, updates):
+    merge(config, layer)
+  config.lock()
+  return config
+
+
 def write_finished_run(path, steps, result):
   """What a finished training run leaves (its last checkpoint, final/ with its marker, results.json), for tests
   whose stand-in runs train nothing."""

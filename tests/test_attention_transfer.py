@@ -11,7 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import use_small_suites
+from conftest import tiny_config as shared_tiny_config, use_small_suites
 
 from flyp_jax import checkpoint_files, configs_lib, evaluate, losses, models, parallel, train
 from flyp_jax.data import suites
@@ -26,21 +26,10 @@ def small_suite(monkeypatch):
 
 
 def tiny_config(data_dir, **updates):
-  config = configs_lib.load("configs/attention_transfer.py:demo")
-  config.unlock()
-  config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
-  config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
-  config.update(batch_size=16, steps=4, log_every=2, checkpoint_every=2)
-  config.optimizer.warmup_steps = 2
-  config.eval.batch_size = 64
-  config.at.ensemble.update(path="", config="")  # the zero-shot teacher: no fine-tuning run in tests
-  for k, v in updates.items():
-    if isinstance(v, dict):
-      config[k].update(v)
-    else:
-      config[k] = v
-  config.lock()
-  return config
+  """conftest's tiny attention-transfer demo: 2 warmup steps, the zero-shot teacher (no fine-tuning run)."""
+  return shared_tiny_config("configs/attention_transfer.py:demo", data_dir,
+                            {"optimizer": {"warmup_steps": 2}, "at": {"ensemble": {"path": "", "config": ""}}},
+                            **updates)
 
 
 def softmax(x):
@@ -315,6 +304,7 @@ def test_drop_path_masks_and_a_fully_dropped_stack_is_the_identity():
   np.testing.assert_allclose(np.asarray(out[1:]), np.asarray(stack.apply(p, x[1:])[0]), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_distillation_lowers_the_attention_divergence(tmp_path, data_dir):
   config = tiny_config(data_dir, steps=24, log_every=4, checkpoint_every=24, eval={"suite": ""})
   train.run(config, str(tmp_path))

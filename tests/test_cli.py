@@ -202,6 +202,7 @@ def test_every_output_line_is_printed_by_the_project(case, data_dir, tmp_path):
   assert proc.stdout.strip() if case == "main_job" else proc.stderr.startswith("error: ")  # the recorder saw them
 
 
+@pytest.mark.slow
 def test_a_bug_is_reported_as_internal_with_its_traceback_not_as_a_user_error(tmp_path):
   """A ValueError raised by a library (here: made to come from inside the training loop) is not the user's
   mistake: one line saying it is internal and where to report it, then the traceback, exit status 1."""

@@ -25,6 +25,7 @@ def fake_result(config) -> dict:
           "avg_ood/top1": ood, "id_val/top1": val + 0.001 * seed, "lr": lr, "seed": seed}
 
 
+@pytest.mark.slow
 def test_compare_protocol_end_to_end_with_stand_in_runs(tmp_path, data_dir, monkeypatch):
   for name in ("SUITES", "VALIDATION"):
     table = getattr(suites, name)

@@ -13,6 +13,7 @@ from flyp_jax.data import classnames, templates
 from flyp_jax.tokenizer import tokenize
 
 
+@pytest.mark.slow
 def test_npz_round_trip_is_exact(tmp_path):
   config = models.get_config("ViT-T/8", context_length=16)
   params = jax.device_get(models.init_params(models.create_model(config), jax.random.PRNGKey(1)))

@@ -275,6 +275,7 @@ def test_domains_really_differ(data):
   assert acc > 0.8
 
 
+@pytest.mark.slow
 def test_classes_learnable_in_id_domain_and_shift(data):
   train = (data["train"]["image"], data["train"]["label"])
   tests = {d: (data[f"test_{d}"]["image"], data[f"test_{d}"]["label"]) for d in ds.DOMAINS}

@@ -50,6 +50,7 @@ def test_open_clip_style_names_and_bad_names():
     models.get_config("ViT-T/8", vision_heads=3)
 
 
+@pytest.mark.slow
 def test_encoders_and_logits(tiny):
   model, params, images, tokens = tiny
   img = model.apply({"params": params}, images, method=model.encode_image)
@@ -129,6 +130,7 @@ def test_patch_embedding_is_the_strided_convolution():
                              grad(lambda p: conv.apply(p, images).reshape(2, 12, 16)), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_attention_maps_out_and_in(tiny):
   model, params, images, _ = tiny
   feats, aux = model.apply({"params": params}, images, return_attention=True, method=model.image_tower)
@@ -158,6 +160,7 @@ def test_attention_maps_out_and_in(tiny):
     model.apply({"params": params}, images, maps[:1], method=model.image_tower)
 
 
+@pytest.mark.slow
 def test_no_gradient_reaches_queries_and_keys_when_maps_are_given(tiny):
   model, params, images, _ = tiny
   _, aux = model.apply({"params": params}, images, return_attention=True, method=model.image_tower)

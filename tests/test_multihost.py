@@ -274,6 +274,7 @@ def get_config():
 
 
 @pytest.mark.parametrize("split", ["train", "test_photo"])
+@pytest.mark.slow
 def test_a_damaged_dataset_file_read_by_one_process_stops_every_process_with_its_paragraph(tmp_path, data_dir,
                                                                                             split):
   """The last quarter of the split's file cut off, so that only process 1's half of the examples reaches the

@@ -85,6 +85,7 @@ def test_a_path_that_is_no_dataset_and_a_folder_not_converted_on_several_process
     image_folder.builder(str(folder), str(tmp_path / "tfds"), convert=False)
 
 
+@pytest.mark.slow
 def test_the_conversion_command(folder, tmp_path):
   run = subprocess.run([sys.executable, "-m", "flyp_jax.data.image_folder", str(folder), f"--data_dir={tmp_path}"],
                        capture_output=True, text=True, cwd=ROOT, env={**os.environ, "JAX_PLATFORMS": "cpu"})

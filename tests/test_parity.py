@@ -86,6 +86,7 @@ def test_hugging_face_directory(tmp_path, act, heads):
   assert_matches_hf(ref, images, tokens, img, txt, logits)
 
 
+@pytest.mark.slow
 def test_hugging_face_pytorch_bin_and_sharded_safetensors(tmp_path):
   ref = hf_model("quick_gelu")
   images, tokens = inputs(32)
@@ -177,6 +178,7 @@ def test_open_clip_sidecar_config_sets_activation(tmp_path, openai_reference):
 
 
 # --------------------------------------------------------------------------------- convert round trip
+@pytest.mark.slow
 def test_convert_command_round_trip(tmp_path, openai_reference):
   save_torchscript(openai_reference[0], tmp_path / "model.pt")
   dst = tmp_path / "converted"

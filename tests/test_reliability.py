@@ -67,6 +67,7 @@ with workdir_lock.hold(sys.argv[1]):
 """
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_held_workdir_is_refused_naming_the_holder(tmp_path):
   holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE,
                             text=True)
@@ -220,6 +221,7 @@ def test_no_readable_checkpoint_stops_with_one_paragraph(tmp_path, data_dir):
   assert [n for n in os.listdir(tmp_path / "checkpoints") if n.startswith("2.corrupt-")]  # kept
 
 
+@pytest.mark.slow
 def test_damaged_final_parameters_are_set_aside_and_written_again(tmp_path, data_dir, capsys):
   train.run(tiny(data_dir, steps=2), str(tmp_path))
   damage(tmp_path / "final" / "params")
@@ -240,6 +242,7 @@ def test_a_rerun_with_another_model_is_refused_listing_the_fields(tmp_path, data
   assert "\n" not in message and len(message) < 1000
 
 
+@pytest.mark.slow
 def test_a_checkpoint_of_another_model_without_config_json_is_refused_briefly(tmp_path, data_dir):
   # A workdir made before config.json existed: orbax's own message for this is megabytes of arrays.
   train.run(tiny(data_dir), str(tmp_path))
@@ -309,6 +312,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_second_ctrl_c_aborts_at_once():
   proc = subprocess.Popen([sys.executable, "-c", SIGNALS], cwd=ROOT, text=True, stdout=subprocess.PIPE)
   assert proc.stdout.readline().strip() == "ready"
@@ -348,6 +352,7 @@ def test_a_warmup_longer_than_the_run_is_shortened_with_a_warning(data_dir, caps
   assert np.all(np.asarray(updates["head"]["kernel"]) < 0)
 
 
+@pytest.mark.slow
 def test_impossible_settings_on_the_command_line_exit_2_without_traceback(tmp_path):
   code, out = main_py(tmp_path, "--config.steps=0", "--config.optimizer.lr=nan")
   assert code == 2 and "Traceback" not in out, out
