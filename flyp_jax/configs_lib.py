@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from typing import Optional
 
 import ml_collections
 
@@ -66,8 +67,10 @@ def load(spec: str) -> ml_collections.ConfigDict:
 SHARED = ("seed", "model_axis", "model", "data.data_dir", "data.shards", "data.corrupt_images", "eval.batch_size")
 
 
-def load_sub_run(spec: str, parent: ml_collections.ConfigDict, keys=SHARED) -> ml_collections.ConfigDict:
-  """`load(spec)` with `parent`'s values of `keys` (dotted field names; whole sub-configs such as 'model')."""
+def load_sub_run(spec: str, parent: ml_collections.ConfigDict, keys=SHARED,
+                 updates: Optional[dict] = None) -> ml_collections.ConfigDict:
+  """`load(spec)` with `parent`'s values of `keys` (dotted field names; whole sub-configs such as 'model'), then
+  `updates` ({'a.b': value}: the sub-run's own settings, e.g. a swept learning rate)."""
   config = load(spec)
   config.unlock()
   for key in keys:
@@ -79,6 +82,12 @@ def load_sub_run(spec: str, parent: ml_collections.ConfigDict, keys=SHARED) -> m
       continue  # a field one of the two configs does not have
     value = source[name]
     target[name] = ml_collections.ConfigDict(value.to_dict()) if isinstance(value, ml_collections.ConfigDict) else value
+  for key, value in (updates or {}).items():
+    *path, name = key.split(".")
+    node = config
+    for part in path:
+      node = node[part]
+    node[name] = value
   config.lock()
   return config
 

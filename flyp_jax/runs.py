@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Callable, Optional
 
-from flyp_jax import checkpoint_guard, commands, configs_lib, files, methods
+from flyp_jax import checkpoint_guard, commands, configs_lib, files, methods, models
 from flyp_jax.models import converted
 
 RESULTS = "results.json"  # what every training run and command writes last (atomically), its results
@@ -27,6 +27,15 @@ def selected_dir(run_dir: str) -> str:
   `final/`."""
   selected = os.path.join(run_dir, "selected")
   return selected if converted.is_converted(selected) else final_dir(run_dir)
+
+
+def reported_params(run_dir: str, dtype: str = "float32") -> tuple[object, dict]:
+  """(model, {'clip': params, 'head': head}) of the checkpoint a finished run reports (`selected_dir`); no 'head'
+  for a run without one (FLYP, its ablation)."""
+  reported = selected_dir(run_dir)
+  model, clip = models.load_pretrained(reported, dtype=dtype)
+  head = os.path.join(reported, "head.npz")
+  return model, {"clip": clip, **({"head": files.load_npz(head)} if files.exists(head) else {})}
 
 
 def result_file(method: str) -> str:

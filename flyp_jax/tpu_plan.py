@@ -299,17 +299,21 @@ def _plan_eval_step(config, model, params, head, dataset, mesh, compile_program)
 
 
 def _analytic_step_flops(config, method_name: str, model, batch) -> Optional[float]:
-  """The step's matmul FLOPs (global) by `flyp_jax.flops`: both towers and the loss (FLYP, pretraining), the image
-  tower (FT); None where the formula does not apply (attention transfer's ViTs)."""
+  """The step's matmul FLOPs (global) by `flyp_jax.flops`: both towers and the loss (FLYP, pretraining, the
+  cross-entropy ablation's C prompts), the image tower (FT); None where the formula does not apply (attention transfer's ViTs)."""
   c = getattr(model, "config", None)
   if not isinstance(c, models.CLIPConfig):
     return None
   n = config.batch_size
   if method_name == "ft":
     return 3 * flops.forward_flops(c, n, towers="image", pooled_last_block=True)["total"]
-  if method_name == "flyp":
-    length = prompt_tokens(classnames_lib.of_data(config.data), templates_lib.get(config.data.templates),
-                           c.context_length).shape[1]
+  if method_name in ("flyp", "ce_ablation"):
+    names = classnames_lib.of_data(config.data)
+    length = prompt_tokens(names, templates_lib.get(config.data.templates), c.context_length).shape[1]
+    if method_name == "ce_ablation":  # B images against the C class prompts
+      image = flops.forward_flops(c, n, towers="image", pooled_last_block=True)["total"]
+      text = flops.forward_flops(c, len(names), length, towers="text", pooled_last_block=True)["total"]
+      return 3 * (image + text + 2 * n * len(names) * c.embed_dim)
   elif method_name == "pretrain":
     length = batch["tokens"].shape[1]
   else:

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import use_small_suites
+from conftest import tiny_config as shared_tiny_config, use_small_suites
 
 from flyp_jax import configs_lib, models, runs, train
 
@@ -18,15 +18,8 @@ def small_suite(monkeypatch):
 
 
 def tiny_config(spec, data_dir, **updates):
-  config = configs_lib.load(spec)
-  config.unlock()
-  config.model.update(init="random", variant="ViT-T/8", overrides={"context_length": 16})
-  config.data.update(dataset="domain_shapes/small", data_dir=data_dir)
-  config.update(batch_size=16, steps=4, log_every=2, checkpoint_every=2)
-  config.eval.update(batch_size=64, at_start=False)
-  config.update(updates)
-  config.lock()
-  return config
+  """conftest's tiny config without the step-0 evaluation (the tests here read the trained steps')."""
+  return shared_tiny_config(spec, data_dir, {"eval": {"at_start": False}}, **updates)
 
 
 @pytest.mark.slow
@@ -81,6 +74,27 @@ def test_ft_trains_head_and_image_tower_only_and_rewrites_a_half_written_final(t
   train.run(config, str(tmp_path))
   assert (tmp_path / "final" / "flyp_clip.json").exists()
   jax.tree_util.tree_map(np.testing.assert_array_equal, dict(np.load(tmp_path / "final" / "head.npz")), head)
+
+
+@pytest.mark.slow
+def test_ce_ablation_trains_both_towers_without_a_head_and_wiseft_interpolates_it(tmp_path, data_dir):
+  """FLYP's cross-entropy ablation through the loop (its step is tests/test_trajectory.py's), then WiSE-FT of it:
+  alpha 0 is the zero-shot model and alpha 1 the run's own final model, scored as the run scored it."""
+  run_dir = tmp_path / "ce_ablation_demo"
+  config = tiny_config("configs/ce_ablation.py:demo", data_dir, steps=2)
+  _, init = train.load_clip(config, str(run_dir))
+  results = train.run(config, str(run_dir))
+  _, final = models.load_pretrained(run_dir / "final")
+  moved = lambda a, b: not jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, a, b))
+  assert moved(final["text"], jax.device_get(init["text"])) and moved(final["visual"], jax.device_get(init["visual"]))
+  assert not (run_dir / "final" / "head.npz").exists()  # the text tower is the head, as FLYP's
+
+  wise = tiny_config("configs/wiseft.py:ce_ablation", data_dir, wiseft={"alphas": [0.0, 1.0], "finetuned_config": ""})
+  train.dispatch(wise, str(tmp_path / "wiseft_ce_ablation"))
+  swept = json.loads((tmp_path / "wiseft_ce_ablation" / "wiseft.json").read_text())["results"]
+  assert [r["alpha"] for r in swept] == [0.0, 1.0]
+  for key in ("avg_id/top1", "avg_ood/top1"):
+    assert swept[1][key] == pytest.approx(results[key], abs=1e-6), key
 
 
 @pytest.mark.slow
@@ -230,6 +244,7 @@ def test_config_typo_is_a_clear_error(tmp_path):
   assert "learning_rate" in run.stderr and "lr" in run.stderr  # names the typo and the valid keys
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_a_clear_error(tmp_path, data_dir):
   config = tiny_config("configs/ft.py:demo", data_dir)
   config.unlock()

@@ -40,7 +40,7 @@ from flyp_jax.models import from_torch  # noqa: E402
 from flyp_jax.data import classnames as classnames_lib  # noqa: E402
 from flyp_jax.data import templates as templates_lib  # noqa: E402
 from flyp_jax.commands import lp, wiseft  # noqa: E402
-from flyp_jax.methods import flyp, ft  # noqa: E402
+from flyp_jax.methods import ce_ablation, flyp, ft  # noqa: E402
 from flyp_jax.tokenizer import tokenize  # noqa: E402
 from tests.references import load_open_clip_loss_module, load_openai_clip_module  # noqa: E402
 
@@ -186,6 +186,46 @@ def test_trajectory_flyp_matches_flyp_loss_py():
   moved = assert_same_trajectory(ours, {"clip": ref_params}, initial)
   assert any("text" in m for m in moved) and any("visual" in m for m in moved) and any("logit_scale" in m for m in moved)
   assert float(ours["clip"]["logit_scale"]) > math.log(100.0)  # never clamped
+
+
+# ---------------------------------------------------------------------------------- FLYP's cross-entropy ablation
+@pytest.mark.parametrize("devices", [1, 4])
+def test_trajectory_ce_ablation_matches_ce_ablation_py(devices):
+  """FLYP's cross-entropy ablation (src/models/ce_ablation.py): all_texts [C, T, 77] tokenised once; per step
+  one template per class (`s = torch.randint(0, T, (C,))`), the C prompts encoded, both feature sets
+  normalised, `F.cross_entropy(logit_scale.exp() * img @ txt.T, labels)`, torch.optim.AdamW(lr, wd) over every
+  parameter, `cosine_lr` before each step, no clamp, no clipping. On 4 devices the C = 10 prompts are padded to
+  12 and split over the data axis: the same trajectory."""
+  config = preset("configs/ce_ablation.py:imagenet_b16", lr=1e-4)
+  mesh = parallel.make_mesh(devices=jax.devices()[:devices])
+  ref = torch_clip(seed=5, log_scale=math.log(100.0) + 0.05)
+  cfg, params = to_ours(ref.state_dict())
+  model = models.create_model(cfg, dtype="float32")
+  initial = {"clip": params}
+  names = classnames_lib.get(config.data.classnames)
+  templates = templates_lib.get(config.data.templates)
+  data = batches(len(names), seed=5)
+  ours = run_ours(config, ce_ablation, model, {"clip": jax.tree.map(np.copy, params)}, data, mesh)
+
+  all_texts = torch.stack([torch.from_numpy(tokenize([t.format(n) for t in templates], 77).astype(np.int64))
+                           for n in names])  # [C, T, 77]
+  opt = torch.optim.AdamW([p for p in ref.parameters() if p.requires_grad], lr=config.optimizer.lr,
+                          weight_decay=config.optimizer.weight_decay)
+  lr_at = reference_cosine_lr(config.optimizer.lr, config.optimizer.warmup_steps, config.steps)
+  # Each class's template is the one our loss draws (fold_in(key(seed), step), one per class).
+  draw = jax.jit(lambda s: jax.random.randint(jax.random.fold_in(jax.random.key(config.seed), s), (len(names),),
+                                              0, len(templates)))
+  for step, (images, labels) in enumerate(data):
+    for group in opt.param_groups:
+      group["lr"] = lr_at(step)
+    s = torch.from_numpy(np.asarray(draw(jnp.int32(step))).astype(np.int64))
+    opt.zero_grad()
+    img, txt, scale = flyp_forward(ref, nchw(images), all_texts[torch.arange(len(names)), s, :])
+    torch.nn.functional.cross_entropy(scale * img @ txt.T, torch.from_numpy(labels.astype(np.int64))).backward()
+    opt.step()
+  _, ref_params = to_ours(ref.state_dict())
+  moved = assert_same_trajectory(ours, {"clip": ref_params}, initial)
+  assert any("text" in m for m in moved) and any("visual" in m for m in moved) and any("logit_scale" in m for m in moved)
 
 
 # ------------------------------------------------------------------------------------------------------- FT

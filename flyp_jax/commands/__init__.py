@@ -1,8 +1,9 @@
 """Commands: methods that run or combine training runs instead of training one (`config.method`).
 
 Each is a module here with `run(config, workdir) -> dict` (the results `main.py` prints): lp (the linear probe),
-wiseft (WiSE-FT's interpolation of a fine-tuned run), compare (every method on the offline benchmark) and few_shot
-(k-shot runs repeated). A command that starts another run calls `train.dispatch` (or `train.run`) for it.
+wiseft (WiSE-FT's interpolation of a fine-tuned run), compare (every method on the offline benchmark), few_shot
+(k-shot runs repeated) and soup (model soups of fine-tuning runs). A command that starts another run calls
+`train.dispatch` (or `train.run`) for it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Callable
 
 from flyp_jax import errors
 
-NAMES = ("lp", "wiseft", "compare", "few_shot")
+NAMES = ("lp", "wiseft", "compare", "few_shot", "soup")
 # The file each writes last, whose presence says it has finished (`flyp_jax.runs`); results.json for the others.
-RESULT_FILES = {"wiseft": "wiseft.json", "compare": "comparison.json", "few_shot": "few_shot.json"}
+RESULT_FILES = {"wiseft": "wiseft.json", "compare": "comparison.json", "few_shot": "few_shot.json", "soup": "soup.json"}
 
 
 def get(name: str) -> Callable[..., dict]:

@@ -34,16 +34,8 @@ ID, OOD = wiseft.ID_KEY, wiseft.OOD_KEY
 def _sub_config(spec: str, parent, **updates):
   """The method config `spec` with the comparison's shared settings (`configs_lib.SHARED`: model, data location,
   ...) and `updates` ('a.b' -> value)."""
-  config = configs_lib.load_sub_run(spec, parent)
-  with config.unlocked():
-    config.eval.at_start = False  # the zero-shot model is evaluated once, by the comparison itself
-    for key, value in updates.items():
-      node = config
-      *path, last = key.split(".")
-      for k in path:
-        node = node[k]
-      node[last] = value
-  return config
+  # eval.at_start off: the zero-shot model is evaluated once, by the comparison itself
+  return configs_lib.load_sub_run(spec, parent, updates={"eval.at_start": False, **updates})
 
 
 def _run(config, path: str) -> dict:

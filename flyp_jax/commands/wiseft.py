@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from flyp_jax import (config_checks, configs_lib, errors, evaluate, files, models, parallel, run_paths, runs,
+from flyp_jax import (config_checks, configs_lib, errors, evaluate, files, parallel, run_paths, runs,
                       train)
 from flyp_jax.models import converted
 from flyp_jax.data import classnames, templates
@@ -238,30 +238,37 @@ def run(config, workdir: str) -> dict:
                           f"checkpoints), or point --config.wiseft.finetuned at one (a relative path is relative "
                           f"to the workdir's parent)")
   print(f"WiSE-FT's fine-tuned run: {ft_dir}", flush=True)
-  reported = runs.selected_dir(ft_dir)  # the checkpoint the run selected on ID validation
-  _, finetuned = models.load_pretrained(reported, dtype=config.model.dtype)
-  zeroshot, finetuned = {"clip": zeroshot}, {"clip": finetuned}
-  head_path = os.path.join(reported, "head.npz")
-  if files.exists(head_path):
-    finetuned["head"] = files.load_npz(head_path)
+  _, finetuned = runs.reported_params(ft_dir, config.model.dtype)  # the checkpoint selected on ID validation
+  zeroshot = {"clip": zeroshot}
+  if "head" in finetuned:
     kernel = np.asarray(evaluate.zeroshot_head(model, jax.device_put(zeroshot["clip"], parallel.replicated(mesh)),
                                                classnames.of_data(config.data),
                                                templates.get(config.data.templates), mesh))
     zeroshot["head"] = {"kernel": kernel, "bias": np.zeros(kernel.shape[1], np.float32)}
-  evaluator = evaluate.from_config(model, config, mesh)
-  validator = train.make_validator(config, model, mesh, quiet=True)  # the sweep's line per alpha says it
-
-  def evaluate_fn(params):
-    params = jax.device_put(params, parallel.replicated(mesh))
-    results = evaluator(params["clip"], head=params.get("head"))
-    return {**results, **(validator(params["clip"], params.get("head")) if validator else {})}
-
-  # On the held-out ID validation set (the suite's selection metric) where the suite has one, else on ID accuracy.
-  pick_key = train.selection_key(config) if validator else ID_KEY
+  evaluate_fn, _, pick_key = scorer(config, model, mesh)
   results = sweep(evaluate_fn, zeroshot, finetuned, alphas=tuple(config.wiseft.alphas), keys=table_keys(pick_key))
   settings["finetuned_results"] = files.read_json(ft_results)  # if the run was made just now
   write(results, workdir, title=f"WiSE-FT: {config.name}", pick_key=pick_key, config=settings)
   return _report(results, pick_key, workdir)
+
+
+def scorer(config, model, mesh) -> tuple[Callable[[dict], dict], Optional[Callable[[dict], dict]], str]:
+  """(evaluate, validate, key) for weights combined from runs ({'clip': ..., 'head': ...}, host or device arrays):
+  `evaluate` gives the suite's results plus ID validation's, `validate` ID validation's alone (None where the suite
+  has no validation set), and `key` the metric that picks on ID data: the held-out validation set's selection
+  metric where there is one, else ID accuracy. Both print nothing (their callers print a line per model)."""
+  evaluator = evaluate.from_config(model, config, mesh)
+  validator = train.make_validator(config, model, mesh, quiet=True)
+
+  def validate(params):
+    params = jax.device_put(params, parallel.replicated(mesh))
+    return validator(params["clip"], params.get("head"))
+
+  def evaluate_fn(params):
+    params = jax.device_put(params, parallel.replicated(mesh))
+    return {**evaluator(params["clip"], head=params.get("head")), **(validate(params) if validator else {})}
+
+  return evaluate_fn, validate if validator else None, train.selection_key(config) if validator else ID_KEY
 
 
 def _report(results: Sequence[dict], pick_key: str, workdir: str) -> dict:

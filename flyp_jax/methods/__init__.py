@@ -64,7 +64,7 @@ class Method:
   prerequisites: tuple[tuple[str, str], ...] = ()
 
 
-NAMES = ("flyp", "ft", "pretrain", "attention_transfer")  # each a module here defining METHOD
+NAMES = ("flyp", "ft", "ce_ablation", "pretrain", "attention_transfer")  # each a module here defining METHOD
 
 
 def get(name: str) -> Method:
