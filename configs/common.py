@@ -67,7 +67,9 @@ def base(name: str) -> ml_collections.ConfigDict:
   # loss_block: score the gathered batch that many columns at a time (0: all at once), so the contrastive loss's
   # memory per device grows linearly with the global batch (see flyp_jax.losses.sharded_clip_loss)
   c.flyp = ml_collections.ConfigDict(dict(mask_same_class=False, loss_block=0))
-  c.ft = ml_collections.ConfigDict(dict(head_init="zeroshot", lp_workdir="", label_smoothing=0.0))
+  # head_input: the features the head reads, "normalized" (L2, WiSE-FT's) or "raw" (encode_image's, LP-FT's code)
+  c.ft = ml_collections.ConfigDict(dict(head_init="zeroshot", lp_workdir="", label_smoothing=0.0,
+                                        head_input="normalized"))
   return c
 
 

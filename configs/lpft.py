@@ -6,7 +6,8 @@
 imagenet_b16 / iwildcam_b16 / fmow_b16: the fine-tuning stage of LP-FT's code (AnanyaKumar/transfer_learning:
 configs/adaptation/resnet50_transfer.yaml and imagenet.yaml, unlabeled_extrapolation/baseline_train.py):
 torch.optim.SGD with momentum 0.9 and no weight decay, CosineAnnealingLR stepped once per epoch (T_max = epochs),
-no warmup, no gradient clipping; ImageNet at batch 128 for 10 epochs, WILDS with FLYP's batch and epochs. The
+no warmup, no gradient clipping, the head on raw `encode_image` features from the probe of configs/lp.py's preset
+of the same name (fitted on raw features); ImageNet at batch 128 for 10 epochs, WILDS with FLYP's batch and epochs. The
 reference sweeps lr over {3e-7, 1e-6, ..., 1e-2} (scripts/run_adaptation_experiments.py SWEEP_LRS) and keeps
 the run best on ID validation: run this preset once per lr (--config.optimizer.lr=...) and compare their
 `id_val/top1` (each results.json reports its checkpoint selected on ID validation); the preset's lr is one point
@@ -35,4 +36,5 @@ def get_config(arg: str = "demo"):
     common.epochs_of(c, common.IMAGENET_TRAIN, 10)
   c.optimizer.update(name="sgd", momentum=0.9, weight_decay=0.0, lr=1e-5, warmup_steps=0, schedule="epoch_cosine",
                      grad_clip=0.0, decay="all", clamp_logit_scale=False)
+  c.ft.head_input = "raw"  # clip_model.py `ClipModel.forward`: the head on encode_image's features (lp.py: 'raw')
   return c

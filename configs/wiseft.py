@@ -7,7 +7,8 @@
 Presets `<source>_<suite>`: source ft or lpft (end-to-end fine-tuning, from the zero-shot or a linear probe's head:
 image tower and head interpolated as src/wise_ft.py `_merge` does, the zero-shot side with the zero-shot head), flyp
 or ce_ablation (FLYP and its cross-entropy ablation: both towers interpolated, the model scored zero-shot with its
-own text tower); suite demo, imagenet_b16, iwildcam_b16 or fmow_b16 (ce_ablation: demo and imagenet_b16). The FLYP
+own text tower); suite demo, imagenet_b16, iwildcam_b16 or fmow_b16 (ce_ablation: demo and imagenet_b16; lpft: demo,
+as LP-FT's reproduction presets put their head on raw features, which WiSE-FT refuses to average). The FLYP
 paper weight-ensembles every baseline this way. The fine-tuned run is configs/<source>.py:<suite> in
 <source>_<suite> beside this run's workdir, made first if unfinished (LP-FT's linear probe, lp_<suite>, is run
 first by hand, as configs/lpft.py says). Alphas 0, 0.1, ..., 1 (WiSE-FT's README command).
@@ -20,7 +21,9 @@ from flyp_jax import errors
 
 SUITES = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")
 # The suites of each fine-tuning method's presets (configs/<source>.py).
-SOURCES = {"ft": SUITES, "flyp": SUITES, "lpft": SUITES, "ce_ablation": ("demo", "imagenet_b16")}
+# LP-FT's reproduction presets fine-tune a head on raw features, which WiSE-FT cannot average with the zero-shot
+# head (flyp_jax/commands/wiseft.py refuses it): its demo only, whose head reads normalised features.
+SOURCES = {"ft": SUITES, "flyp": SUITES, "lpft": ("demo",), "ce_ablation": ("demo", "imagenet_b16")}
 # first: the default; a source's name alone is its demo
 PRESETS = ("demo", "flyp", "lpft", "ce_ablation") + tuple(f"{s}_{x}" for s in SOURCES for x in SOURCES[s] if x != "demo")
 

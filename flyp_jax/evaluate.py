@@ -199,7 +199,8 @@ def _eval_step(params, head: Array, indices: Optional[Array], label_table: Optio
 
 def _features(model, params, images: Array) -> Array:
   """`model.encode_image`, L2-normalised unless the model says its head reads raw features
-  (`normalize_features = False`: the timm-style classifier heads of attention-transfer students)."""
+  (`normalize_features = False`: LP-FT's raw-feature heads, the timm-style classifier heads of attention-transfer
+  students)."""
   features = model.apply({"params": params}, images, method=model.encode_image)
   return models.normalize(features) if getattr(model, "normalize_features", True) else features.astype(jnp.float32)
 

@@ -116,7 +116,7 @@ def test_run_errors_are_one_paragraph_without_traceback_unless_verbose(case, dat
 def test_help_lists_methods_and_presets():
   code, out, err = main_py("--help")
   assert code == 0
-  for name in ("flyp", "ft", "lp", "lpft", "wiseft", "compare", "pretrain", "attention_transfer"):
+  for name in ("flyp", "ft", "ce_ablation", "lp", "lpft", "wiseft", "soup", "compare", "pretrain", "attention_transfer"):
     assert f"configs/{name}.py: " in out, name
   assert "presets: demo, imagenet_b16, iwildcam_b16, fmow_b16" in out and "presets: demo, flyp" in out
   assert "--verbose" in out

@@ -93,3 +93,73 @@ def test_one_compilation_across_sweep_and_shapes():
   # float64 inputs are cast: still float32 out, and no new compilation.
   kernel, bias = lp.fit_logistic_regression(x[:64].astype(np.float64), y[:64], 3, l2=0.5, max_iter=50)
   assert kernel.dtype == bias.dtype == np.float32 and lp._fit._cache_size() == before + 1
+
+
+# ------------------------------------------------------------------------- LP-FT's probe on raw features
+def reference_raw_probe(train_x, train_y, val_x, val_y, Cs, max_iter=200):
+  """AnanyaKumar/transfer_learning unlabeled_extrapolation/log_reg_sk.py `main`, transcribed: `normalize_features`
+  (one scalar mean and std of the training matrix), `test_log_reg_warm_starting` (one warm-started
+  LogisticRegression swept over ascending C, the first C of the best validation accuracy kept),
+  `inv_normalize_weights` and `pad_head` (zero rows for classes absent from training). Float64 inputs (scikit-learn
+  >= 1.9 fits float32 ones in float32)."""
+  mean, std = np.mean(train_x), np.std(train_x)
+  tx, vx = (train_x - mean) / std, (val_x - mean) / std
+  clf = LogisticRegression(random_state=0, warm_start=True, max_iter=max_iter)
+  best_acc, best, accs = -1.0, None, []
+  for C in Cs:
+    clf.C = C
+    clf.fit(tx, train_y)
+    acc = np.mean(clf.predict(vx) == val_y)
+    accs.append(acc)
+    if acc > best_acc:
+      best_acc, best = acc, (C, clf.coef_.copy(), clf.intercept_.copy(), clf.classes_.copy())
+  C, coef, intercept, classes = best
+  new_coef = coef / std
+  new_intercept = intercept - np.matmul(coef, mean / std * np.ones(coef.shape[1]))
+  padded_coef, padded_intercept = np.zeros((np.max(classes) + 1, coef.shape[1])), np.zeros(np.max(classes) + 1)
+  for i, c in enumerate(classes):
+    padded_coef[c], padded_intercept[c] = new_coef[i], new_intercept[i]
+  return C, padded_coef, padded_intercept, accs
+
+
+def test_the_raw_feature_probe_follows_log_reg_sk():
+  """Raw features (offset 3, scale 5, as encode_image's are neither centred nor unit), 5 classes of which class 2
+  never occurs in training: the same C chosen from the same held-out accuracies, zero weights for class 2, and the
+  raw-feature head's logits equal to scikit-learn's up to the two solvers' stopping points."""
+  rng = np.random.default_rng(3)
+  centres = rng.normal(0, 1.0, (5, 8))
+
+  def sample(n, classes):
+    y = rng.choice(classes, n)
+    return (3 + 5 * (centres[y] + 1.2 * rng.normal(size=(n, 8)))), y
+
+  train_x, train_y = sample(300, [0, 1, 3, 4])
+  val_x, val_y = sample(300, [0, 1, 2, 3, 4])
+  Cs = np.logspace(-5, 1, 7)
+  C, coef, intercept, sk_accs = reference_raw_probe(train_x, train_y, val_x, val_y, Cs)
+  fit = lp.fit_raw_probe(train_x.astype(np.float32), train_y, val_x.astype(np.float32), val_y, 5,
+                         l2_grid=lp.l2_from_C(Cs, len(train_y)), warm_start=True, max_iter=200)
+  assert len(set(sk_accs)) > 2  # the choice of C matters on this data
+  np.testing.assert_allclose(sorted(a for _, a in fit["grid"])[::-1], sorted(sk_accs)[::-1], atol=2 / 300)
+  assert 1.0 / (fit["l2"] * len(train_y)) == pytest.approx(C, rel=1e-9)
+  kernel, bias = np.asarray(fit["kernel"]), np.asarray(fit["bias"])
+  assert not kernel[:, 2].any() and bias[2] == 0 and list(fit["classes"]) == [0, 1, 3, 4]
+  ours, theirs = val_x @ kernel + bias, val_x @ coef.T + intercept
+  centred = lambda z: z - z.mean(1, keepdims=True)  # softmax's shared constant
+  present = [0, 1, 3, 4]
+  scale = np.abs(centred(theirs[:, present])).max()
+  assert np.abs(centred(ours[:, present]) - centred(theirs[:, present])).max() < 1e-3 * scale
+  np.testing.assert_allclose(ours[:, 2], 0, atol=1e-6)  # the absent class's logit is 0, as the padded row's
+  assert np.mean(ours.argmax(1) == theirs.argmax(1)) > 0.99
+
+
+def test_the_raw_probe_s_standardisation_is_undone_exactly():
+  """The head on raw features gives the logits the standardised fit gives on standardised features."""
+  rng = np.random.default_rng(1)
+  x, y = 10 + 4 * rng.normal(size=(120, 6)), rng.integers(0, 3, 120)
+  fit = lp.fit_raw_probe(x, y, x, y, 3, l2_grid=[1e-2])
+  mean, std = fit["mean"], fit["std"]
+  assert mean == pytest.approx(x.mean()) and std == pytest.approx(x.std())
+  kernel, bias = lp.fit_logistic_regression((x - mean) / std, y, 3, l2=1e-2)
+  np.testing.assert_allclose(x @ fit["kernel"] + fit["bias"], ((x - mean) / std) @ np.asarray(kernel) + bias,
+                             rtol=1e-4, atol=1e-4)

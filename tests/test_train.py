@@ -225,6 +225,30 @@ def test_lp_then_lpft_then_wiseft(tmp_path, data_dir, capsys):
   assert _per_dataset_top1(zero_shot) != _per_dataset_top1(lp_results)  # the three references differ
 
 
+@pytest.mark.slow
+def test_lp_ft_on_raw_features_as_the_reference_and_wiseft_refuses_it(tmp_path, data_dir):
+  """LP-FT as AnanyaKumar/transfer_learning runs it: the probe on raw features (standardised, mapped back), the
+  fine-tuning head on raw `encode_image` features. Step 0 of LP-FT is the probe (the same head on the same raw
+  features); a normalised LP-FT refuses the raw probe; WiSE-FT refuses the raw head in one paragraph."""
+  from flyp_jax import errors
+  from flyp_jax.commands import lp, wiseft
+  lp_dir, ft_dir = tmp_path / "lp_raw", tmp_path / "lpft_raw"
+  lp_results = lp.run(tiny_config("configs/lp.py:demo", data_dir, lp={"features": "raw", "warm_start": True,
+                                                                      "max_iter": 200}), str(lp_dir))
+  assert lp_results["lp_features"] == "raw" and str(np.load(lp_dir / "lp_head.npz")["input"]) == "raw"
+  updates = dict(steps=2, eval={"at_start": True}, ft={"lp_workdir": str(lp_dir), "head_input": "raw"})
+  train.run(tiny_config("configs/lpft.py:demo", data_dir, **updates), str(ft_dir))
+  assert_same_accuracies(json.loads((ft_dir / "eval_0.json").read_text()), lp_results)
+  updates["ft"]["head_input"] = "normalized"
+  with pytest.raises(errors.BadValue, match="fitted on raw features and this run's head reads normalized ones"):
+    train.run(tiny_config("configs/lpft.py:demo", data_dir, **updates), str(tmp_path / "lpft_mixed"))
+
+  config = tiny_config("configs/wiseft.py:lpft", data_dir, wiseft={"finetuned": str(ft_dir), "finetuned_config": ""})
+  with pytest.raises(errors.BadValue, match="raw image features") as refused:
+    wiseft.run(config, str(tmp_path / "wiseft"))
+  assert "\n" not in str(refused.value)
+
+
 def test_time_left_counts_the_evaluations_still_to_come():
   # 10 steps, 1 s each, evaluations of 5 s at steps 4 and 8 and at the end (12 s in all at step 10).
   assert train.time_left(3, 10, 1.0, 4, True, 5.0) == 7 + 3 * 5

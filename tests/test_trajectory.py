@@ -233,10 +233,10 @@ class _WiseFTClassifier(torch.nn.Module):
   """WiSE-FT's ImageClassifier (src/models/modeling.py): ImageEncoder (CLIP without `transformer`, so the
   text tower's other tensors get no gradient) and ClassificationHead(normalize=True, zero-shot weights)."""
 
-  def __init__(self, clip, weight):
+  def __init__(self, clip, weight, normalize=True):
     super().__init__()
     del clip.transformer  # ImageEncoder(keep_lang=False)
-    self.clip = clip
+    self.clip, self.normalize = clip, normalize
     self.head = torch.nn.Linear(weight.shape[1], weight.shape[0])
     with torch.no_grad():
       self.head.weight.copy_(weight)
@@ -244,7 +244,7 @@ class _WiseFTClassifier(torch.nn.Module):
 
   def forward(self, images):
     features = self.clip.encode_image(images)
-    return self.head(features / features.norm(dim=-1, keepdim=True))
+    return self.head(features / features.norm(dim=-1, keepdim=True) if self.normalize else features)
 
 
 def zeroshot_weights(clip, names, templates):
@@ -260,9 +260,9 @@ def zeroshot_weights(clip, names, templates):
     return torch.stack(rows) * clip.logit_scale.exp()
 
 
-def run_classifier_reference(ref_clip, head_weight, data, make_opt, lr_at, clip_norm):
+def run_classifier_reference(ref_clip, head_weight, data, make_opt, lr_at, clip_norm, normalize=True):
   """finetune.py's loop: lr set before each step, zero_grad, cross-entropy, backward, clip_grad_norm_, step."""
-  model = _WiseFTClassifier(ref_clip, head_weight)
+  model = _WiseFTClassifier(ref_clip, head_weight, normalize)
   params_t = [p for p in model.parameters() if p.requires_grad]
   opt = make_opt(params_t)
   for step, (images, labels) in enumerate(data):
@@ -309,7 +309,8 @@ def test_trajectory_ft_matches_wise_ft_finetune_py():
 
 def test_trajectory_lpft_matches_transfer_learning_sgd():
   """LP-FT's fine-tuning stage (AnanyaKumar/transfer_learning): torch.optim.SGD(momentum=0.9, weight_decay=0),
-  CosineAnnealingLR(T_max=epochs) stepped once per epoch, no warmup and no clipping, from a given head."""
+  CosineAnnealingLR(T_max=epochs) stepped once per epoch, no warmup and no clipping, from a given head applied to
+  raw `encode_image` features (unlabeled_extrapolation/models/clip_model.py `ClipModel.forward`)."""
   config = preset("configs/lpft.py:imagenet_b16", lr=0.3, warmup_steps=0, epoch_steps=2)
   mesh = MESH()
   ref = torch_clip(seed=2)
@@ -317,7 +318,7 @@ def test_trajectory_lpft_matches_transfer_learning_sgd():
   model = models.create_model(cfg, dtype="float32")
   n = len(classnames_lib.get(config.data.classnames))
   rng = np.random.default_rng(2)
-  head = {"kernel": rng.normal(0, 1.0, (cfg.embed_dim, n)).astype(np.float32), "bias": np.zeros(n, np.float32)}
+  head = {"kernel": rng.normal(0, 0.1, (cfg.embed_dim, n)).astype(np.float32), "bias": np.zeros(n, np.float32)}
   initial = {"clip": clip_params, "head": head}
   data = batches(n, seed=2)
   ours = run_ours(config, ft, model, jax.tree_util.tree_map(np.copy, initial), data, mesh)
@@ -335,8 +336,9 @@ def test_trajectory_lpft_matches_transfer_learning_sgd():
       holder["sched"].step()
     return holder["opt"].param_groups[0]["lr"]
 
+  assert config.ft.head_input == "raw"
   trained = run_classifier_reference(ref, torch.from_numpy(head["kernel"].T.copy()), data, make_opt,
-                                     lr_at, clip_norm=0.0)
+                                     lr_at, clip_norm=0.0, normalize=False)
   sd = {k[len("clip."):]: v for k, v in trained.state_dict().items() if k.startswith("clip.")}
   sd.update({k: v for k, v in torch_clip(seed=2).state_dict().items() if k.startswith("transformer.")})
   _, ref_clip = to_ours(sd)

@@ -81,7 +81,7 @@ def _ingredient_config(config, workdir: str, hparams: dict):
   if base.method != "ft" and hparams["ft.label_smoothing"]:
     raise errors.BadValue(f"label smoothing is fine-tuning's (ft.label_smoothing), and {config.soup.ingredient!r} "
                           f"trains {base.method!r}: draw none with --config.soup.no_smoothing=1")
-  updates = dict(hparams)
+  updates = {**hparams, "eval.at_start": False}  # the start is the same for every ingredient: not evaluated again
   if base.ft.lp_workdir:  # LP-FT's probe, named beside the soup's workdir as every path to another run
     updates["ft.lp_workdir"] = run_paths.resolve(workdir, base.ft.lp_workdir)
   return configs_lib.load_sub_run(config.soup.ingredient, config, updates=updates)
@@ -97,13 +97,15 @@ def run(config, workdir: str) -> dict:
     return _report(done, workdir)
   files.makedirs(workdir)
   hparams = draw(config)
+  configs = [_ingredient_config(config, workdir, h) for h in hparams]
   directories = [os.path.join(files.absolute(workdir), "ingredients", str(i)) for i in range(len(hparams))]
   ingredients = []
-  for i, (h, d) in enumerate(zip(hparams, directories)):
+  for i, (h, c, d) in enumerate(zip(hparams, configs, directories)):
     print(f"ingredient {i + 1}/{len(hparams)}: " + ", ".join(f"{k} {_short(v)}" for k, v in h.items()), flush=True)
-    ingredients.append(runs.results_of(_ingredient_config(config, workdir, h), d, train.dispatch))
+    ingredients.append(runs.results_of(c, d, train.dispatch))
   mesh = parallel.make_mesh(config.model_axis)
   model, _ = runs.reported_params(directories[0], config.model.dtype)
+  model = methods.get(configs[0].method).eval_model(configs[0], model)  # e.g. a head on raw features
   evaluate_fn, validate, key = wiseft.scorer(config, model, mesh)
   if validate is None:
     raise errors.BadValue(f"the greedy soup is chosen on held-out ID validation data, and the {config.eval.suite!r} "

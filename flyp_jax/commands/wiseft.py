@@ -238,6 +238,13 @@ def run(config, workdir: str) -> dict:
                           f"checkpoints), or point --config.wiseft.finetuned at one (a relative path is relative "
                           f"to the workdir's parent)")
   print(f"WiSE-FT's fine-tuned run: {ft_dir}", flush=True)
+  tuned = files.read_json(os.path.join(ft_dir, "config.json")) or {"config": {}}
+  if tuned["config"].get("ft", {}).get("head_input") == "raw":
+    raise errors.BadValue(f"{ft_dir} fine-tuned a head on raw image features (ft.head_input='raw', as LP-FT's code "
+                          f"does), and WiSE-FT would average it with the zero-shot head, which reads L2-normalised "
+                          f"features: the two heads' logits are on different scales, so their average has no "
+                          f"meaning. Interpolate a run whose head reads normalised features (--config.ft.head_input="
+                          f"normalized, from a probe with --config.lp.features=normalized, as configs/lpft.py:demo)")
   _, finetuned = runs.reported_params(ft_dir, config.model.dtype)  # the checkpoint selected on ID validation
   zeroshot = {"clip": zeroshot}
   if "head" in finetuned:

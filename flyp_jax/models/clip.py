@@ -137,6 +137,9 @@ class CLIP(nn.Module):
   config: CLIPConfig
   dtype: Any = jnp.float32
   remat: bool | str = False
+  # Whether linear heads read L2-normalised image features (zero-shot, WiSE-FT's FT) or raw ones (LP-FT's code,
+  # `ft.head_input='raw'`): what `flyp_jax.evaluate` applies a head to. No parameter depends on it.
+  normalize_features: bool = True
 
   def setup(self):
     self.visual = VisionTransformer(self.config, self.dtype, self.remat)
