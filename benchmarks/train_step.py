@@ -59,6 +59,7 @@ class JaxStep:
   def __init__(self, variant: str, batch: int, dtype: str = "float32", remat: bool = False, seed: int = 0,
                captions: str = "synthetic"):
     import jax
+    import optax
     import numpy as np
 
     from flyp_jax import models, optim, parallel, train
@@ -96,6 +97,10 @@ class JaxStep:
     # (it counts the whole, unpartitioned program; backends without it give None).
     self.xla_forward_flops = xla_flops(jax.jit(lambda p, b: loss_fn(p, b, None)[0]).lower(params, self.data))
     self.xla_step_flops = xla_flops(self.compiled)
+    # The optimiser's update alone (AdamW on every parameter, replicated: each device computes all of it), which
+    # the matmul formula leaves out: the step's count less this is the gradient's, comparable with the formula.
+    update = lambda g, o, p: optax.apply_updates(p, tx.update(g, o, p)[0])
+    self.xla_update_flops = xla_flops(jax.jit(update).lower(params, state["opt_state"], params))
     # The first execution pays for allocation and warm-up, not compilation; keep it out of the windows.
     self.run(1)
 
@@ -243,6 +248,10 @@ def measure(variant: str = "ViT-B/32", batch: int = 32, steps: int = 10, repeats
                                                                   pooled_last_block=True)["total"])
     if jax_runner.xla_step_flops:
       result["xla_over_analytic_step"] = jax_runner.xla_step_flops / (flops["jax"] / devices)
+      result["xla_update_flops"] = jax_runner.xla_update_flops
+      if jax_runner.xla_update_flops:  # the step without the optimiser's elementwise update
+        result["xla_gradient_over_analytic_step"] = ((jax_runner.xla_step_flops - jax_runner.xla_update_flops)
+                                                     / (flops["jax"] / devices))
   else:
     t = result["torch"]
     result.update(examples_per_s=t["examples_per_s"], compile_s=t["compile_s"], mfu=t["mfu"])

@@ -52,10 +52,13 @@ def test_analytic_flops_match_xla(train_result):
   # The formula counts matmuls only; XLA counts every op (norms, softmax, AdamW), so it may be a little higher.
   r = train_result
   assert 0.95 < r["xla_over_analytic_forward"] < 1.1, r["xla_over_analytic_forward"]
-  # Per device the compiled step also holds the AdamW update of every (replicated) parameter, which the
-  # formula leaves out: on 8 simulated devices and a tiny model that is a visible share (1.0-1.1 on one device),
-  # the larger with prompts cut to 22 tokens (measured 3.2).
-  assert 0.95 < r["xla_over_analytic_step"] < 4.0, r["xla_over_analytic_step"]
+  # Per device the compiled step also holds the AdamW update of every (replicated) parameter, which the formula
+  # leaves out: on 8 simulated devices (one example each) and a tiny model it is most of the count (measured 3.2
+  # with prompts cut to 22 tokens). Less the update, compiled alone, the gradient's count is the formula's plus the
+  # elementwise work of the towers and the loss (measured 1.37 here, 1.17 with 77-token captions); a step that ran
+  # a tower twice would be near 2.
+  assert r["xla_over_analytic_step"] > r["xla_gradient_over_analytic_step"]
+  assert 1.0 < r["xla_gradient_over_analytic_step"] < 1.5, r["xla_gradient_over_analytic_step"]
 
 
 @pytest.mark.slow
