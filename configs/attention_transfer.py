@@ -18,6 +18,8 @@ transferred (the code's end_layer=-3; the README's --end_layer -6 is parsed but 
            layer decay, drop path 0.2 (masks shared with the teacher), weight 3 on the attention loss.
   copy:    100 epochs, lr 1e-3 x 2048 / 256, beta2 0.999, weight decay 0.05, 5 warmup epochs, min_lr 2e-3
            (25% of the peak), layer decay 0.75, no drop path.
+  Evaluation after every epoch, images resized to 256 (bicubic) and centre-cropped to 224 (util/datasets.py), on the
+  held-out ID validation set, the whole suite on the selected epoch.
 Not reproduced: RandAugment (rand-m9-mstd0.5-inc1), mixup 0.8 / cutmix 1.0, random erasing 0.25, the EMA of the
 weights (0.9999) and the reported maximum over epochs (the loop selects on a held-out 2% of train instead).
 
@@ -103,8 +105,12 @@ def get_config(arg: str = "demo"):
     c.batch_size = 2048
     epoch = common.IMAGENET_TRAIN // 2048  # the reference's loader drops the last partial batch
     c.steps = epochs * epoch
-    c.eval.every_steps = 10 * epoch
+    # main_finetune.py evaluates after every epoch; here on the held-out ID validation set, the suite on the
+    # selected checkpoint at the end
+    c.eval.update(every_steps=epoch, test_selected_only=True)
     c.data.update(crop_scale=(0.08, 1.0), flip=True)  # timm create_transform's RandomResizedCrop and hflip
+    # util/datasets.py build_transform(is_train=False): Resize(int(224 / (224 / 256))) bicubic, CenterCrop(224)
+    c.data.eval_crop_fraction = 224 / 256
     c.at.update(mode=mode, weight=3.0, end_layer=-3, drop_path=drop_path, label_smoothing=0.1)
     c.optimizer.update(schedule="warmup_cosine", decay="matrices", lr=blr * 2048 / 256, min_lr=min_lr, b1=0.9, b2=b2,
                        eps=1e-8, weight_decay=wd, warmup_steps=warmup * epoch, layer_decay=layer_decay,

@@ -36,6 +36,9 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(dataset="imagenet2012", train_split="train", data_dir="",
                                           image_size=0, classnames="imagenet", templates="imagenet",
                                           crop_scale=(0.9, 1.0), flip=False,
+                                          # evaluation: the short side resized to image_size / eval_crop_fraction,
+                                          # the centre image_size square kept (1: CLIP's; 224/256: MAE's)
+                                          eval_crop_fraction=1.0,
                                           # parts the training split is read as (0: one per process); keep it
                                           # fixed to resume a run on a slice with another number of hosts
                                           shards=0,

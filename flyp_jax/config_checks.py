@@ -83,6 +83,8 @@ def validate(config, warn: bool = True) -> None:
   need("at.drop_path", lambda v: _number(v) and 0 <= v < 1, "a number from 0 up to (not including) 1", "0.2")
   need("data.crop_scale", lambda v: len(v) == 2 and all(_number(x) for x in v) and 0 < v[0] <= v[1] <= 1,
        "two numbers 0 < low <= high <= 1", "'(0.9,1.0)'")
+  need("data.eval_crop_fraction", lambda v: _number(v) and 0 < v <= 1, "a number above 0, at most 1 (1: CLIP's)",
+       "0.875")
   policy = _get(config, "model.remat_policy")
   if policy not in (_MISSING, "") and policy not in REMAT_POLICIES:
     problems.append(f"config.model.remat_policy is {policy!r} but must be one of jax.checkpoint_policies' "

@@ -238,10 +238,12 @@ class Evaluator:
 
   def __init__(self, model: models.CLIP, suite: str | Sequence[suites.EvalDataset], mesh: jax.sharding.Mesh, *,
                batch_size: int = 256, data_dir: Optional[str] = None, image_size: Optional[int] = None,
-               baseline: Optional[dict] = None, head_batch_size: int = HEAD_BATCH_SIZE, corrupt_images: str = "error"):
-    """`corrupt_images`: "error" or "skip" (and count) undecodable images, as `pipeline.eval_batches`."""
+               baseline: Optional[dict] = None, head_batch_size: int = HEAD_BATCH_SIZE, corrupt_images: str = "error",
+               crop_fraction: float = 1.0):
+    """`corrupt_images`: "error" or "skip" (and count) undecodable images, and `crop_fraction` the centre crop's
+    share of the resized short side, as `pipeline.eval_batches`."""
     self.model, self.mesh = model, mesh
-    self.corrupt_images = corrupt_images
+    self.corrupt_images, self.crop_fraction = corrupt_images, crop_fraction
     self.datasets = tuple(suites.get(suite) if isinstance(suite, str) else suite)
     self.batch_size, self.data_dir, self.baseline = batch_size, data_dir, baseline
     self.image_size = image_size or model.config.image_size
@@ -281,7 +283,8 @@ class Evaluator:
     return pipeline.eval_batches(dataset.tfds_name, dataset.split, image_size=self.image_size,
                                  global_batch_size=self.batch_size, mesh=self.mesh, data_dir=self.data_dir,
                                  group_feature=dataset.group_feature, corrupt_images=self.corrupt_images,
-                                 label_table=label_maps.class_table(dataset.label_map))
+                                 label_table=label_maps.class_table(dataset.label_map),
+                                 crop_fraction=self.crop_fraction)
 
   def __call__(self, params, head: Optional[Array] = None, workdir: Optional[str] = None,
                filename: str = "results.json") -> dict[str, Any]:
@@ -347,7 +350,8 @@ def from_config(model: models.CLIP, config, mesh: jax.sharding.Mesh,
                 datasets: Optional[Sequence[suites.EvalDataset]] = None) -> Evaluator:
   """The evaluator a run's config asks for: `config.eval.suite` (or `datasets`), its batch size and data."""
   return Evaluator(model, datasets or suites.of_config(config), mesh, batch_size=config.eval.batch_size,
-                   data_dir=config.data.data_dir or None, corrupt_images=config.data.corrupt_images)
+                   data_dir=config.data.data_dir or None, corrupt_images=config.data.corrupt_images,
+                   crop_fraction=config.data.eval_crop_fraction)
 
 
 def _metrics(dataset: suites.EvalDataset, stats) -> dict[str, float]:

@@ -15,12 +15,14 @@ def shapes_dir(data_dir):
   return data_dir  # conftest's domain_shapes/small (this file's tests name their own copies data_dir)
 
 
-def pil_reference(image: np.ndarray, size: int) -> np.ndarray:
+def pil_reference(image: np.ndarray, size: int, crop_pct: float = 1.0) -> np.ndarray:
   """CLIP's evaluation transform as its PyTorch code does it with PIL: bicubic resize of the short side,
-  centre crop, scale to [0, 1], normalise."""
+  centre crop, scale to [0, 1], normalise. With `crop_pct`, MAE's and attention transfer's (`util/datasets.py`
+  `build_transform`): the short side resized to int(size / crop_pct), then the centre crop of `size`."""
   h, w = image.shape[:2]
-  scale = size / min(h, w)
-  new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+  short = int(size / crop_pct)
+  scale = short / min(h, w)
+  new_w, new_h = max(short, round(w * scale)), max(short, round(h * scale))
   resized = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BICUBIC), np.float32)
   top, left = (new_h - size) // 2, (new_w - size) // 2
   crop = resized[top:top + size, left:left + size] / 255.0
@@ -54,6 +56,16 @@ def test_eval_preprocessing_matches_pil_reference(shape, content):
   error = np.abs(ours - ref)
   assert error.mean() < 0.01, error.mean()  # values span about -1.8..2.1
   assert error.max() < (0.03 if content == "smooth" else 0.25), error.max()
+
+
+@pytest.mark.parametrize("shape", [(300, 200), (256, 256)])
+def test_eval_crop_fraction_resizes_to_256_and_crops_224_as_mae(shape):
+  image = smooth_image(*shape)
+  ours = pipeline.preprocess_eval(tf.constant(image), 224, 224 / 256).numpy()
+  error = np.abs(ours - pil_reference(image, 224, 224 / 256))
+  assert error.mean() < 0.01 and error.max() < 0.03, (error.mean(), error.max())
+  whole = np.abs(ours - pil_reference(image, 224))  # CLIP's crop: another part of the image, at another scale
+  assert whole.mean() > 5 * error.mean(), (whole.mean(), error.mean())
 
 
 def test_preprocessing_is_the_same_eagerly_and_inside_tf_data():
@@ -100,6 +112,24 @@ def test_eval_batches_pad_and_mask_the_last_batch(shapes_dir):
   assert all(b["image"].shape == (24, 32, 32, 3) and b["image"].sharding.spec[0] == "data" for b in batches)
   masks = np.concatenate([np.asarray(b["mask"]) for b in batches])
   assert masks.sum() == 100 and masks[:100].all() and not masks[100:].any()
+
+
+def test_the_evaluator_reads_images_with_the_config_s_crop_fraction(shapes_dir):
+  """`data.eval_crop_fraction` reaches the evaluator's batches: each image is `preprocess_eval`'s with it."""
+  from flyp_jax import configs_lib, evaluate, models
+  from flyp_jax.data import suites
+  config = configs_lib.load("configs/ft.py:demo")
+  config.unlock()
+  config.data.update(data_dir=shapes_dir, eval_crop_fraction=0.5)
+  sketch = suites.EvalDataset("sketch", "domain_shapes/small", "test_sketch", False, "domain_shapes", "domain_shapes")
+  evaluator = evaluate.from_config(models.create_model(models.get_config("ViT-T/8")), config, parallel.make_mesh(),
+                                   datasets=(sketch,))
+  batch = next(iter(evaluator._batches(evaluator.datasets[0])))
+  raw = next(iter(tfds.as_numpy(pipeline.get_builder("domain_shapes/small", shapes_dir).as_dataset(
+      split=pipeline.process_split("test_sketch"), batch_size=8))))["image"]
+  for got, image in zip(np.asarray(batch["image"]), raw):
+    np.testing.assert_allclose(got, pipeline.preprocess_eval(tf.constant(image), 32, 0.5).numpy(), atol=1e-5)
+  assert not np.allclose(got, pipeline.preprocess_eval(tf.constant(image), 32).numpy(), atol=1e-2)
 
 
 def test_eval_pipelines_are_built_once_and_read_the_same_each_time(shapes_dir, tmp_path, monkeypatch):

@@ -152,8 +152,8 @@ def l2_from_C(C, num_train: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- the LP command
 def extract_features(model, params, dataset: str, split: str, mesh, *, batch_size: int, data_dir=None,
-                     image_size=None, corrupt_images: str = "error",
-                     label_map: str = "") -> tuple[np.ndarray, np.ndarray]:
+                     image_size=None, corrupt_images: str = "error", label_map: str = "",
+                     crop_fraction: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
   """(image features [N, E] float32, labels [N] int32) of a split, without augmentation: the features a head of
   `model` reads (L2-normalised, or raw when `model.normalize_features` is False).
 
@@ -164,7 +164,8 @@ def extract_features(model, params, dataset: str, split: str, mesh, *, batch_siz
   feats, labels = [], []
   for batch in pipeline.eval_batches(dataset, split, image_size=image_size or model.config.image_size,
                                      global_batch_size=batch_size, mesh=mesh, data_dir=data_dir,
-                                     corrupt_images=corrupt_images, label_table=label_maps.class_table(label_map)):
+                                     corrupt_images=corrupt_images, label_table=label_maps.class_table(label_map),
+                                     crop_fraction=crop_fraction):
     f, label, mask = parallel.to_host((encode(params, batch["image"]), batch["label"], batch["mask"]))
     feats.append(f[mask == 1])
     labels.append(label[mask == 1])
@@ -187,7 +188,8 @@ def run(config, workdir: str) -> dict:
   d = config.data
   extract = lambda split: extract_features(model, params, d.dataset, split, mesh, batch_size=config.eval.batch_size,
                                            data_dir=d.data_dir or None, image_size=d.image_size or None,
-                                           corrupt_images=d.corrupt_images, label_map=d.label_map)
+                                           corrupt_images=d.corrupt_images, label_map=d.label_map,
+                                           crop_fraction=d.eval_crop_fraction)
   (train_x, train_y), (val_x, val_y) = extract(d.train_split), extract(config.lp.val_split)
   n_classes = len(classnames.of_data(d))
   for split, y in ((d.train_split, train_y), (config.lp.val_split, val_y)):

@@ -183,13 +183,16 @@ def _resize(image: tf.Tensor, size) -> tf.Tensor:
                           0.0, 255.0)
 
 
-def preprocess_eval(image: tf.Tensor, size: int) -> tf.Tensor:
-  """[H, W, 3] uint8 -> [size, size, 3] float32: resize the short side to `size` (bicubic), centre crop, normalise."""
+def preprocess_eval(image: tf.Tensor, size: int, crop_fraction: float = 1.0) -> tf.Tensor:
+  """[H, W, 3] uint8 -> [size, size, 3] float32: resize the short side to int(size / crop_fraction) (bicubic),
+  centre crop `size`, normalise. crop_fraction 1 is CLIP's transform; 224 / 256 (resize to 256, crop 224) that of
+  MAE's and attention transfer's `util/datasets.py` `build_transform`."""
   shape = tf.shape(image)
   h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
-  scale = size / tf.minimum(h, w)
-  new_h = tf.maximum(size, tf.cast(tf.round(h * scale), tf.int32))
-  new_w = tf.maximum(size, tf.cast(tf.round(w * scale), tf.int32))
+  short = int(size / crop_fraction)
+  scale = short / tf.minimum(h, w)
+  new_h = tf.maximum(short, tf.cast(tf.round(h * scale), tf.int32))
+  new_w = tf.maximum(short, tf.cast(tf.round(w * scale), tf.int32))
   image = _resize(image, (new_h, new_w))
   top, left = (new_h - size) // 2, (new_w - size) // 2
   image = image[top:top + size, left:left + size]
@@ -295,16 +298,18 @@ _EVAL_PIPELINES_KEPT = 64
 
 
 def _eval_pipeline(builder: tfds.core.DatasetBuilder, part: str, image_size: int, local_bs: int,
-                   group_feature: Optional[str], label_feature: str) -> tuple[Optional[tf.data.Dataset], int]:
+                   group_feature: Optional[str], label_feature: str,
+                   crop_fraction: float) -> tuple[Optional[tf.data.Dataset], int]:
   """(batched evaluation pipeline of this process's `part`, or None when it is empty; its number of examples)."""
   n_examples = split_size(builder, part)
-  key = (str(builder.data_dir), part, n_examples, image_size, local_bs, group_feature, label_feature,
+  key = (str(builder.data_dir), part, n_examples, image_size, local_bs, group_feature, label_feature, crop_fraction,
          type(builder).as_dataset)
   if key in _EVAL_PIPELINES:
     return _EVAL_PIPELINES[key]
 
   def convert(ex):
-    return {"image": preprocess_eval(ex["image"], image_size), "label": tf.cast(ex[label_feature], tf.int32),
+    return {"image": preprocess_eval(ex["image"], image_size, crop_fraction),
+            "label": tf.cast(ex[label_feature], tf.int32),
             "group": tf.cast(ex[group_feature], tf.int32) if group_feature else tf.constant(0, tf.int32),
             "image_ok": ex["image_ok"], "tfds_id": ex.get("tfds_id", tf.constant("")), "encoded": ex["encoded"]}
 
@@ -327,8 +332,9 @@ def _eval_pipeline(builder: tfds.core.DatasetBuilder, part: str, image_size: int
 def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: int, mesh: jax.sharding.Mesh,
                  data_dir: Optional[str] = None, group_feature: Optional[str] = None,
                  label_feature: str = "label", corrupt_images: str = "error",
-                 label_table: Optional[np.ndarray] = None) -> Iterator[dict[str, jax.Array]]:
-  """Global batches {'image' [B, S, S, 3] f32, 'label' [B] i32, 'group' [B] i32, 'mask' [B] i32}.
+                 label_table: Optional[np.ndarray] = None, crop_fraction: float = 1.0) -> Iterator[dict[str, jax.Array]]:
+  """Global batches {'image' [B, S, S, 3] f32, 'label' [B] i32, 'group' [B] i32, 'mask' [B] i32}, each image
+  `preprocess_eval`'s (with `crop_fraction`).
 
   `label_table` (`label_maps.class_table`): TFDS label -> class index; examples whose label maps to -1 get mask 0
   (no class: not counted), a label outside the table stays out of range (the evaluator refuses it).
@@ -346,7 +352,8 @@ def eval_batches(name: str, split: str, *, image_size: int, global_batch_size: i
   if split_size(builder, split) == 0:
     raise EmptySplitError(f"TFDS dataset {name!r}, split {split!r}, has no examples: there is nothing to evaluate. "
                           f"Check the split name (and slice), or prepare the dataset again.")
-  ds, n_examples = _eval_pipeline(builder, process_split(split), image_size, local_bs, group_feature, label_feature)
+  ds, n_examples = _eval_pipeline(builder, process_split(split), image_size, local_bs, group_feature, label_feature,
+                                  crop_fraction)
   batches: Iterator = iter(tfds.as_numpy(ds)) if ds is not None else iter(())
   n_batches = int(parallel.across_processes(-(-n_examples // local_bs), np.max))
   blank = {"image": np.zeros((local_bs, image_size, image_size, 3), np.float32),
