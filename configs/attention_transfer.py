@@ -65,7 +65,9 @@ def get_config(arg: str = "demo"):
   c.trainable = r"^(student|head)/"
   c.frozen = r"^clip/"
   c.at = ml_collections.ConfigDict(dict(
-      mode="distill",  # copy | distill | none (no guidance: the from-scratch baseline)
+      # copy | distill | none (no guidance: the from-scratch baseline) | copy_q, copy_k, copy_v, distill_q,
+      # distill_k, distill_v (the teacher's queries, keys or values instead of its maps)
+      mode="distill",
       weight=3.0,  # of the attention loss in distill mode (--atd_weight 3)
       end_layer=-3,  # transfer the first L + end_layer layers (models_dual_vit.py's default, used by both modes)
       drop_path=0.0,  # stochastic depth of the deepest layer (linear from 0), masks shared by teacher and student

@@ -424,3 +424,122 @@ def test_layer_decay_and_cosine_floor_follow_the_reference():
   config.optimizer.layer_decay, config.at.drop_path = 0.0, 1.0
   with pytest.raises(config_checks.ConfigError, match=r"optimizer.layer_decay is 0.0 .*at.drop_path is 1.0"):
     config_checks.validate(config)
+
+
+# ------------------------------------------------------------------------- the q/k/v variants (models_dual_vit.py)
+def reference_attention(x, w_qkv, b_qkv, w_proj, b_proj, heads, mode=None, teacher_act=None, return_act=None):
+  """alexlioralexli/attention-transfer `models_dual_vit.py` `Attention.forward`, transcribed in torch: qkv =
+  Linear(x) as [3, B, H, N, D]; copy_q uses the teacher's q with the student's k, copy_k the reverse, copy_v the
+  student's map with the teacher's v; `return_act` 'q', 'k' or 'v' gives the layer's own."""
+  import torch
+  B, N, C = x.shape
+  qkv = (x @ w_qkv.T + b_qkv).reshape(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+  q, k, v = qkv[0], qkv[1], qkv[2]
+  scale = (C // heads) ** -0.5
+  if mode == "copy_q":
+    attn = ((teacher_act @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
+  elif mode == "copy_k":
+    attn = ((q @ teacher_act.transpose(-2, -1)) * scale).softmax(dim=-1)
+  else:
+    attn = ((q @ k.transpose(-2, -1)) * scale).softmax(dim=-1)
+  values = teacher_act if mode == "copy_v" else v
+  out = (attn @ values).transpose(1, 2).reshape(B, N, C) @ w_proj.T + b_proj
+  return out, {"q": q, "k": k, "v": v}.get(return_act)
+
+
+@pytest.mark.parametrize("mode", ["copy_q", "copy_k", "copy_v", "distill_q", "distill_k", "distill_v"])
+def test_the_qkv_variants_equal_the_reference_attention_in_value_and_gradient(mode):
+  import torch
+  b, t, w, h = 2, 5, 16, 4
+  d = w // h
+  attn = tfm.Attention(h)
+  x = jax.random.normal(jax.random.key(0), (b, t, w))
+  params = attn.init(jax.random.key(1), x)["params"]
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)  # biases too
+  teacher = jax.random.normal(jax.random.key(3), (b, t, h, d))  # ours [B, T, H, D]; the reference's [B, H, T, D]
+  cotangent = jax.random.normal(jax.random.key(4), (b, t, w))
+  what = mode[-1]
+  copy = mode.startswith("copy")
+
+  def ours(params, x, teacher):
+    out, act = attn.apply({"params": params}, x, teacher if copy else None, False if copy else what, None, what)
+    return jnp.sum(out * cotangent) + (0.0 if copy else jnp.sum(act ** 2)), (out, act)
+
+  (_, (out, act)), grads = jax.value_and_grad(ours, argnums=(0, 1, 2), has_aux=True)(params, x, teacher)
+
+  tt = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64, requires_grad=True)
+  qkv = [params[n] for n in ("query", "key", "value")]
+  w_qkv = tt(np.concatenate([np.asarray(p["kernel"]).reshape(w, w).T for p in qkv]))
+  b_qkv = tt(np.concatenate([np.asarray(p["bias"]).reshape(w) for p in qkv]))
+  w_proj, b_proj = tt(np.asarray(params["out"]["kernel"]).reshape(w, w).T), tt(params["out"]["bias"])
+  x_t, teacher_t = tt(x), tt(np.asarray(teacher).transpose(0, 2, 1, 3))
+  ref_out, ref_act = reference_attention(x_t, w_qkv, b_qkv, w_proj, b_proj, h, mode if copy else None,
+                                         teacher_t if copy else None, None if copy else what)
+  loss = (ref_out * torch.tensor(np.asarray(cotangent), dtype=torch.float64)).sum()
+  if not copy:
+    loss = loss + (ref_act ** 2).sum()
+  loss.backward()
+  np.testing.assert_allclose(out, ref_out.detach().numpy(), rtol=1e-4, atol=1e-5)
+  if not copy:  # the projection the distillation compares, as the reference returns it
+    np.testing.assert_allclose(np.asarray(act).transpose(0, 2, 1, 3), ref_act.detach().numpy(), rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(grads[1], x_t.grad.numpy(), rtol=1e-4, atol=1e-4)
+  if copy:
+    np.testing.assert_allclose(np.asarray(grads[2]).transpose(0, 2, 1, 3), teacher_t.grad.numpy(), rtol=1e-4,
+                               atol=1e-4)
+  ours_w_qkv = np.concatenate([np.asarray(grads[0][n]["kernel"]).reshape(w, w).T for n in ("query", "key", "value")])
+  np.testing.assert_allclose(ours_w_qkv, w_qkv.grad.numpy(), rtol=1e-4, atol=1e-4)
+  if mode == "copy_v":  # the student's values play no part
+    assert not np.asarray(grads[0]["value"]["kernel"]).any()
+
+
+@pytest.mark.parametrize("mode", ["copy_q", "distill_v"])
+def test_a_qkv_variant_trains_and_evaluates_through_the_loop(tmp_path, data_dir, mode):
+  """One step each: the distillation term is the sum over the transferred layers of the mean squared error
+  between the teacher's and the student's projections (computed here from each tower alone), and a copy_q
+  student evaluates with the teacher's queries beside it."""
+  config = tiny_config(data_dir, at={"mode": mode}, steps=2, checkpoint_every=2, eval={"suite": ""})
+  model, clip_params = train.load_clip(config, str(tmp_path))
+  mesh = parallel.make_mesh()
+  extra = at.extra_params(config, model, clip_params, mesh, None)
+  params = {"clip": jax.device_get(clip_params), **jax.device_get(extra)}
+  images = jax.random.normal(jax.random.key(5), (4, 32, 32, 3))
+  batch = {"image": images, "label": jnp.arange(4) % 10}
+  loss, metrics = at.make_loss(config, model, mesh)(params, batch, jax.random.key(0))
+  teacher = models.VisionTransformer(model.config)
+  student = vit.ViT(at.student_config(model.config, config.at.pool))
+  what = mode[-1]
+  _, t_aux = teacher.apply({"params": params["clip"]["visual"]}, images, return_attention=what)
+  if mode == "distill_v":
+    _, s_aux = student.apply({"params": params["student"]}, images, return_attention=what)
+    expected = sum(np.mean((np.asarray(t) - np.asarray(s)) ** 2) for t, s in zip(t_aux["attention"], s_aux["attention"]))
+    assert float(metrics["attention_loss"]) == pytest.approx(expected, rel=1e-5) and expected > 0
+  else:
+    features, _ = student.apply({"params": params["student"]}, images, given="q",
+                                attention_maps=at.copied_maps(t_aux["attention"], (0, 1)))
+    eval_model = at.eval_model(config, model)
+    clip, _ = at.eval_params(config, params)
+    np.testing.assert_allclose(eval_model.apply({"params": clip}, images, method=eval_model.encode_image), features,
+                               rtol=1e-5, atol=1e-6)
+    own, _ = student.apply({"params": params["student"]}, images)
+    assert not np.allclose(own, features)
+  train.run(config, str(tmp_path))  # the loop's step and checkpoints in this mode
+  assert (tmp_path / "final").exists()
+
+
+def test_the_reference_s_train_qkv_is_a_trainable_pattern():
+  """`--train_qkv` (main_finetune.py: only parameters whose names hold 'qkv', 'head' or 'fc_norm' train) is, in
+  this layout, the pattern docs/reproduction.md gives for `trainable`: the student's query, key and value
+  projections, its fc_norm and the head."""
+  from flyp_jax import optim
+  from types import SimpleNamespace
+  config = configs_lib.load("configs/attention_transfer.py:demo")
+  student = vit.ViT(vit.ViTConfig(image_size=32, patch_size=8, width=128, layers=2, heads=2))
+  params = {"clip": {"visual": {"x": jnp.zeros(1)}}, "student": vit.init_params(student, jax.random.key(0)),
+            "head": {"kernel": jnp.zeros((128, 10)), "bias": jnp.zeros(10)}}
+  mask = optim.trainable_mask(SimpleNamespace(trainable=at.TRAIN_QKV, frozen=config.frozen), params)
+  names = jax.tree.leaves(optim.path_names(params))
+  chosen = {n for n, m in zip(names, jax.tree.leaves(mask)) if m}
+  # The reference's rule on its own names: timm's 'blocks.i.attn.qkv.*', 'fc_norm.*', 'head.*'.
+  expected = {n for n in names if n.startswith("head/") or "/fc_norm/" in n or "/attn/query/" in n
+              or "/attn/key/" in n or "/attn/value/" in n}
+  assert chosen == expected and len(chosen) == 2 * 3 * 2 + 2 + 2

@@ -10,6 +10,12 @@ Modes (`config.at.mode`):
            of the teacher's map against log_softmax of the student's pre-softmax scores
            (`losses.attention_distillation`), summed over the transferred layers.
   none     the same student, head and schedule without any guidance: the from-scratch baseline.
+  copy_q, copy_k, copy_v   the reference's variants: each transferred layer of the student uses the teacher's
+           queries (with its own keys), keys (with its own queries) or values (with its own map) instead of its
+           own; the teacher runs at evaluation too.
+  distill_q, distill_k, distill_v   the loss adds `config.at.weight` times the mean squared error between the
+           teacher's and the student's queries, keys or values (the raw projections, bias included), summed over
+           the transferred layers (`models_dual_vit.py` `DualVisionTransformer.forward`).
 
 Transferred layers: the first L + `config.at.end_layer` (the reference's `end_layer`, -3 by default in
 `DualVisionTransformer`, which `main_finetune.py` never overrides: 21 of ViT-L's 24 layers, in both modes).
@@ -55,7 +61,17 @@ from flyp_jax.models import converted, vit as vit_lib
 from flyp_jax.models.clip import VisionTransformer
 from flyp_jax.models.transformer import drop_path_masks
 
-MODES = ("copy", "distill", "none")
+MODES = ("copy", "distill", "none", "copy_q", "copy_k", "copy_v", "distill_q", "distill_k", "distill_v")
+
+
+# The reference's `--train_qkv` (main_finetune.py: only parameters whose names hold 'qkv', 'head' or 'fc_norm'
+# train) in this layout, as a `trainable` pattern: --config.trainable='<this>'.
+TRAIN_QKV = r"^(student/transformer/resblocks_\d+/attn/(query|key|value)|student/fc_norm|head)/"
+
+
+def transferred(mode: str) -> str:
+  """What a mode takes from the teacher: 'probs' (the attention map) or the projection 'q', 'k' or 'v'."""
+  return mode.rpartition("_")[2] if "_" in mode else "probs"
 TEACHERS = ("clip", "vit")
 IMAGE_NORMS = ("clip", "imagenet")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # MAE's (timm's IMAGENET_DEFAULT_*)
@@ -127,7 +143,8 @@ class StudentClassifier(nn.Module):
   `eval_params`)."""
   config: vit_lib.ViTConfig  # the student's
   teacher_config: Any = None  # CLIPConfig or ViTConfig
-  layers: tuple[int, ...] = ()  # copied layers (copy mode); empty: the student runs alone
+  layers: tuple[int, ...] = ()  # copied layers (copy modes); empty: the student runs alone
+  given: str = "probs"  # what is copied: the teacher's maps, or its "q", "k" or "v" (`transferred`)
   imagenet_norm: bool = False
   dtype: Any = jnp.float32
   remat: bool | str = False
@@ -143,9 +160,9 @@ class StudentClassifier(nn.Module):
       images = to_imagenet_norm(images)
     maps = None
     if self.layers:
-      _, aux = self.teacher(images, return_attention=True)
+      _, aux = self.teacher(images, return_attention=self.given if self.given != "probs" else True)
       maps = copied_maps(aux["attention"], self.layers)
-    return self.visual(images, attention_maps=maps)[0]
+    return self.visual(images, attention_maps=maps, given=self.given)[0]
 
 
 # --------------------------------------------------------------------------------- the training loop's hooks
@@ -226,11 +243,18 @@ def make_loss(config, model, mesh):
       features, _ = student()
       attention, used_maps = jnp.zeros((), jnp.float32), None
     else:
-      _, t_aux = teacher.apply({"params": params["clip"]["visual"]}, images, return_attention=True, drop_masks=masks)
+      what = transferred(mode)
+      _, t_aux = teacher.apply({"params": params["clip"]["visual"]}, images, drop_masks=masks,
+                               return_attention=True if what == "probs" else what)
       teacher_maps = [jax.lax.stop_gradient(m) for m in t_aux["attention"]]
-      if mode == "copy":
-        features, s_aux = student(attention_maps=copied_maps(teacher_maps, layers), return_attention=True)
+      if mode.startswith("copy"):
+        features, s_aux = student(attention_maps=copied_maps(teacher_maps, layers), return_attention=True, given=what)
         attention, used_maps = jnp.zeros((), jnp.float32), s_aux["attention"]
+      elif what != "probs":  # distill_q/k/v: the mean squared error of the projections, summed over layers
+        features, s_aux = student(return_attention=what)
+        attention = sum(jnp.mean(jnp.square(s_aux["attention"][i].astype(jnp.float32) - teacher_maps[i]))
+                        for i in layers)
+        used_maps = None
       else:
         features, s_aux = student(return_attention="logits")
         t = [teacher_maps[i] for i in layers]
@@ -254,15 +278,15 @@ def eval_model(config, model):
   """The module evaluation runs: `StudentClassifier` (with the teacher beside the student in copy mode)."""
   mode = _check(config)
   cfg = student_config(model.config, config.at.pool)
-  copy = mode == "copy"
+  copy = mode.startswith("copy")
   return StudentClassifier(cfg, model.config, transfer_layers(config, cfg.layers) if copy else (),
-                           config.at.teacher.image_norm == "imagenet", model.dtype, model.remat)
+                           transferred(mode), config.at.teacher.image_norm == "imagenet", model.dtype, model.remat)
 
 
 def eval_params(config, params) -> tuple[dict, Any]:
   """(params of `eval_model`, head): the student, and in copy mode the teacher's tower beside it."""
   out = {"visual": params["student"]}
-  if _check(config) == "copy":
+  if _check(config).startswith("copy"):
     out["teacher"] = params["clip"]["visual"]
   return out, params["head"]
 

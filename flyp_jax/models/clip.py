@@ -60,7 +60,7 @@ class VisionTransformer(nn.Module):
   """Images [B, S, S, 3] (NHWC, CLIP-normalised) -> (features [B, embed_dim], aux).
 
   aux: 'attention' (per-layer maps [B, H, T, T] with T = 1 + patches, or None unless requested; "logits" asks
-  for the pre-softmax scores), 'pooled' (the class token after ln_post, [B, width]), 'tokens' (last block's
+  for the pre-softmax scores, "q", "k" or "v" for each layer's projection [B, T, H, D]), 'pooled' (the class token after ln_post, [B, width]), 'tokens' (last block's
   output, [B, T, width]). `drop_masks`: stochastic depth's factors (`transformer.drop_path_masks`) or None.
   With `pool_only` the last block is computed at the class token only (`Transformer`'s pool_index): the
   same features, and aux 'tokens' is None.

@@ -26,7 +26,9 @@ def quick_gelu(x: Array) -> Array:
   return x * jax.nn.sigmoid(1.702 * x)
 
 
-MAP_OUTPUTS = (False, True, "probs", "logits")  # what a layer returns as its attention map (see Attention)
+PROJECTIONS = ("q", "k", "v")  # a layer's queries, keys or values [B, T, H, D], given or returned (see Attention)
+MAP_OUTPUTS = (False, True, "probs", "logits") + PROJECTIONS  # what a layer returns beside its output
+GIVEN = ("probs",) + PROJECTIONS  # what a layer's given `attention_map` entry is
 
 ACTIVATION_FNS = {"quick_gelu": quick_gelu, "gelu": lambda x: jax.nn.gelu(x, approximate=False)}
 
@@ -105,11 +107,14 @@ class Attention(nn.Module):
   """Multi-head self-attention.
 
   `attention_map` ([B, H, T, T] probabilities) replaces the map computed from queries and keys: the
-  values are then mixed with the given map (attention copy). `return_map`: False, True or "probs" (the
-  post-softmax map used), or "logits" (the pre-softmax scores; None for a layer given its map). Query and key parameters exist either way,
-  so the parameter tree does not depend on the mode; with a given map XLA drops their dead computation
-  and they receive zero gradient. `query_index` ([B] ints) computes the output at one token per row only,
-  [B, 1, W], with keys and values from every token.
+  values are then mixed with the given map (attention copy). With `given` "q", "k" or "v" it is instead
+  [B, T, H, D] queries, keys or values that replace the layer's own (attention transfer's copy_q / copy_k /
+  copy_v: the map is computed from the queries and keys then in use). `return_map`: False, True or "probs" (the
+  post-softmax map used), "logits" (the pre-softmax scores; None for a layer given its map), or "q", "k", "v" (the
+  layer's own projection, [B, T, H, D], bias included). Query and key parameters exist either way, so the
+  parameter tree does not depend on the mode; with a given map XLA drops their dead computation and they receive
+  zero gradient. `query_index` ([B] ints) computes the output at one token per row only, [B, 1, W], with keys and
+  values from every token.
   """
   heads: int
   causal: bool = False
@@ -118,9 +123,11 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, attention_map: Optional[Array] = None, return_map: bool | str = False,
-               query_index: Optional[Array] = None) -> tuple[Array, Optional[Array]]:
+               query_index: Optional[Array] = None, given: str = "probs") -> tuple[Array, Optional[Array]]:
     if return_map not in MAP_OUTPUTS:
       raise errors.BadValue(f"return_map must be one of {MAP_OUTPUTS}, got {return_map!r}")
+    if given not in GIVEN:
+      raise errors.BadValue(f"given must be one of {GIVEN}, got {given!r}")
     _, t, width = x.shape
     head_dim = width // self.heads
     proj = lambda name: Projection((self.heads, head_dim), dtype=self.dtype, kernel_init=normal(width ** -0.5),
@@ -134,14 +141,21 @@ class Attention(nn.Module):
       mask = (jnp.arange(t) <= query_index[:, None])[:, None, None, :] if self.causal else None
       out = jax.nn.dot_product_attention(q, proj("key")(x), v, mask=mask)
       return Projection((width,), in_axes=2, dtype=self.dtype, kernel_init=normal(self.out_std), name="out")(out), None
+    q, k = proj("query")(x), proj("key")(x)
+    own = {"q": q, "k": k, "v": v}
+    if attention_map is not None and given in PROJECTIONS:  # the map then comes from the q and k in use
+      if attention_map.shape[1:] != own[given].shape[1:]:
+        raise errors.BadValue(f"given {given} of shape {attention_map.shape} does not fit the layer's "
+                              f"[B, {', '.join(map(str, own[given].shape[1:]))}]")
+      q, k, v = ({**own, given: attention_map.astype(own[given].dtype)}[n] for n in PROJECTIONS)
+      attention_map = None
     weights = logits = None
     if attention_map is not None:
       if attention_map.shape[-3:] != (self.heads, t, t):
         raise errors.BadValue(f"attention map of shape {attention_map.shape} does not fit {self.heads} heads "
                          f"over {t} tokens; expected [B, {self.heads}, {t}, {t}]")
       weights = attention_map.astype(jnp.float32)
-    q, k = proj("query")(x), proj("key")(x)
-    if attention_map is None and not return_map:
+    if weights is None and return_map in (False,) + PROJECTIONS:
       # No map needed outside: let JAX pick its fused attention implementation.
       out = jax.nn.dot_product_attention(q, k, v, is_causal=self.causal)
     else:
@@ -154,6 +168,8 @@ class Attention(nn.Module):
     out = Projection((width,), in_axes=2, dtype=self.dtype, kernel_init=normal(self.out_std), name="out")(out)
     if not return_map:
       return out, None
+    if return_map in PROJECTIONS:
+      return out, own[return_map]
     return out, (logits if return_map == "logits" else weights)
 
 
@@ -180,6 +196,7 @@ class ResidualBlock(nn.Module):
   dtype: Any
   out_std: float
   return_map: bool | str = False
+  given: str = "probs"  # what `attention_map` is (Attention's `given`)
 
   @nn.compact
   def __call__(self, x: Array, attention_map: Optional[Array] = None, query_index: Optional[Array] = None,
@@ -190,7 +207,7 @@ class ResidualBlock(nn.Module):
     1 / keep probability; `drop_path_masks`), or None for both 1.
     """
     y, weights = Attention(self.heads, self.causal, self.dtype, self.out_std, name="attn")(
-        LayerNorm(self.eps, name="ln_1")(x), attention_map, self.return_map, query_index)
+        LayerNorm(self.eps, name="ln_1")(x), attention_map, self.return_map, query_index, self.given)
     if query_index is not None:
       x = token_at(x, query_index)
     scale = (lambda i, b: b) if drop_mask is None else (lambda i, b: b * drop_mask[i][:, None, None].astype(b.dtype))
@@ -204,9 +221,10 @@ class Transformer(nn.Module):
   """A stack of pre-LN residual blocks named `resblocks_{i}`.
 
   `attention_maps`: None, or one entry per layer, each None (compute the layer's own map) or a
-  [B, H, T, T] map to use instead. With `return_attention` (True or "probs"), the second output is the tuple
+  [B, H, T, T] map to use instead; with `given` "q", "k" or "v", [B, T, H, D] queries, keys or values to use
+  instead of the layer's own. With `return_attention` (True or "probs"), the second output is the tuple
   of every layer's map (the ones used, given or computed); with "logits", of every layer's pre-softmax scores
-  (None where a map was given); otherwise it is None. `drop_masks` [layers, 2, B]: stochastic depth's
+  (None where a map was given); with "q", "k" or "v", of every layer's own projection; otherwise it is None. `drop_masks` [layers, 2, B]: stochastic depth's
   per-example branch factors (`drop_path_masks`), or None.
 
   `pool_index` ([B] ints): the one token per row that is read after the stack (CLIP's class token or
@@ -226,7 +244,7 @@ class Transformer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
                return_attention: bool | str = False, pool_index: Optional[Array] = None,
-               drop_masks: Optional[Array] = None) -> tuple[Array, Optional[tuple[Array, ...]]]:
+               drop_masks: Optional[Array] = None, given: str = "probs") -> tuple[Array, Optional[tuple[Array, ...]]]:
     if attention_maps is not None and len(attention_maps) != self.layers:
       raise errors.BadValue(f"got {len(attention_maps)} attention maps for {self.layers} layers")
     if pool_index is not None and (attention_maps is not None or return_attention):
@@ -242,7 +260,7 @@ class Transformer(nn.Module):
     maps = []
     for i in range(self.layers):
       x, weights = block(self.heads, self.mlp_ratio, self.activation, self.causal, self.eps, self.dtype,
-                         out_std, return_attention, name=f"resblocks_{i}")(
+                         out_std, return_attention, given, name=f"resblocks_{i}")(
                              x, None if attention_maps is None else attention_maps[i],
                              pool_index if i == self.layers - 1 else None,
                              None if drop_masks is None else drop_masks[i])

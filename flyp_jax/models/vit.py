@@ -82,7 +82,9 @@ class ViT(nn.Module):
   aux: 'attention' (per-layer [B, H, T, T], T = 1 + patches: post-softmax maps, or with
   return_attention="logits" the pre-softmax scores; None unless asked), 'tokens' ([B, T, width], the last
   block's output). `attention_maps` (one entry per layer, None or a [B, H, T, T] map) replace the layers'
-  own maps (attention copy); `drop_masks` [layers, 2, B] are stochastic depth's branch factors.
+  own maps (attention copy); with `given` "q", "k" or "v" the entries are [B, T, H, D] queries, keys or values
+  instead, and return_attention "q", "k" or "v" returns each layer's own (`flyp_jax.models.transformer.Attention`);
+  `drop_masks` [layers, 2, B] are stochastic depth's branch factors.
   """
   config: ViTConfig
   dtype: Any = jnp.float32
@@ -90,7 +92,8 @@ class ViT(nn.Module):
 
   @nn.compact
   def __call__(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
-               return_attention: bool | str = False, drop_masks: Optional[Array] = None) -> tuple[Array, dict]:
+               return_attention: bool | str = False, drop_masks: Optional[Array] = None,
+               given: str = "probs") -> tuple[Array, dict]:
     c = self.config
     if images.ndim != 4 or images.shape[1:] != (c.image_size, c.image_size, 3):
       raise errors.BadValue(f"expected images of shape [B, {c.image_size}, {c.image_size}, 3] (NHWC), got {images.shape}")
@@ -103,7 +106,7 @@ class ViT(nn.Module):
     x = x + self.param("pos_embed", std, (c.num_patches + 1, c.width), jnp.float32).astype(x.dtype)
     x, maps = Transformer(c.layers, c.heads, c.mlp_ratio, "gelu", causal=False, eps=c.layer_norm_eps,
                           dtype=self.dtype, remat=self.remat, name="transformer")(
-                              x, attention_maps, return_attention, None, drop_masks)
+                              x, attention_maps, return_attention, None, drop_masks, given)
     if c.pool == "gap":
       pooled = LayerNorm(c.layer_norm_eps, name="fc_norm")(x[:, 1:].astype(jnp.float32).mean(axis=1))
     else:
