@@ -193,12 +193,13 @@ def projection(dataset: suites.EvalDataset) -> tuple[Optional[np.ndarray], Optio
 @functools.partial(jax.jit, static_argnames=("model", "n_groups"), donate_argnames=("stats",))
 def _eval_step(params, head: Array, indices: Optional[Array], label_table: Optional[Array], stats: dict,
                batch: dict, *, model: models.CLIP, n_groups: int) -> dict:
-  logits = apply_head(_features(model, params, batch["image"]), head)
+  logits = apply_head(head_features(model, params, batch["image"]), head)
   return jax.tree.map(jnp.add, stats, _score(logits, batch, indices, label_table, n_groups))
 
 
-def _features(model, params, images: Array) -> Array:
-  """`model.encode_image`, L2-normalised unless the model says its head reads raw features
+def head_features(model, params, images: Array) -> Array:
+  """The image features a linear head of `model` reads, [B, E] float32 (what evaluation, FT's loss and the linear
+  probe apply heads to): `model.encode_image`, L2-normalised unless the model says its head reads raw features
   (`normalize_features = False`: LP-FT's raw-feature heads, the timm-style classifier heads of attention-transfer
   students)."""
   features = model.apply({"params": params}, images, method=model.encode_image)
@@ -221,7 +222,7 @@ def _score(logits: Array, batch: dict, indices: Optional[Array], label_table: Op
 def _ensemble_eval_step(params: tuple, heads: tuple, indices: Optional[Array], label_table: Optional[Array],
                         stats: tuple, batch: dict, *, models_: tuple, n_groups: int) -> tuple:
   """Stats of each member and, last, of the average of the members' softmax probabilities."""
-  logits = [apply_head(_features(m, p, batch["image"]), h) for m, p, h in zip(models_, params, heads)]
+  logits = [apply_head(head_features(m, p, batch["image"]), h) for m, p, h in zip(models_, params, heads)]
   probs = sum(jax.nn.softmax(l.astype(jnp.float32), axis=-1) for l in logits) / len(logits)
   # Log-probabilities rank classes as the probabilities do (top-1/top-5); floored so that log(0) stays finite.
   logits.append(jnp.log(jnp.maximum(probs, jnp.finfo(jnp.float32).tiny)))

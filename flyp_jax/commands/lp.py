@@ -26,7 +26,7 @@ import optax.tree_utils as otu
 
 from flyp_jax import errors, evaluate, files, parallel, train
 from flyp_jax.data import classnames, label_maps, pipeline
-from flyp_jax.methods import common, ft
+from flyp_jax.methods import ft
 
 
 def objective(kernel, bias, x, y, l2):
@@ -160,7 +160,7 @@ def extract_features(model, params, dataset: str, split: str, mesh, *, batch_siz
   Runs the jitted image tower over the evaluation pipeline's padded batches; padding rows (and skipped
   undecodable images, and examples of no class under `label_map`) are dropped. Every process gets all of them.
   """
-  encode = jax.jit(functools.partial(common.head_features, model))
+  encode = jax.jit(functools.partial(evaluate.head_features, model))
   feats, labels = [], []
   for batch in pipeline.eval_batches(dataset, split, image_size=image_size or model.config.image_size,
                                      global_batch_size=batch_size, mesh=mesh, data_dir=data_dir,

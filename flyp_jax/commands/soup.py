@@ -104,21 +104,24 @@ def run(config, workdir: str) -> dict:
     print(f"ingredient {i + 1}/{len(hparams)}: " + ", ".join(f"{k} {_short(v)}" for k, v in h.items()), flush=True)
     ingredients.append(runs.results_of(c, d, train.dispatch))
   mesh = parallel.make_mesh(config.model_axis)
-  model, _ = runs.reported_params(directories[0], config.model.dtype)
+  model, first = runs.reported_params(directories[0], config.model.dtype)
   model = methods.get(configs[0].method).eval_model(configs[0], model)  # e.g. a head on raw features
   evaluate_fn, validate, key = wiseft.scorer(config, model, mesh)
   if validate is None:
     raise errors.BadValue(f"the greedy soup is chosen on held-out ID validation data, and the {config.eval.suite!r} "
                           f"suite has no validation set; use a suite that has one, or name a split of the training "
                           f"dataset with --config.eval.val_split")
-  load = lambda i: runs.reported_params(directories[i], config.model.dtype)[1]
+  # Read one ingredient at a time; the first, read for the model, is kept rather than read again
+  load = lambda i: first if i == 0 else runs.reported_params(directories[i], config.model.dtype)[1]
   held_out = [r[key] for r in ingredients]
   print(f"uniform soup of {len(hparams)}", flush=True)
   uniform = evaluate_fn(uniform_soup(load, len(hparams)))
   greedy, kept, _ = greedy_soup(load, held_out, lambda p: validate(p)[key], lambda line: print(line, flush=True))
+  # A greedy soup of one ingredient is that run, whose evaluation is its results
+  greedy_results = ingredients[kept[0]] if len(kept) == 1 else evaluate_fn(greedy)
   record = {"select_on": key, "ingredients": [{"hparams": h, **_metrics(r, key)} for h, r in zip(hparams, ingredients)],
             "best_single": int(np.argmax(held_out)), "uniform": _metrics(uniform, key),
-            "greedy": _metrics(evaluate_fn(greedy), key), "greedy_ingredients": kept, "config": settings}
+            "greedy": _metrics(greedy_results, key), "greedy_ingredients": kept, "config": settings}
   if jax.process_index() == 0:
     plot(record, os.path.join(workdir, "soup.png"), title=f"Model soups: {config.name}")
     with files.open_file(os.path.join(workdir, "soup.md"), "w") as f:

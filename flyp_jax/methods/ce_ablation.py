@@ -22,9 +22,10 @@ from flyp_jax.tokenizer import prompt_tokens
 
 
 def make_loss(config, model, mesh):
-  n_classes = len(classnames_lib.of_data(config.data))
+  names = classnames_lib.of_data(config.data)
   templates = templates_lib.get(config.data.templates)
-  prompts = prompt_tokens(classnames_lib.of_data(config.data), templates, model.config.context_length)
+  n_classes = len(names)
+  prompts = prompt_tokens(names, templates, model.config.context_length)
   prompts = parallel.constant(prompts, mesh)  # [classes * templates, longest prompt]
   n_templates, n_data = len(templates), mesh.shape[parallel.DATA]
   # Padded to a multiple of the data axis (repeats of class 0, dropped after encoding) so the prompts split evenly.

@@ -52,14 +52,6 @@ def image_features(model: models.CLIP, clip_params, images: jax.Array) -> jax.Ar
   return models.normalize(model.apply({"params": clip_params}, images, method=model.encode_image))
 
 
-def head_features(model: models.CLIP, clip_params, images: jax.Array) -> jax.Array:
-  """The image features a linear head of `model` reads [B, embed_dim], float32: L2-normalised, or `encode_image`'s
-  own when `model.normalize_features` is False (LP-FT's raw-feature heads)."""
-  if model.normalize_features:
-    return image_features(model, clip_params, images)
-  return model.apply({"params": clip_params}, images, method=model.encode_image).astype(jnp.float32)
-
-
 def text_features(model: models.CLIP, clip_params, tokens: jax.Array) -> jax.Array:
   """L2-normalised text embeddings [B, embed_dim], float32."""
   return models.normalize(model.apply({"params": clip_params}, tokens, method=model.encode_text))

@@ -82,7 +82,7 @@ def make_loss(config, model, mesh):
   model = head_model(config, model)
 
   def loss_fn(params, batch, rng):
-    logits = evaluate.apply_head(common.head_features(model, params["clip"], batch["image"]), params["head"])
+    logits = evaluate.apply_head(evaluate.head_features(model, params["clip"], batch["image"]), params["head"])
     return losses.cross_entropy(logits, batch["label"], config.ft.label_smoothing), {}
 
   return loss_fn
