@@ -5,6 +5,7 @@ Prints the progress lines, the evaluations and the final table. -v (or --verbosi
 `error: ...` with exit status 2.
 """
 
+import atexit
 import logging
 import os
 import sys
@@ -117,6 +118,13 @@ def main(argv):
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(stop.code)
+  except SystemExit as stop:  # an error in the input, said in one paragraph
+    # A library's thread can hold the interpreter past it too (orbax's writer of a checkpoint that met a full disk):
+    # run the exit handlers, then leave without waiting for such threads.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    atexit._run_exitfuncs()
+    os._exit(stop.code if isinstance(stop.code, int) else 1)
 
 
 def help_text() -> str:
