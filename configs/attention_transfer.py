@@ -117,6 +117,10 @@ def get_config(arg: str = "demo"):
     c.optimizer.update(schedule="warmup_cosine", decay="matrices", lr=blr * 2048 / 256, min_lr=min_lr, b1=0.9, b2=b2,
                        eps=1e-8, weight_decay=wd, warmup_steps=warmup * epoch, layer_decay=layer_decay,
                        clamp_logit_scale=False)
+    # --ema 0.9999 (README commands): util/model_ema.py's ModelEmaV2 updated after every optimiser step, evaluated
+    # beside the raw weights after each epoch (main_finetune.py); both are tested on the selected epoch, the raw
+    # weights reported (eval.select_ema=True reports the EMA), the EMA under ema/ and saved as final_ema/
+    c.optimizer.ema_decay = 0.9999
     # The paper ensembles with a fine-tuned teacher; give its run with --config.at.ensemble.path.
     c.at.ensemble.update(path="ft_imagenet_b16" if "b16" in arg else "", config="")
   else:

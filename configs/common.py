@@ -56,15 +56,17 @@ def base(name: str) -> ml_collections.ConfigDict:
   # flyp_jax.data.suites.select_on; 'id_val/xent' is minimised). val_split: the validation set's split instead of
   # the suite's (a k-shot sample). select_from_start: step 0 is a candidate too. test_selected_only: the suite is
   # evaluated on the selected parameters only, each evaluation along the run being ID validation alone.
+  # select_ema: with optimizer.ema_decay > 0, the weight EMA is the reported model (results' plain keys, the selected
+  # checkpoint; the raw parameters' metrics under raw/); otherwise the raw parameters are, the EMA's under ema/.
   c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False,
                                           select_on="", val_split="", select_from_start=False,
-                                          test_selected_only=False, test_split="test", ood=""))
+                                          test_selected_only=False, test_split="test", ood="", select_ema=False))
   # flyp_jax/optim.py says what each field does; these defaults are the demo's (open_clip-style) choices, and
   # the reproduction presets below switch to their reference's (REFERENCE_ADAMW).
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9,
                                                b2=0.999, eps=1e-8, grad_clip=0.0, schedule="warmup_cosine",
                                                min_lr=0.0, decay="matrices", momentum=0.9, epoch_steps=0,
-                                               clamp_logit_scale=True, layer_decay=1.0))
+                                               clamp_logit_scale=True, layer_decay=1.0, ema_decay=0.0))
   c.trainable = ".*"  # regex over parameter paths ('clip/visual/...', 'clip/text/...', 'head')
   c.frozen = ""  # regex; wins over trainable
   # loss_block: score the gathered batch that many columns at a time (0: all at once), so the contrastive loss's

@@ -76,7 +76,7 @@ def validate(config, warn: bool = True) -> None:
   need("optimizer.eps", lambda v: _number(v) and math.isfinite(v) and v > 0, "a finite number above 0", "1e-8")
   for key, example in (("optimizer.weight_decay", "0.1"), ("optimizer.grad_clip", "0")):
     need(key, lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number, 0 or more", example)
-  for key, example in (("optimizer.b1", "0.9"), ("optimizer.b2", "0.999")):
+  for key, example in (("optimizer.b1", "0.9"), ("optimizer.b2", "0.999"), ("optimizer.ema_decay", "0.9999")):
     need(key, lambda v: _number(v) and 0 <= v < 1, "a number from 0 up to (not including) 1", example)
   need("optimizer.layer_decay", lambda v: _number(v) and 0 < v <= 1, "a number above 0, at most 1 (1: none)", "0.75")
   need("optimizer.min_lr", lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number, 0 or more", "0")
@@ -85,6 +85,9 @@ def validate(config, warn: bool = True) -> None:
        "two numbers 0 < low <= high <= 1", "'(0.9,1.0)'")
   need("data.eval_crop_fraction", lambda v: _number(v) and 0 < v <= 1, "a number above 0, at most 1 (1: CLIP's)",
        "0.875")
+  if _get(config, "eval.select_ema") is True and _get(config, "optimizer.ema_decay") in (_MISSING, 0, 0.0):
+    problems.append("config.eval.select_ema is True but there is no weight EMA to select (optimizer.ema_decay is 0; "
+                    "e.g. --config.optimizer.ema_decay=0.9999)")
   policy = _get(config, "model.remat_policy")
   if policy not in (_MISSING, "") and policy not in REMAT_POLICIES:
     problems.append(f"config.model.remat_policy is {policy!r} but must be one of jax.checkpoint_policies' "

@@ -21,6 +21,9 @@ Config fields (`config.optimizer`; fields missing from an older config take the 
     positional) by layer_decay ** L, everything else (final norm, head) by 1. The scale multiplies the whole
     update (weight decay included), as torch's per-group lr does.
   momentum [0.9], epoch_steps [0]: for 'sgd' and 'epoch_cosine'.
+  ema_decay [0.0]: with d > 0 the loop keeps an exponential moving average of the trainable parameters, started at
+    the initial ones and updated after every optimiser step, ema = d ema + (1 - d) params (timm's ModelEmaV2, as
+    attention transfer's `util/model_ema.py` and `engine_finetune.py` use it); 0: none.
 """
 
 from __future__ import annotations
@@ -154,3 +157,30 @@ def layer_scales(names, trainable, decay: float):
     return int(block(n).group(1)) + 1 if block(n) else layers
 
   return jax.tree.map(lambda n: decay ** (layers - layer_id(n)), names)
+
+
+def ema_decay(config) -> float:
+  """`config.optimizer.ema_decay` (0 when the config predates it): the weight EMA's decay, 0 = no EMA."""
+  return float(_get(config.optimizer, "ema_decay", 0.0))
+
+
+def ema_init(params, trainable):
+  """The EMA's start: a copy of each trainable parameter, `optax.MaskedNode()` in place of each frozen one (a frozen
+  parameter's average is itself, so it is not stored twice). `trainable`: `trainable_mask`'s pytree. A copy, not the
+  same buffer, as the training step donates both."""
+  return jax.tree.map(lambda p, t: jnp.copy(p) if t else optax.MaskedNode(), params, trainable)
+
+
+def _masked(x) -> bool:
+  return isinstance(x, optax.MaskedNode)
+
+
+def ema_update(ema, params, decay: float):
+  """The EMA after an optimiser step that produced `params`: decay ema + (1 - decay) params, leaf by leaf."""
+  return jax.tree.map(lambda e, p: e if _masked(e) else decay * e + (1.0 - decay) * p, ema, params,
+                      is_leaf=_masked)
+
+
+def ema_params(ema, params):
+  """The parameters the EMA stands for: the average where it keeps one, `params` (frozen) elsewhere."""
+  return jax.tree.map(lambda e, p: p if _masked(e) else e, ema, params, is_leaf=_masked)

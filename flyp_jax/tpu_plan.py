@@ -236,6 +236,9 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
       compile_program("init: optimiser", parallel.sharded_initializer(tx.init, params, mesh=mesh), params)
     state = {"params": params, "opt_state": state_sharding(jax.eval_shape(tx.init, params)),
              "step": jax.ShapeDtypeStruct((), jnp.int32, sharding=parallel.replicated(mesh))}
+    ema_of = train.ema_mask(config, params)
+    if ema_of is not None:  # the weight EMA: a copy of the trainable parameters
+      state["ema"] = state_sharding(jax.eval_shape(lambda p: optim.ema_init(p, ema_of), params))
     batch = parallel.abstract(method.batch_shapes(config, model), parallel.data_sharding(mesh))
     step = train.make_train_step(config, method.make_loss(config, model, mesh), tx, mesh, state)
     compiled = compile_program("train step", step, state, batch)

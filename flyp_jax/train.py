@@ -179,13 +179,17 @@ class _Run:
     params = {"clip": clip_params, **method.extra_params(config, self.model, clip_params, self.mesh, self.evaluator)}
     self.tx, self.lr = optim.make_optimizer(config, params, config.steps), optim.make_schedule(config.optimizer,
                                                                                                 config.steps)
-    self.state = init_state(params, self.tx, self.mesh)
+    self.state = init_state(params, self.tx, self.mesh, ema_of=ema_mask(config, params))
     # eval.select_from_start: the starting point (step 0) is a candidate too, as in FLYP's few-shot loop (its epoch
     # -1, the zero-shot model); eval.test_selected_only: the suite is evaluated once, on the selected parameters,
     # and every other evaluation is ID validation alone (FLYP's few-shot loop tests only the model it keeps).
     self.first_candidate = 0 if config.eval.select_from_start else 1
     self.test_every = self.evaluator is not None and not config.eval.test_selected_only
     self.evaluates = bool(self.test_every or self.validator)
+    # With a weight EMA both it and the raw parameters are evaluated; the reported one (the EMA with
+    # eval.select_ema) has the plain keys and is the candidate for selection, the other is under "ema/" or "raw/".
+    self.ema = "ema" in self.state
+    self.other_prefix = ("raw/" if config.eval.select_ema else "ema/") if self.ema else ""
     self.select_on = selection_key(config)
     self.ckpt, self.best = self._restore()
     self.writer = metric_writer.MetricWriter(workdir, resume_step=int(self.state["step"]))
@@ -204,7 +208,7 @@ class _Run:
       # The newest readable step; damaged ones are moved aside. best/ is checked too, so a damaged one is replaced.
       self.state = checkpoint_guard.restore_latest(ckpt, self.state)
       if best and best.latest_step() is not None:
-        checkpoint_guard.restore_latest(best, self.state["params"], "best checkpoint", required=False)
+        checkpoint_guard.restore_latest(best, self._candidate(), "best checkpoint", required=False)
       logging.info("Resumed from step %d.", int(self.state["step"]))
     return checkpoint_guard.Saving(ckpt), best and checkpoint_guard.Saving(best)  # failed saves stop clearly
 
@@ -285,17 +289,37 @@ class _Run:
             f"same command again to resume.", flush=True)
       raise Preempted(PREEMPTED_EXIT_CODE)
 
+  def _candidate(self):
+    """What a step offers for selection (saved in best/): the parameters the run reports (the weight EMA's with
+    `eval.select_ema`, else the state's), and with an EMA {'reported': those, 'other': the other ones}, so that the
+    selected step's other parameters can be tested too."""
+    params = self.state["params"]
+    if not self.ema:
+      return params
+    averaged = optim.ema_params(self.state["ema"], params)
+    if self.config.eval.select_ema:
+      return {"reported": averaged, "other": params}
+    return {"reported": params, "other": averaged}
+
+  def _split(self, candidate):
+    """(reported parameters, the other ones or None) of a `_candidate`."""
+    return (candidate["reported"], candidate["other"]) if self.ema else (candidate, None)
+
+  def _of_other(self, evaluate, params) -> dict:
+    """`evaluate(params, label)`'s metrics of the other parameters of a `_candidate`, under `other_prefix`."""
+    return {self.other_prefix + k: v for k, v in evaluate(params, f" ({self.other_prefix[:-1]})").items()}
+
   def evaluate_at(self, step: int) -> dict:
-    """The suite and ID validation at `step`, written to eval_<step>.json; a candidate for selection from
-    `first_candidate` on."""
+    """The suite and ID validation at `step` (of the EMA too, the other parameters under `other_prefix`), written
+    to eval_<step>.json; a candidate for selection from `first_candidate` on."""
     started = time.time()
-    clip_params, head = self.method.eval_params(self.config, self.state["params"])
-    results = self._test(self.state["params"]) if self.test_every else {}
-    if self.validator:
-      results.update(self.validator(clip_params, head))
-      if step >= self.first_candidate:  # step 0 is the starting point (zero-shot), unless eval.select_from_start
-        self.best.save(step, args=ocp.args.StandardSave(self.state["params"]),
-                       metrics={self.select_on: results[self.select_on]})
+    candidate = self._candidate()
+    reported, other = self._split(candidate)
+    results = self._evaluate(reported)
+    if other is not None:
+      results.update(self._of_other(self._evaluate, other))
+    if self.validator and step >= self.first_candidate:  # step 0: the start (zero-shot), unless select_from_start
+      self.best.save(step, args=ocp.args.StandardSave(candidate), metrics={self.select_on: results[self.select_on]})
     if jax.process_index() == 0:
       files.write_json(os.path.join(self.workdir, f"eval_{step}.json"), results)
     self.writer.write(step, {f"eval/{k}": v for k, v in results.items() if not k.endswith("/count")})
@@ -303,13 +327,20 @@ class _Run:
     self.eval_seconds += self.last_eval
     return results
 
-  def _test(self, params) -> dict:
+  def _evaluate(self, params, label: str = "") -> dict:
+    """The suite (unless `eval.test_selected_only`) and ID validation of `params` (the training state's tree)."""
+    results = self._test(params, label) if self.test_every else {}
+    if self.validator:
+      results.update(self.validator(*self.method.eval_params(self.config, params), label=label))
+    return results
+
+  def _test(self, params, label: str = "") -> dict:
     """The suite on `params` (the training state's tree), with its line."""
     start = time.time()
     clip_params, head = self.method.eval_params(self.config, params)
     results = self.evaluator(clip_params, head=head)
     summary = ", ".join(f"{k} {v:.4f}" for k, v in results.items() if k.startswith("avg_") or k.endswith("/top1"))
-    print(f"evaluation ({time.time() - start:.0f}s): {summary}", flush=True)
+    print(f"evaluation{label} ({time.time() - start:.0f}s): {summary}", flush=True)
     return results
 
   def _finish(self, metrics) -> dict:
@@ -322,6 +353,9 @@ class _Run:
     ckpt.wait_until_finished()
     checkpoint_guard.set_aside_if_damaged(runs.final_dir(self.workdir))  # then written again below
     self._save(self.state["params"], "final")
+    if self.ema:
+      checkpoint_guard.set_aside_if_damaged(os.path.join(self.workdir, "final_ema"))
+      self._save(optim.ema_params(self.state["ema"], self.state["params"]), "final_ema")
     if not (self.evaluator or self.validator):
       return {}
     results = self._select(self.evaluate_at(total))
@@ -337,19 +371,24 @@ class _Run:
 
     As FLYP reports the epoch picked on ID validation: every evaluation from `first_candidate` on is a candidate;
     without a validation set (or no candidate) the last step is reported. A selected step before the last is also
-    saved as `selected/` (loadable like `final/`, which keeps the last parameters).
+    saved as `selected/` (loadable like `final/`, which keeps the last parameters). With `eval.select_ema` the
+    candidates are the weight EMA's parameters (`_candidate`).
     """
     config, total = self.config, self.config.steps
-    selected, params = total, self.state["params"]
+    selected, candidate = total, self._candidate()
     if self.best is not None:
       self.best.wait_until_finished()
       selected = self.best.best_step() if self.best.best_step() is not None else total
     if selected != total:
-      params = self.best.restore(selected, args=ocp.args.StandardRestore(self.state["params"]))
+      candidate = self.best.restore(selected, args=ocp.args.StandardRestore(candidate))
+    params, other = self._split(candidate)
+    if selected != total:
       self._save(params, "selected")
     results = last if selected == total else files.read_json(os.path.join(self.workdir, f"eval_{selected}.json"))
     if self.evaluator is not None and config.eval.test_selected_only:
       results = {**results, **self._test(params)}
+      if other is not None:
+        results.update(self._of_other(self._test, other))
     results = self.method.finish(config, self.evaluator, params, self.workdir, results)  # its own rows (an ensemble)
     results = {**results, "selected_step": selected,
                "selected_on": self.select_on if self.best else "last step",
@@ -382,13 +421,22 @@ class _Run:
                      arrays=None if head is None else {"head.npz": head})
 
 
-def init_state(params, tx: optax.GradientTransformation, mesh) -> dict:
+def init_state(params, tx: optax.GradientTransformation, mesh, ema_of=None) -> dict:
   """The training state, born sharded: replicated over the data axis, split over the model axis when it has more
   than one device (`parallel.param_sharding`). Host parameters go to the devices shard by shard, the optimiser
-  state is computed where it lives: no device ever holds the whole of either."""
+  state is computed where it lives: no device ever holds the whole of either. With `ema_of` (the trainable mask,
+  when `optimizer.ema_decay` > 0) the state has 'ema' too, the weight EMA's start (`optim.ema_init`)."""
   params = parallel.shard_state(params, mesh)
-  return {"params": params, "opt_state": parallel.init_sharded(tx.init, params, mesh=mesh),
-          "step": jax.device_put(jnp.zeros((), jnp.int32), parallel.replicated(mesh))}
+  state = {"params": params, "opt_state": parallel.init_sharded(tx.init, params, mesh=mesh),
+           "step": jax.device_put(jnp.zeros((), jnp.int32), parallel.replicated(mesh))}
+  if ema_of is not None:
+    state["ema"] = parallel.init_sharded(lambda p: optim.ema_init(p, ema_of), params, mesh=mesh)
+  return state
+
+
+def ema_mask(config, params):
+  """The parameters the weight EMA averages (`optim.trainable_mask`) when `optimizer.ema_decay` > 0, else None."""
+  return optim.trainable_mask(config, params) if optim.ema_decay(config) else None
 
 
 def selection_key(config) -> str:
@@ -397,7 +445,8 @@ def selection_key(config) -> str:
 
 
 def make_validator(config, model, mesh, quiet: bool = False):
-  """`fn(clip_params, head=None) -> {'id_val/top1': ...}` on the suite's ID validation set, or None if it has none.
+  """`fn(clip_params, head=None, label="") -> {'id_val/top1': ...}` on the suite's ID validation set (its printed line
+  says `label`), or None if the suite has none.
 
   The set is `flyp_jax.data.suites.validation_of(config)` (its split replaced by `eval.val_split` if set);
   its `selection_key(config)` metric selects the reported checkpoint and WiSE-FT's mixing coefficient.
@@ -416,12 +465,12 @@ def make_validator(config, model, mesh, quiet: bool = False):
                      f"choose one of {[f'{dataset.name}/{m}' for m in dataset.metrics]}")
   evaluator = evaluate.from_config(model, config, mesh, datasets=(dataset,))
 
-  def validate(clip_params, head=None) -> dict:
+  def validate(clip_params, head=None, label: str = "") -> dict:
     start = time.time()
     results = evaluator(clip_params, head=head)
     results = {k: v for k, v in results.items() if k.startswith(f"{dataset.name}/")}  # not its avg_id
     if not quiet:
-      print(f"validation ({time.time() - start:.0f}s): {key} {results[key]:.4f}", flush=True)
+      print(f"validation{label} ({time.time() - start:.0f}s): {key} {results[key]:.4f}", flush=True)
     return results
 
   return validate
@@ -434,13 +483,14 @@ def make_train_step(config, loss_fn, tx, mesh, state):
   data axis) whose gradients are averaged before one optimiser update. A contrastive loss then sees
   batch_size / k examples per row's negatives, as in PyTorch implementations that accumulate gradients.
   With `config.optimizer.clamp_logit_scale` (default True) the logit scale is clipped to [0, ln 100] after
-  each update. Frozen parameters (not `config.trainable`, or `config.frozen`) enter the loss as constants, so
+  each update; a state with 'ema' (`init_state`) has its weight EMA updated from the parameters after that. Frozen parameters (not `config.trainable`, or `config.frozen`) enter the loss as constants, so
   no gradient is computed or reduced for them; `grad_norm` is the norm over the trainable ones (what
   gradient clipping sees).
   """
   rng = jax.random.key(config.seed)
   accum = config.grad_accum_steps
   clamp = config.optimizer.clamp_logit_scale
+  ema_decay = optim.ema_decay(config)
   trainable = optim.trainable_mask(config, state["params"])
 
   def constant_frozen(params, batch, step_rng):
@@ -475,7 +525,10 @@ def make_train_step(config, loss_fn, tx, mesh, state):
     if clamp and "logit_scale" in new_params["clip"]:  # open_clip's pretraining loop does this; FLYP's does not
       new_params["clip"]["logit_scale"] = losses.clamp_logit_scale(new_params["clip"]["logit_scale"])
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
-    return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+    new_state = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}
+    if "ema" in state:  # after the update, of the parameters as the step leaves them (timm's ModelEmaV2.update)
+      new_state["ema"] = optim.ema_update(state["ema"], new_params, ema_decay)
+    return new_state, metrics
 
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
   return jax.jit(train_step, donate_argnums=0, out_shardings=(state_sharding, parallel.replicated(mesh)))

@@ -204,15 +204,22 @@ def test_two_processes_killed_and_rerun_resume(tmp_path, data_dir, one_process):
 # with the config above written to a file.
 POD_STEPS = 24
 MAIN = CONFIG + """
-import runpy, sys
+import os, runpy, sys, time
 use_small_suites(lambda mapping, key, value: mapping.__setitem__(key, value))
+if float(os.environ.get("STEP_PAUSE_S", 0)):  # paced steps: a signal sent after step k lands well before the end
+  from flyp_jax import train
+  reached = train._TermSignal.reached
+  def paced(self, ckpt, step):
+    time.sleep(float(os.environ["STEP_PAUSE_S"]))
+    return reached(self, ckpt, step)
+  train._TermSignal.reached = paced
 sys.argv = ["main.py", *sys.argv[1:]]
 runpy.run_path("main.py", run_name="__main__")
 """
 
 
-def launch_main(workdir, config_file, processes=2):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8 // processes))
+def launch_main(workdir, config_file, processes=2, step_pause_s=0.0):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8 // processes), STEP_PAUSE_S=str(step_pause_s))
   coordinator = f"127.0.0.1:{free_port()}"
   return [subprocess.Popen([sys.executable, "-c", MAIN, f"--config={config_file}", f"--workdir={workdir}",
                             f"--coordinator_address={coordinator}", f"--num_processes={processes}",
@@ -245,7 +252,7 @@ def get_config():
   stopped = 0
   for signals in ({1: signal.SIGTERM}, {0: signal.SIGINT}, {0: signal.SIGTERM, 1: signal.SIGTERM}):
     before = [len(logged_steps(workdir, i)) for i in (0, 1)]
-    procs = launch_main(workdir, config_file)
+    procs = launch_main(workdir, config_file, step_pause_s=0.3)  # under load a notice took 20 steps to land
     while procs[0].poll() is None and len(logged_steps(workdir, 0)) < before[0] + 3:
       time.sleep(0.05)
     for i, sig in signals.items():
