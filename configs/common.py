@@ -36,6 +36,11 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(dataset="imagenet2012", train_split="train", data_dir="",
                                           image_size=0, classnames="imagenet", templates="imagenet",
                                           crop_scale=(0.9, 1.0), flip=False,
+                                          # training only: timm's RandAugment string ("rand-m9-mstd0.5-inc1"; "":
+                                          # none) after the crop and flip, on the host (flyp_jax/data/
+                                          # rand_augment.py); random erasing's probability (timm's, one box of
+                                          # per-pixel normal noise), on the device (flyp_jax/augment.py)
+                                          rand_augment="", random_erasing=0.0,
                                           # evaluation: the short side resized to image_size / eval_crop_fraction,
                                           # the centre image_size square kept (1: CLIP's; 224/256: MAE's)
                                           eval_crop_fraction=1.0,
@@ -67,6 +72,9 @@ def base(name: str) -> ml_collections.ConfigDict:
                                                b2=0.999, eps=1e-8, grad_clip=0.0, schedule="warmup_cosine",
                                                min_lr=0.0, decay="matrices", momentum=0.9, epoch_steps=0,
                                                clamp_logit_scale=True, layer_decay=1.0, ema_decay=0.0))
+  # timm's Mixup in 'batch' mode, on the device, one lambda per device's share of the batch; on when an alpha is
+  # above 0; classification losses (ft, attention_transfer) only; the label smoothing is the method's own
+  c.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5))
   c.trainable = ".*"  # regex over parameter paths ('clip/visual/...', 'clip/text/...', 'head')
   c.frozen = ""  # regex; wins over trainable
   # loss_block: score the gathered batch that many columns at a time (0: all at once), so the contrastive loss's

@@ -28,6 +28,8 @@ CONFIG_FILE = "config.json"
 # the data, and memory/speed knobs that leave the state and its updates as they were. Any other setting (model,
 # method, parameter groups, optimiser, seed, batch, data, method options) shapes the saved state or the training
 # that produced it, so a change is refused rather than mixed into the same workdir.
+# The methods whose loss applies the on-device regularisers (flyp_jax.methods.common.regularize).
+REGULARIZED_METHODS = ("ft", "attention_transfer")
 RESUME_SAFE = ("name", "steps", "total_epochs", "log_every", "checkpoint_every", "keep_checkpoints", "eval.",
                "model.dtype", "model.remat", "model.remat_policy", "model_axis", "data.data_dir", "data.corrupt_images",
                "flyp.loss_block")
@@ -85,6 +87,25 @@ def validate(config, warn: bool = True) -> None:
        "two numbers 0 < low <= high <= 1", "'(0.9,1.0)'")
   need("data.eval_crop_fraction", lambda v: _number(v) and 0 < v <= 1, "a number above 0, at most 1 (1: CLIP's)",
        "0.875")
+  need("data.random_erasing", lambda v: _number(v) and 0 <= v <= 1, "a probability from 0 to 1", "0.25")
+  for key, example in (("mixup.mixup_alpha", "0.8"), ("mixup.cutmix_alpha", "1.0")):
+    need(key, lambda v: _number(v) and math.isfinite(v) and v >= 0, "a finite number, 0 or more (0: off)", example)
+  for key, example in (("mixup.prob", "1.0"), ("mixup.switch_prob", "0.5")):
+    need(key, lambda v: _number(v) and 0 <= v <= 1, "a probability from 0 to 1", example)
+  spec = _get(config, "data.rand_augment")
+  if spec not in (_MISSING, ""):
+    from flyp_jax.data import rand_augment  # TensorFlow's import, only when asked for
+    try:
+      rand_augment.parse(spec)
+    except errors.BadValue as e:
+      problems.append(f"config.data.rand_augment is {spec!r}: {e} (e.g. --config.data.rand_augment="
+                      f"{rand_augment.REFERENCE_SPEC})")
+  regularized = [k for k in ("data.random_erasing", "mixup.mixup_alpha", "mixup.cutmix_alpha")
+                 if _get(config, k) not in (_MISSING, 0, 0.0)]
+  if regularized and _get(config, "method") not in REGULARIZED_METHODS:
+    problems.append(f"config.{regularized[0]} is set but method {_get(config, 'method')!r} does not apply random "
+                    f"erasing or mixup/CutMix (its loss is not a classification over labels; they are for "
+                    f"{' and '.join(REGULARIZED_METHODS)})")
   if _get(config, "eval.select_ema") is True and _get(config, "optimizer.ema_decay") in (_MISSING, 0, 0.0):
     problems.append("config.eval.select_ema is True but there is no weight EMA to select (optimizer.ema_decay is 0; "
                     "e.g. --config.optimizer.ema_decay=0.9999)")

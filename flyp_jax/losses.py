@@ -202,9 +202,13 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float =
   """Mean softmax cross-entropy, float32 nats.
 
   logits [..., K] (any float dtype), labels [...] int in [0, K). With label_smoothing = a the target is
-  (1 - a) * one_hot + a / K, the convention of torch's `F.cross_entropy(label_smoothing=a)`.
+  (1 - a) * one_hot + a / K, the convention of torch's `F.cross_entropy(label_smoothing=a)`. Soft targets
+  [..., K] instead of labels (mixup's, smoothed already): timm's SoftTargetCrossEntropy, the mean of
+  sum_k -target_k log_softmax(logits)_k, and `label_smoothing` is not applied again.
   """
   logits = jnp.asarray(logits, jnp.float32)
+  if jnp.ndim(labels) == logits.ndim:
+    return jnp.mean(optax.softmax_cross_entropy(logits, jnp.asarray(labels, jnp.float32)))
   if label_smoothing:
     targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1], dtype=jnp.float32), label_smoothing)
     return jnp.mean(optax.softmax_cross_entropy(logits, targets))

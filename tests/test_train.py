@@ -356,3 +356,25 @@ def test_a_methods_shapes_for_planning_are_those_it_makes(spec, data_dir, tmp_pa
   extra = method.extra_params(config, model, parallel.shard_state(clip_params, mesh), mesh, evaluator)
   assert shape(method.extra_param_shapes(config, model)) == shape(extra)
   assert shape(method.batch_shapes(config, model)) == shape(next(method.batches(config, model, mesh, 0)))
+
+
+@pytest.mark.slow
+def test_ft_trains_with_the_attention_transfer_regularisers_on_eight_devices(tmp_path, data_dir):
+  """RandAugment, random erasing and mixup/CutMix (one lambda per device: 8 groups of 2 images) in the loop: the
+  losses are finite and differ from the same run's without them from the first step on (same parameters, same
+  crops), and the smoothing goes into mixup's targets (the first step's loss is not that of the plain labels)."""
+  from flyp_jax.data import rand_augment
+
+  def losses(workdir, **regularisers):
+    config = tiny_config("configs/ft.py:demo", data_dir, steps=2, log_every=1, checkpoint_every=0,
+                         eval={"suite": ""}, ft={"label_smoothing": 0.1}, **regularisers)
+    train.run(config, str(workdir))
+    lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+    return [l["train/loss"] for l in lines if "train/loss" in l]
+
+  plain = losses(tmp_path / "plain")
+  each = {"rand_augment": losses(tmp_path / "ra", data={"rand_augment": rand_augment.REFERENCE_SPEC}),
+          "mixup": losses(tmp_path / "mix", data={"random_erasing": 0.25},
+                          mixup={"mixup_alpha": 0.8, "cutmix_alpha": 1.0})}
+  for name, got in each.items():
+    assert len(got) == 2 and all(np.isfinite(got)) and got[0] != plain[0], (name, got, plain)

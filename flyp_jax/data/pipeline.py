@@ -23,6 +23,7 @@ import tensorflow_datasets as tfds
 
 from flyp_jax import errors, parallel
 from flyp_jax.data import image_folder
+from flyp_jax.data import rand_augment as rand_augment_lib
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # of CLIP's pretraining images, RGB in [0, 1]
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -200,8 +201,10 @@ def preprocess_eval(image: tf.Tensor, size: int, crop_fraction: float = 1.0) -> 
 
 
 def preprocess_train(image: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1.0), ratio=(3 / 4, 4 / 3),
-                     flip: bool = False) -> tf.Tensor:
-  """Random resized crop (area fraction in `scale`, aspect ratio in `ratio`, as FLYP trains), optional flip.
+                     flip: bool = False, rand_augment: str = "") -> tf.Tensor:
+  """Random resized crop (area fraction in `scale`, aspect ratio in `ratio`, as FLYP trains), optional flip, then
+  timm's RandAugment of spec `rand_augment` ('' none; flyp_jax/data/rand_augment.py) on the uint8 image, as timm's
+  create_transform orders them.
 
   `seed`: int32 [2], so that a given (example, epoch) always gets the same crop (stateless, resumable).
   """
@@ -211,6 +214,8 @@ def preprocess_train(image: tf.Tensor, size: int, seed: tf.Tensor, scale=(0.9, 1
   image = _resize(tf.slice(image, begin, crop_size), (size, size))
   if flip:
     image = tf.image.stateless_random_flip_left_right(image, seed=seed + 1)
+  if rand_augment:  # on uint8, as PIL's ops (the resize's rounding, as PIL's resize gives uint8)
+    image = rand_augment_lib.apply(tf.cast(tf.round(image), tf.uint8), rand_augment_lib.parse(rand_augment), seed)
   return tf.ensure_shape(normalize_image(image), (size, size, 3))
 
 
@@ -427,7 +432,8 @@ def train_dataset(name: str, split: str, *, image_size: int, global_batch_size: 
   """An endless, shuffled tf.data pipeline of this process's local batches, starting at step `start_step`.
 
   Yields numpy-able dicts {'image' [b, S, S, 3] f32, <feature> [b] ...} with b the local batch size; turn them
-  into global arrays with `parallel.global_batch`. `augment` goes to `preprocess_train` (scale, ratio, flip).
+  into global arrays with `parallel.global_batch`. `augment` goes to `preprocess_train` (scale, ratio, flip,
+  rand_augment).
 
   The split is read as `shards` disjoint near-equal parts (0: one per process). Each part is a stream of
   global_batch_size / shards examples per step, and a global batch is the parts' batches in order; process p

@@ -234,6 +234,9 @@ def make_loss(config, model, mesh):
     images, metrics = batch["image"], {}
     if imagenet_norm:
       images = to_imagenet_norm(images)
+    # erasing's noise in the space the model reads, as the reference erases after its normalisation
+    images, targets = common.regularize(config, images, batch["label"], rng, mesh, params["head"]["bias"].shape[-1],
+                                        config.at.label_smoothing)
     # One set of stochastic-depth masks per step, shared by the teacher and the student (the reference's).
     masks = drop_path_masks(rng, rate, cfg.layers, images.shape[0]) if rate > 0 else None
     student = lambda **kw: student_tower.apply({"params": params["student"]}, images, drop_masks=masks, **kw)
@@ -267,7 +270,7 @@ def make_loss(config, model, mesh):
       # Of the maps the student uses (its own, or the teacher's where copied): shows attention collapse.
       metrics["attention_entropy"] = jax.lax.stop_gradient(attention_entropy(used_maps))
     logits = evaluate.apply_head(features, params["head"])  # un-normalised pooled features, as the reference
-    ce = losses.cross_entropy(logits, batch["label"], config.at.label_smoothing)
+    ce = losses.cross_entropy(logits, targets, config.at.label_smoothing)
     metrics.update(cross_entropy=ce, attention_loss=attention)
     return ce + config.at.weight * attention, metrics
 

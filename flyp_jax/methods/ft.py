@@ -82,8 +82,10 @@ def make_loss(config, model, mesh):
   model = head_model(config, model)
 
   def loss_fn(params, batch, rng):
-    logits = evaluate.apply_head(evaluate.head_features(model, params["clip"], batch["image"]), params["head"])
-    return losses.cross_entropy(logits, batch["label"], config.ft.label_smoothing), {}
+    images, targets = common.regularize(config, batch["image"], batch["label"], rng, mesh,
+                                        params["head"]["bias"].shape[-1], config.ft.label_smoothing)
+    logits = evaluate.apply_head(evaluate.head_features(model, params["clip"], images), params["head"])
+    return losses.cross_entropy(logits, targets, config.ft.label_smoothing), {}
 
   return loss_fn
 
