@@ -22,8 +22,8 @@ transferred (the code's end_layer=-3; the README's --end_layer -6 is parsed but 
   targets), a weight EMA of decay 0.9999 evaluated beside the raw weights (`regularize`, optimizer.ema_decay).
   Evaluation after every epoch, images resized to 256 (bicubic) and centre-cropped to 224 (util/datasets.py), on the
   held-out ID validation set, the whole suite on the selected epoch (the raw and the EMA weights).
-Not reproduced: the reported maximum over epochs (the loop selects on a held-out 2% of train instead), and PIL's
-resampling in RandAugment's rotate/shear/translate (docs/reproduction.md says by how much).
+Not reproduced: the reported maximum over epochs (the loop selects on a held-out 2% of train instead); the
+regularisers' random draws are stateless JAX/TensorFlow ones (the same distributions, other samples).
 
 imagenet_b16_{distill,copy}: this project's extension, the same recipe with the pretrained CLIP ViT-B/16 image
 tower as teacher and a ViT-B/16 student: the first 12 - 3 = 9 layers transferred (the same layer rule).
