@@ -22,7 +22,7 @@ LOCAL_IMPORTS = {
     ("flyp_jax.demo_model", "flyp_jax.data.builders.domain_shapes"),
     # TensorFlow: the class names, k-shot sampling and config checks are read without it until data is read
     ("flyp_jax.data.classnames", "flyp_jax.data.pipeline"), ("flyp_jax.data.kshot", "flyp_jax.data.pipeline"),
-    ("flyp_jax.config_checks", "flyp_jax.data.pipeline"),
+    ("flyp_jax.config_checks", "flyp_jax.data.pipeline"), ("flyp_jax.config_checks", "flyp_jax.data.rand_augment"),
     # the builders register themselves with TFDS on import (TensorFlow), only when a dataset is built or read
     ("flyp_jax.data.pipeline", "flyp_jax.data.builders"), ("flyp_jax.data.pipeline", "flyp_jax.data.builders._manual"),
 }

@@ -287,7 +287,7 @@ def test_start_evaluation_selected_checkpoint_and_comparison_table(tmp_path, dat
 
   def scripted_validator(config, model, mesh):
     validate = make_validator(config, model, mesh)
-    return lambda clip, head=None: {**validate(clip, head), "id_val/top1": next(scores)}
+    return lambda clip, head=None, label="": {**validate(clip, head, label), "id_val/top1": next(scores)}
 
   monkeypatch.setattr(train, "make_validator", scripted_validator)
   config = tiny_config("configs/flyp.py:demo", data_dir)
