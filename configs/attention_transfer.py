@@ -79,6 +79,10 @@ def get_config(arg: str = "demo"):
   # The teacher (params 'clip') never trains; the student and its head do.
   c.trainable = r"^(student|head)/"
   c.frozen = r"^clip/"
+  # MAE's recipe, not FLYP's (configs/common.py's defaults): main_finetune.py's AdamW exempts biases, norms, cls_token
+  # and pos_embed from weight decay (util/lr_decay.py param_groups_lrd), and util/lr_sched.py warms up from lr 0
+  # and decays to min_lr by a half-cycle cosine
+  c.optimizer.update(decay="matrices", schedule="warmup_cosine")
   c.at = ml_collections.ConfigDict(dict(
       # copy | distill | none (no guidance: the from-scratch baseline) | copy_q, copy_k, copy_v, distill_q,
       # distill_k, distill_v (the teacher's queries, keys or values instead of its maps)
@@ -134,9 +138,8 @@ def get_config(arg: str = "demo"):
     # util/datasets.py build_transform(is_train=False): Resize(int(224 / (224 / 256))) bicubic, CenterCrop(224)
     c.data.eval_crop_fraction = 224 / 256
     c.at.update(mode=mode, weight=3.0, end_layer=-3, drop_path=drop_path, label_smoothing=0.1)
-    c.optimizer.update(schedule="warmup_cosine", decay="matrices", lr=blr * 2048 / 256, min_lr=min_lr, b1=0.9, b2=b2,
-                       eps=1e-8, weight_decay=wd, warmup_steps=warmup * epoch, layer_decay=layer_decay,
-                       clamp_logit_scale=False)
+    c.optimizer.update(lr=blr * 2048 / 256, min_lr=min_lr, b1=0.9, b2=b2, eps=1e-8, weight_decay=wd,
+                       warmup_steps=warmup * epoch, layer_decay=layer_decay)
     # --ema 0.9999 (README commands): util/model_ema.py's ModelEmaV2 updated after every optimiser step, evaluated
     # beside the raw weights after each epoch (main_finetune.py); both are tested on the selected epoch, the raw
     # weights reported (eval.select_ema=True reports the EMA), the EMA under ema/ and saved as final_ema/

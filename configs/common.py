@@ -66,12 +66,15 @@ def base(name: str) -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(suite="imagenet", batch_size=1024, every_steps=0, at_start=False,
                                           select_on="", val_split="", select_from_start=False,
                                           test_selected_only=False, test_split="test", ood="", select_ema=False))
-  # flyp_jax/optim.py says what each field does; these defaults are the demo's (open_clip-style) choices, and
-  # the reproduction presets below switch to their reference's (REFERENCE_ADAMW).
+  # flyp_jax/optim.py says what each field does. The defaults are the optimiser of FLYP's src/models/flyp_loss.py
+  # and WiSE-FT's src/models/finetune.py: torch.optim.AdamW (its betas and eps) over every trainable parameter,
+  # `cosine_lr` from their src/models/utils.py (warmup lr (step + 1) / warmup, stepped before each update), the
+  # logit scale trained and never clamped (docs/reproduction.md cites each line). A preset that departs from them
+  # says so on its own line (open_clip's pretraining, attention transfer's MAE recipe, LP-FT's SGD).
   c.optimizer = ml_collections.ConfigDict(dict(name="adamw", lr=1e-5, warmup_steps=500, weight_decay=0.1, b1=0.9,
-                                               b2=0.999, eps=1e-8, grad_clip=0.0, schedule="warmup_cosine",
-                                               min_lr=0.0, decay="matrices", momentum=0.9, epoch_steps=0,
-                                               clamp_logit_scale=True, layer_decay=1.0, ema_decay=0.0))
+                                               b2=0.999, eps=1e-8, grad_clip=0.0, schedule="reference_cosine",
+                                               min_lr=0.0, decay="all", momentum=0.9, epoch_steps=0,
+                                               clamp_logit_scale=False, layer_decay=1.0, ema_decay=0.0))
   # timm's Mixup in 'batch' mode, on the device, one lambda per device's share of the batch; on when an alpha is
   # above 0; classification losses (ft, attention_transfer) only; the label smoothing is the method's own
   c.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.0, cutmix_alpha=0.0, prob=1.0, switch_prob=0.5))
@@ -108,13 +111,6 @@ def demo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 IMAGENET_TRAIN = 1_281_167  # examples in imagenet2012's train split
 WILDS_TRAIN = {"iwildcam": 129_809, "fmow": 76_863}  # examples in WILDS' train splits
 
-# The optimiser of FLYP's src/models/flyp_loss.py and WiSE-FT's src/models/finetune.py: torch.optim.AdamW (its
-# default betas and eps) over every trainable parameter, `cosine_lr` from src/models/utils.py stepped before
-# each update, no logit-scale clamp (docs/reproduction.md's table cites each line).
-REFERENCE_ADAMW = dict(name="adamw", b1=0.9, b2=0.999, eps=1e-8, schedule="reference_cosine", min_lr=0.0,
-                       decay="all", clamp_logit_scale=False)
-
-
 def epochs_of(c: ml_collections.ConfigDict, train_examples: int, epochs: int) -> ml_collections.ConfigDict:
   """`epochs` passes over `train_examples` at `c.batch_size`, counted as the references' DataLoaders do.
 
@@ -139,7 +135,7 @@ def imagenet_b16(c: ml_collections.ConfigDict, lr: float, weight_decay: float = 
   # schedule keeps the reference's length (10 epochs of the whole train split), so the number of updates is its.
   c.data.train_split = suites.IMAGENET_TRAIN_SPLIT
   c.batch_size = 512
-  c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=weight_decay, **REFERENCE_ADAMW)
+  c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=weight_decay)
   return epochs_of(c, IMAGENET_TRAIN, 10)
 
 
@@ -151,7 +147,7 @@ def wilds_b16(c: ml_collections.ConfigDict, dataset: str, lr: float) -> ml_colle
   c.data.update(dataset=f"wilds_{dataset}", classnames=dataset, templates=dataset)
   c.eval.suite = dataset
   c.batch_size = 256
-  c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=0.2, **REFERENCE_ADAMW)
+  c.optimizer.update(lr=lr, warmup_steps=500, weight_decay=0.2)
   return epochs_of(c, WILDS_TRAIN[dataset], 20)
 
 
@@ -174,7 +170,7 @@ def few_shot_b16(c: ml_collections.ConfigDict, name: str, lr: float, weight_deca
   c.model.update(path="ViT-B-16.pt", dtype="float32")
   c.few_shot.update(k=16, repetitions=50)
   c.steps = 20
-  c.optimizer.update(lr=lr, warmup_steps=0, weight_decay=weight_decay, **REFERENCE_ADAMW)
+  c.optimizer.update(lr=lr, warmup_steps=0, weight_decay=weight_decay)
   c.eval.batch_size = 256
   return c
 
@@ -204,5 +200,5 @@ def transfer_b16(c: ml_collections.ConfigDict, name: str) -> ml_collections.Conf
   _dataset(c, name)
   c.model.update(path="ViT-B-16.pt", dtype="float32")
   c.batch_size = 256
-  c.optimizer.update(lr=1e-5, warmup_steps=500, weight_decay=0.0, **REFERENCE_ADAMW)
+  c.optimizer.update(lr=1e-5, warmup_steps=500, weight_decay=0.0)
   return epochs_of(c, TRANSFER_TRAIN[name], 100)

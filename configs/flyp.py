@@ -5,7 +5,9 @@
       --config.model.path=ViT-B-16.pt
 
 demo: the tiny CLIP shipped with the package (pretrained on domain_shapes' captions by configs/pretrain.py:demo),
-fine-tuned with FLYP on the photo domain, evaluated on photos (ID) and sketches, cartoons, paintings, clutter (OOD).
+fine-tuned with FLYP on the photo domain, evaluated on photos (ID) and sketches, cartoons, paintings, clutter (OOD);
+FLYP's optimiser (configs/common.py's defaults), differing from the reference in scale only (200 steps of 64, lr
+1e-4, 20 warmup steps).
 imagenet_b16: FLYP's ImageNet command (locuslab/FLYP README, src/models/flyp_loss.py): OpenAI's ViT-B/16 in
 float32, batch 512, lr 1e-5, weight decay 0.1 on every parameter, 10 epochs, AdamW, `cosine_lr` with 500 warmup
 steps, the logit scale trained and never clamped. Not run here. FLYP's ObjectNet numbers came from an incomplete

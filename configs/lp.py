@@ -4,6 +4,7 @@
   python main.py --config=configs/lp.py:imagenet_b16 --config.model.path=ViT-B-16.pt --config.data.data_dir=...
 
 demo: L2-normalised features (`lp.features='normalized'`, the head FT and WiSE-FT use), l2 in 1e-6 ... 1e2.
+demo_reference: the demo with LP-FT's probe below (configs/lpft.py:demo_reference fine-tunes from it).
 imagenet_b16 / iwildcam_b16 / fmow_b16: LP-FT's probe (AnanyaKumar/transfer_learning
 unlabeled_extrapolation/log_reg_sk.py, with scripts/run_adaptation_experiments.py's num_reg_values=50): raw
 `encode_image` features standardised by one scalar mean and std of the training matrix (`lp.features='raw'`),
@@ -20,7 +21,7 @@ from flyp_jax import errors
 from flyp_jax.data import suites
 
 
-PRESETS = ("demo", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
+PRESETS = ("demo", "demo_reference", "imagenet_b16", "iwildcam_b16", "fmow_b16")  # the first is the default
 # log_reg_sk.py: normalize_features (one scalar mean and std), LogisticRegression(warm_start=True, max_iter=200)
 REFERENCE_PROBE = dict(features="raw", warm_start=True, max_iter=200)
 
@@ -34,8 +35,10 @@ def get_config(arg: str = "demo"):
   c.lp = common.ml_collections.ConfigDict(dict(val_split="validation", l2_grid=[10.0 ** e for e in range(-6, 3)],
                                                C_grid=[], features="normalized", warm_start=False, max_iter=1000))
   reference_grid = [float(v) for v in np.logspace(-7, 2, 50)]
-  if arg == "demo":
+  if arg in ("demo", "demo_reference"):
     common.demo(c)
+    if arg == "demo_reference":
+      c.lp.update(C_grid=reference_grid, **REFERENCE_PROBE)
   elif arg == "imagenet_b16":
     # ImageNet has no held-out training split in TFDS: the suite's ID validation set, 2% held out of train.
     c.model.update(path="ViT-B-16.pt", dtype="float32")

@@ -3,6 +3,11 @@
   python main.py --config=configs/lp.py                                  # 1. the probe, in workdirs/lp_demo
   python main.py --config=configs/lpft.py                                # 2. fine-tune from it
 
+demo: configs/ft.py:demo (WiSE-FT's finetune.py recipe, gradient norm clipped to 1.0) started from the demo probe's
+head on normalised features, at lr 3e-5: LP-FT as the FLYP paper runs its baselines, in WiSE-FT's code.
+demo_reference: the reference's LP-FT (below) at the demo's scale: from configs/lp.py:demo_reference's probe on raw
+features, 3 epochs of the 5,000 training photos at batch 64 (237 steps; the cosine stepped per epoch), evaluated
+after each epoch, lr 1e-3 (configs/compare.py sweeps it).
 imagenet_b16 / iwildcam_b16 / fmow_b16: the fine-tuning stage of LP-FT's code (AnanyaKumar/transfer_learning:
 configs/adaptation/resnet50_transfer.yaml and imagenet.yaml, unlabeled_extrapolation/baseline_train.py):
 torch.optim.SGD with momentum 0.9 and no weight decay, CosineAnnealingLR stepped once per epoch (T_max = epochs),
@@ -20,11 +25,12 @@ with a custom --workdir, run the probe beside it (or give an absolute --config.f
 from configs import common
 from configs import ft
 
-PRESETS = ft.PRESETS  # the first is the default
+PRESETS = ("demo", "demo_reference") + ft.PRESETS[1:]  # the first is the default
+DEMO_TRAIN = 5_000  # domain_shapes' training photos
 
 
 def get_config(arg: str = "demo"):
-  c = ft.get_config(arg)
+  c = ft.get_config("demo" if arg == "demo_reference" else arg)
   c.name = f"lpft_{arg}"
   c.ft.head_init = "lp"
   c.ft.lp_workdir = f"lp_{arg}"  # beside this run's workdir: the default workdir of configs/lp.py:<arg>
@@ -34,7 +40,10 @@ def get_config(arg: str = "demo"):
   if arg == "imagenet_b16":
     c.batch_size = 128  # configs/adaptation/imagenet.yaml
     common.epochs_of(c, common.IMAGENET_TRAIN, 10)
-  c.optimizer.update(name="sgd", momentum=0.9, weight_decay=0.0, lr=1e-5, warmup_steps=0, schedule="epoch_cosine",
-                     grad_clip=0.0, decay="all", clamp_logit_scale=False)
+  elif arg == "demo_reference":
+    common.epochs_of(c, DEMO_TRAIN, 3)
+  # SGD, not FT's AdamW: baseline_train.py's optimiser and per-epoch schedule, no gradient clipping
+  c.optimizer.update(name="sgd", momentum=0.9, weight_decay=0.0, lr=1e-3 if arg == "demo_reference" else 1e-5,
+                     warmup_steps=0, schedule="epoch_cosine", grad_clip=0.0)
   c.ft.head_input = "raw"  # clip_model.py `ClipModel.forward`: the head on encode_image's features (lp.py: 'raw')
   return c

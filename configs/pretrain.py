@@ -43,6 +43,12 @@ def get_config(arg: str = "demo"):
   c.steps, lr, warmup = CYCLES[cycle - 1]
   c.seed = cycle - 1
   c.optimizer.update(lr=lr, warmup_steps=warmup, weight_decay=0.1, b2=0.98, eps=1e-6)
+  # open_clip's training/main.py: no weight decay on gains, biases and the logit scale; training/train.py clamps the
+  # logit scale to ln 100 after each step
+  c.optimizer.update(decay="matrices", clamp_logit_scale=True)
+  # optax's warmup from lr 0 at step 0 (open_clip's `cosine_lr` is configs/common.py's 'reference_cosine'): the
+  # schedule the shipped demo CLIP was pretrained with, kept so that this preset remakes it
+  c.optimizer.schedule = "warmup_cosine"
   if cycle > 1:  # from the previous cycle's final parameters (its workdir is beside this one)
     previous = f"demo_cycle{cycle - 1}"
     c.model.update(init="run", path=f"pretrain_{previous}", config=f"configs/pretrain.py:{previous}")

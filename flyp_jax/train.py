@@ -482,8 +482,8 @@ def make_train_step(config, loss_fn, tx, mesh, state):
   With `config.grad_accum_steps` = k > 1, the batch is cut into k micro-batches (each still sharded over the
   data axis) whose gradients are averaged before one optimiser update. A contrastive loss then sees
   batch_size / k examples per row's negatives, as in PyTorch implementations that accumulate gradients.
-  With `config.optimizer.clamp_logit_scale` (default True) the logit scale is clipped to [0, ln 100] after
-  each update; a state with 'ema' (`init_state`) has its weight EMA updated from the parameters after that. Frozen parameters (not `config.trainable`, or `config.frozen`) enter the loss as constants, so
+  With `config.optimizer.clamp_logit_scale` (open_clip's pretraining; FLYP's loop does not) the logit scale is
+  clipped to [0, ln 100] after each update; a state with 'ema' (`init_state`) has its weight EMA updated from the parameters after that. Frozen parameters (not `config.trainable`, or `config.frozen`) enter the loss as constants, so
   no gradient is computed or reduced for them; `grad_norm` is the norm over the trainable ones (what
   gradient clipping sees).
   """

@@ -1,4 +1,5 @@
-"""Every method on one benchmark, several seeds: zero-shot, LP, FT, LP-FT, FLYP, WiSE-FT of FT and of FLYP.
+"""Every method on one benchmark, several seeds: zero-shot, LP, FT, LP-FT, FLYP, its cross-entropy ablation,
+WiSE-FT of the fine-tuned methods, and model soups.
 
 The protocol (`configs/compare.py`):
 1. Each method's learning rate is picked from its grid (`compare.lr_grid`) with seed 0 only, on the suite's
@@ -6,7 +7,10 @@ The protocol (`configs/compare.py`):
 2. Each method then runs `compare.seeds` seeds at the picked setting (seed 0 reused); every number reported is
    the mean over seeds with its 95% Student-t interval (`flyp_jax.seeds`). LP (L-BFGS on fixed features) has
    no randomness: it runs once.
-3. WiSE-FT interpolates the zero-shot model with each seed's fine-tuned run (FT and FLYP) at `compare.alphas`.
+3. WiSE-FT interpolates the zero-shot model with each seed's fine-tuned run (`compare.wiseft_of`) at
+   `compare.alphas`. Model soups (`compare.soup`, flyp_jax/commands/soup.py) run once per seed of the first
+   `compare.soup_seeds`, each seed drawing its own ingredients: the greedy soup, the uniform soup and the best
+   single ingredient, each a row.
 4. Effective robustness is measured against a line fit (logit axes, Taori et al., 2020) through models trained
    on ID data only: the checkpoints of `compare.baseline` (a ViT trained from scratch on photos).
 5. `claims.md` tests the claims written in docs/demo_claims.md before the comparison was run, each from
@@ -18,6 +22,7 @@ comparison resumes. Writes comparison.md, comparison.png, claims.md and comparis
 
 from __future__ import annotations
 
+import itertools
 import os
 from typing import Optional, Sequence
 
@@ -29,6 +34,7 @@ from flyp_jax.data import suites
 from flyp_jax.commands import wiseft
 
 ID, OOD = wiseft.ID_KEY, wiseft.OOD_KEY
+GREEDY, BEST_INGREDIENT = "greedy soup", "best soup ingredient"
 
 
 def _sub_config(spec: str, parent, **updates):
@@ -58,6 +64,8 @@ def run(config, workdir: str) -> dict:
             for label in config.compare.wiseft_of}
   for label, per_run in curves.items():
     per_seed[f"WiSE-FT of {label} (alpha picked on {select_on})"] = [wiseft.pick(c, select_on) for c in per_run]
+  if config.compare.soup:
+    per_seed.update(_soups(config, runs_dir, seed_list[:int(config.compare.soup_seeds)]))
   fit = _baseline_fit(config, runs_dir) if config.compare.baseline else None
   summary = {label: _aggregate(rows, fit) for label, rows in {"zero-shot": [zero_shot], **per_seed}.items()}
   table = comparison_table(summary, suites.of_config(config), len(seed_list), picked_lr, fit)
@@ -89,15 +97,16 @@ def _methods(config, runs_dir: str, select_on: str, seed_list: list[int]):
   per_seed: dict[str, list[dict]] = {}
   run_dirs: dict[str, list[str]] = {}
   picked_lr: dict[str, float] = {}
-  for label, spec in config.compare.methods.items():
-    base = _sub_config(spec, config)
-    path = os.path.join(runs_dir, label)
+  bases = {label: _sub_config(spec, config) for label, spec in config.compare.methods.items()}
+  for label in sorted(bases, key=lambda label: bases[label].method != "lp"):  # the probes first
+    spec, base = config.compare.methods[label], bases[label]
+    path = os.path.join(runs_dir, _directory(label))
     if base.method == "lp":  # deterministic: one run
       per_seed[label], run_dirs[label] = [_run(base, path)], [path]
       continue
     updates = {}
     if base.method == "ft" and base.ft.head_init == "lp":
-      updates["ft.lp_workdir"] = run_dirs["LP"][0]
+      updates["ft.lp_workdir"] = run_dirs[config.compare.probe_of[label]][0]
     grid = list(config.compare.lr_grid.get(label, [base.optimizer.lr]))
     scores = {}
     for lr in grid:  # seed 0 of each setting, picked on ID validation
@@ -111,6 +120,24 @@ def _methods(config, runs_dir: str, select_on: str, seed_list: list[int]):
     per_seed[label] = [_run(_sub_config(spec, config, seed=s, **updates, **{"optimizer.lr": picked_lr[label]}), d)
                        for s, d in zip(seed_list, run_dirs[label])]
   return per_seed, run_dirs, picked_lr
+
+
+def _directory(label: str) -> str:
+  """The runs directory of a method's label: 'LP-FT (reference)' -> 'LP-FT_reference'."""
+  return label.replace(" (", "_").replace(")", "").replace(" ", "_")
+
+
+def _soups(config, runs_dir: str, seed_list: list[int]) -> dict[str, list[dict]]:
+  """{row: per-seed results} of the greedy soup, the uniform soup and the best single ingredient (on held-out ID
+  validation) of `compare.soup` run with each seed, in runs/soup/seed_<seed>."""
+  rows: dict[str, list[dict]] = {GREEDY: [], "uniform soup": [], BEST_INGREDIENT: []}
+  for s in seed_list:
+    soup = _sub_config(config.compare.soup, config, seed=s, **{"soup.ingredients": int(config.compare.soup_ingredients)})
+    record = _run(soup, seeds.seed_dir(os.path.join(runs_dir, "soup"), s))
+    best = {k: v for k, v in record["ingredients"][record["best_single"]].items() if k != "hparams"}
+    for label, r in zip(rows, (record["greedy"], record["uniform"], best)):
+      rows[label].append(r)
+  return rows
 
 
 def _wiseft_config(config, finetuned: str):
@@ -172,6 +199,9 @@ CLAIMS = {
     "c": "FLYP's ID and OOD accuracy are at least FT's",
     "d": "WiSE-FT's curve (of FT) bows above the straight line between its endpoints (at alpha 0.5)",
     "e": "FLYP's WiSE-FT curve lies above FT's (OOD at the ID accuracies of FT's interior points)",
+    "g": "the greedy soup's ID and OOD accuracy are at least its best single ingredient's",
+    "h": "FLYP beats its cross-entropy ablation ID and OOD",
+    "i": "WiSE-FT's curve of LP-FT bows above the straight line between its endpoints (at alpha 0.5)",
 }
 
 
@@ -233,6 +263,14 @@ def test_claims(per_seed: dict[str, list[dict]], curves: dict[str, list[list[dic
   if curves.get("FT") and curves.get("FLYP"):
     gaps = [_curve_gap(up, low) for up, low in zip(curves["FLYP"], curves["FT"])]
     parts["e"] = {"FLYP curve OOD - FT curve OOD": [g for g in gaps if not np.isnan(g)]}
+  if GREEDY in per_seed:
+    parts["g"] = {"greedy soup ID - best ingredient ID": diff(GREEDY, BEST_INGREDIENT, ID),
+                  "greedy soup OOD - best ingredient OOD": diff(GREEDY, BEST_INGREDIENT, OOD)}
+  if "FLYP" in per_seed and "CE ablation" in per_seed:
+    parts["h"] = {"FLYP ID - CE ablation ID": diff("FLYP", "CE ablation", ID),
+                  "FLYP OOD - CE ablation OOD": diff("FLYP", "CE ablation", OOD)}
+  if curves.get("LP-FT"):
+    parts["i"] = {"OOD above the chord at alpha 0.5": [_chord_gap(c, 0.5) for c in curves["LP-FT"]]}
   out = {}
   for name, named in parts.items():
     verdicts = {p: verdict(d) if d else {"mean": float("nan"), "ci95": float("nan"), "n": 0,
@@ -269,7 +307,9 @@ def comparison_table(summary: dict, datasets: Sequence[suites.EvalDataset], n_se
             + (["effective robustness"] if fit else []))
   lines = [f"Top-1 accuracy (%), mean ± 95% interval over {n_seeds} seeds (one run where a method has no "
            "randomness).", "", "| " + " | ".join(header) + " |", "|---|---:" + "|---:" * (len(header) - 2) + "|"]
-  order = ["zero-shot", "LP", "FT", "LP-FT", "FLYP"]  # ml_collections sorts the config's method names
+  # ml_collections sorts the config's method names
+  order = ["zero-shot", "LP", "LP (reference)", "FT", "LP-FT", "LP-FT (reference)", "FLYP", "CE ablation", GREEDY,
+           "uniform soup", BEST_INGREDIENT]
   for label, s in sorted(summary.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
     name = f"{label} (lr {picked_lr[label]:g})" if label in picked_lr else label
     lines.append(f"| {name} | {len(s['seeds'])} | " + " | ".join(_cell(s, k) for k in keys) + " |")
@@ -284,14 +324,14 @@ def plot(summary: dict, curves: dict, path: str, title: str, n_seeds: int) -> st
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(7.2, 5.2), dpi=150)
-  colors = {"FT": "tab:red", "FLYP": "tab:purple"}
+  colors = {"FT": "tab:red", "FLYP": "tab:purple", "LP-FT": "tab:orange", "CE ablation": "tab:brown"}
   for label, per_seed in curves.items():
     alphas = [r["alpha"] for r in per_seed[0]]
     stats = [[seeds.interval([100 * c[i][k] for c in per_seed]) for i in range(len(alphas))] for k in (ID, OOD)]
     (x, xe), (y, ye) = (np.array(s).T for s in stats)
     ax.errorbar(x, y, xerr=np.nan_to_num(xe), yerr=np.nan_to_num(ye), fmt="-o", markersize=3, capsize=2,
                 color=colors.get(label, "tab:blue"), alpha=0.7, label=f"WiSE-FT of {label} (alpha 0 to 1)")
-  markers = iter("s*P^vXD<>")
+  markers = itertools.cycle("s*P^vXD<>ohp")
   for label, s in summary.items():
     if label.startswith("WiSE-FT"):
       continue
