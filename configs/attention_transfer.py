@@ -30,7 +30,8 @@ tower as teacher and a ViT-B/16 student: the first 12 - 3 = 9 layers transferred
 
 demo_regularized: :demo with the reference's regularisers (claim (j) of docs/demo_claims.md): RandAugment, erasing,
 mixup/CutMix and smoothing unchanged, the EMA's decay 0.98 (its time constant 8% of the 600 steps, as 10 000 steps
-are of the reference's 125 000), the EMA reported (eval.select_ema).
+are of the reference's 125 000), the EMA reported (eval.select_ema). At this scale they cost the student 10 points
+of ID accuracy (claim (j) not held: docs/demo_results.md, attention transfer).
 
 demo*: teacher = the shipped tiny CLIP (ViT-T/4, 32 px: 2 layers of 65 tokens); the student is a fresh timm-style
 ViT of its shape with global average pooling and a linear head, 600 steps of batch 128 on domain_shapes photos
