@@ -324,7 +324,9 @@ def plot(summary: dict, curves: dict, path: str, title: str, n_seeds: int) -> st
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(7.2, 5.2), dpi=150)
-  colors = {"FT": "tab:red", "FLYP": "tab:purple", "LP-FT": "tab:orange", "CE ablation": "tab:brown"}
+  colors = {"zero-shot": "tab:blue", "LP": "tab:olive", "LP (reference)": "tab:green", "FT": "tab:red",
+            "LP-FT": "tab:orange", "LP-FT (reference)": "tab:pink", "FLYP": "tab:purple", "CE ablation": "tab:brown",
+            GREEDY: "black", "uniform soup": "tab:gray", BEST_INGREDIENT: "tab:cyan"}
   for label, per_seed in curves.items():
     alphas = [r["alpha"] for r in per_seed[0]]
     stats = [[seeds.interval([100 * c[i][k] for c in per_seed]) for i in range(len(alphas))] for k in (ID, OOD)]
@@ -339,4 +341,6 @@ def plot(summary: dict, curves: dict, path: str, title: str, n_seeds: int) -> st
     xe, ye = (np.nan_to_num(100 * s["ci95"][k]) for k in (ID, OOD))
     ax.errorbar([x], [y], xerr=[xe], yerr=[ye], fmt=next(markers), markersize=9, capsize=3,
                 color=colors.get(label, None), label=label)
-  return wiseft.save_accuracy_plot(fig, ax, path, f"{title} (mean and 95% interval, {n_seeds} seeds)", legend_size=7)
+  soups = len(summary[GREEDY]["seeds"]) if GREEDY in summary else n_seeds
+  seeds_said = f"{n_seeds} seeds" + (f", soups {soups}" if soups != n_seeds else "")
+  return wiseft.save_accuracy_plot(fig, ax, path, f"{title} (mean and 95% interval, {seeds_said})", legend_size=7)
