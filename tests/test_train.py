@@ -301,7 +301,10 @@ def test_start_evaluation_selected_checkpoint_and_comparison_table(tmp_path, dat
   saved = json.loads((tmp_path / "results.json").read_text())
   assert saved["selected_step"] == results["selected_step"] == 2 and saved["selected_on"] == "id_val/top1"
   assert {k: saved[k] for k in at2} == at2 and {k: saved[f"last/{k}"] for k in at4} == at4
-  assert at2["avg_ood/top1"] != at4["avg_ood/top1"] or at2["avg_id/top1"] != at4["avg_id/top1"]
+  # the check above means something only if the two evaluations differ on the test splits (a random tiny CLIP can
+  # sit at chance top-1 at both steps: its top-5 still moves)
+  tested = lambda r: {k: v for k, v in r.items() if not k.startswith("id_val/")}
+  assert tested(at2) != tested(at4)
   assert os.listdir(tmp_path / "best") == ["2"]
   # selected/ holds step 2's parameters (loadable like final/, which keeps the last step's).
   _, selected = models.load_pretrained(tmp_path / "selected")
