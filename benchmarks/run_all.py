@@ -4,8 +4,9 @@
   python -m benchmarks.run_all --suite=gpu        # an accelerator: ViT-B/16 and B/32 in bfloat16 (no main job:
                                                   # it needs TensorFlow)
   python -m benchmarks.run_all --suite=smoke --results_dir=/tmp/bench   # one tiny step each (what CI runs)
-  python -m benchmarks.run_all --suite=tpu --resume   # presets compiled for TPU slices on this CPU host, not run
-                                                      # (flyp_jax.tpu_plan; --resume keeps the finished rows)
+  python -m benchmarks.run_all --suite=tpu --resume --jobs=2   # presets compiled for TPU slices on this CPU host,
+                                                      # not run (flyp_jax.tpu_plan; --resume keeps the finished rows,
+                                                      # --jobs compiles that many at a time)
   python -m benchmarks.run_all --render_only      # rebuild RESULTS.md from benchmarks/results/*.json
 
 Each benchmark runs in its own process (`python -m benchmarks.<name> ... --json`, or the named module), so XLA
@@ -17,11 +18,13 @@ Results go to <results_dir>/<suite>.json; RESULTS.md is rendered from every suit
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,6 +42,14 @@ TPU_PRESETS = [("configs/flyp.py:imagenet_b16", SLICES_8), ("configs/ft.py:image
 # (gradient accumulation on v5e only: v4's 32 GiB chips hold the remat step)
 POD_MEMORY = ("", " --config.model.remat=True --config.flyp.loss_block=4096",
               " --config.model.remat=True --config.flyp.loss_block=4096 --config.grad_accum_steps=4")
+# The train step alone under each memory setting (remat policies, scanned blocks), FLYP in bfloat16 on a v5e-8:
+# what each costs in compiled memory and compile time on the large towers.
+MEMORY_SETTINGS = ("", " --config.model.remat=True", " --config.model.remat=True --config.model.remat_policy=dots_saveable",
+                   " --config.model.remat=True --config.model.remat_policy=dots_with_no_batch_dims_saveable")
+LARGE_TOWERS = (("ViT-L/14", 512), ("ViT-H/14", 256))
+# The largest global batch that fits each chip generation's 8-chip slice: FLYP (bfloat16) plain and with the
+# settings that trade speed for memory (loss_block 512 keeps the search's step at 512 examples).
+MAX_BATCH_SETTINGS = ("", " --config.model.remat=True --config.flyp.loss_block=512")
 TPU_SMALL = ("configs/flyp.py:caltech101_b16", "configs/flyp.py:stanfordcars_b16", "configs/flyp.py:flowers102_b16")
 
 # (benchmark module, arguments). Batch sizes: what fits the machine in minutes, several per model.
@@ -79,7 +90,15 @@ SUITES = {
                      f"--config.batch_size=32768 --config.model.dtype=bfloat16{extra}")
               for t in ("v5e:16x16", "v4:4x4x4") for extra in POD_MEMORY[:3 if t.startswith("v5e") else 2]]
            + [(PLAN, f"--config={spec} --topology={slice_}") for spec, slices in TPU_PRESETS[4:] for slice_ in slices]
-           + [(PLAN, f"--config={spec} --topology=v5litepod-8") for spec in TPU_SMALL],
+           + [(PLAN, f"--config={spec} --topology=v5litepod-8") for spec in TPU_SMALL]
+           + [(PLAN, f"--config=configs/flyp.py:imagenet_b16 --topology=v5litepod-8 --config.model.variant={variant} "
+                     f"--config.batch_size={batch} --config.model.dtype=bfloat16{memory}{scan} --step_only")
+              for variant, batch in LARGE_TOWERS for scan in ("", " --config.model.scan_layers=True")
+              for memory in MEMORY_SETTINGS]
+           + [(PLAN, f"--config=configs/flyp.py:imagenet_b16 --topology={slice_} --config.model.variant={variant} "
+                     f"--config.model.dtype=bfloat16{memory}{scan} --step_only --max_batch")
+              for variant, scan in (("ViT-B/16", ""), ("ViT-L/14", " --config.model.scan_layers=True"))
+              for memory in MAX_BATCH_SETTINGS for slice_ in SLICES_8],
 }
 
 
@@ -111,10 +130,11 @@ def run_one(module: str, args: str, timeout_s: float) -> dict:
   return result
 
 
-def run_suite(suite: str, results_dir: str, timeout_s: float, only=None, resume: bool = False) -> dict:
-  """Run the suite's entries (those of the modules in `only`, if given) in order. With `only`, the results
-  of the other entries already in the suite's file are kept, so one benchmark can be re-run alone; with `resume`,
-  every entry with a result (not an error) in the file is kept and not run again."""
+def run_suite(suite: str, results_dir: str, timeout_s: float, only=None, resume: bool = False, jobs: int = 1) -> dict:
+  """Run the suite's entries (those of the modules in `only`, if given) in order, `jobs` processes at a time (for
+  compile-only entries; timed ones share the machine then). With `only`, the results of the other entries already
+  in the suite's file are kept, so one benchmark can be re-run alone; with `resume`, every entry with a result
+  (not an error) in the file is kept and not run again."""
   path = os.path.join(results_dir, f"{suite}.json")
   kept = {}
   if (only or resume) and os.path.exists(path):
@@ -127,15 +147,23 @@ def run_suite(suite: str, results_dir: str, timeout_s: float, only=None, resume:
   out = {"suite": suite, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
          "results": [r for r in slots if r is not None]}
   os.makedirs(results_dir, exist_ok=True)
-  for i, (module, args) in enumerate(SUITES[suite]):
-    if (module, args) not in entries:
-      continue
-    slots[i] = run_one(module, args, timeout_s)
-    print("  ->", _headline(slots[i]), flush=True)
-    # Written after every benchmark, so an outer time limit still leaves what finished.
-    out["results"] = [r for r in slots if r is not None]
-    with open(path, "w") as f:
-      json.dump(out, f, indent=1, sort_keys=True)
+  lock = threading.Lock()
+
+  def run_slot(i: int) -> None:
+    result = run_one(*SUITES[suite][i], timeout_s)
+    with lock:
+      slots[i] = result
+      print(f"  -> {_shown(*SUITES[suite][i])}: {_headline(result)}" if jobs > 1 else f"  -> {_headline(result)}",
+            flush=True)
+      # Written after every benchmark, so an outer time limit still leaves what finished.
+      out["results"] = [r for r in slots if r is not None]
+      with open(path, "w") as f:
+        json.dump(out, f, indent=1, sort_keys=True)
+
+  pending = [i for i, entry in enumerate(SUITES[suite]) if entry in entries]
+  with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+    for future in [pool.submit(run_slot, i) for i in pending]:
+      future.result()
   return out
 
 
@@ -302,11 +330,13 @@ def main(argv=None) -> None:
   p.add_argument("--timeout_s", type=float, default=3600, help="per benchmark process")
   p.add_argument("--render_only", action="store_true")
   p.add_argument("--resume", action="store_true", help="keep the entries the suite's file has a result for")
+  p.add_argument("--jobs", type=int, default=1, help="entries run at a time (the tpu suite's compiles: up to the "
+                                                    "host's cores; timed suites: 1)")
   a = p.parse_args(argv)
   markdown = a.markdown or (os.path.join(HERE, "RESULTS.md") if os.path.abspath(a.results_dir) == RESULTS_DIR
                             else os.path.join(a.results_dir, "RESULTS.md"))
   if not a.render_only:
-    run_suite(a.suite, a.results_dir, a.timeout_s, [o for o in a.only.split(",") if o], a.resume)
+    run_suite(a.suite, a.results_dir, a.timeout_s, [o for o in a.only.split(",") if o], a.resume, a.jobs)
   render(a.results_dir, markdown, os.path.join(HERE, "NOTES.md"))
   print(f"wrote {markdown}")
 

@@ -28,7 +28,10 @@ def base(name: str) -> ml_collections.ConfigDict:
                                            dtype="float32", remat=False,
                                            # with remat: what a block keeps for the backward pass, a name in
                                            # jax.checkpoint_policies ("": nothing, every block recomputed whole)
-                                           remat_policy=""))
+                                           remat_policy="",
+                                           # the blocks under nn.scan: XLA compiles one block per tower instead
+                                           # of every one (checkpoints stay per layer; not attention transfer)
+                                           scan_layers=False))
   # dataset: a TFDS name, or the path of your own (a TFDS dataset directory or an image folder SPLIT/CLASS/IMAGE:
   # flyp_jax/data/image_folder.py). classnames: a list of flyp_jax/data/classnames.py, "tfds" (the dataset's own
   # label names), a text file (one per line) or "a,b,c"; templates: a set of flyp_jax/data/templates.py ("photo":

@@ -116,6 +116,13 @@ def validate(config, warn: bool = True) -> None:
   elif policy not in (_MISSING, "") and not _get(config, "model.remat"):
     problems.append(f"config.model.remat_policy is {policy!r} but config.model.remat is off: the policy chooses "
                     f"what a rematerialised block keeps (e.g. --config.model.remat=True)")
+  if _get(config, "model.scan_layers") is True:
+    if _get(config, "method") == "attention_transfer":
+      problems.append("config.model.scan_layers is True but attention transfer reads and replaces each layer's "
+                      "attention map, which a scanned stack of blocks cannot (--config.model.scan_layers=False)")
+    elif _get(config, "optimizer.layer_decay") not in (_MISSING, 1, 1.0):
+      problems.append("config.model.scan_layers is True but optimizer.layer_decay scales each block's rate by its "
+                      "index, which the scanned blocks do not carry (--config.model.scan_layers=False)")
   if problems:
     raise ConfigError("; ".join(problems) + ". Nothing was run: correct the setting (in the config file or on the "
                       "command line) and run again.")

@@ -123,23 +123,31 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def param_sharding(x, mesh: Mesh) -> NamedSharding:
+# The key under which a transformer keeps its blocks stacked for `nn.scan` (`model.scan_layers`; used by
+# flyp_jax.models.transformer, named here so that the sharding rule reads it without importing a model).
+SCANNED = "resblocks_scanned"
+
+
+def param_sharding(x, mesh: Mesh, stacked: bool = False) -> NamedSharding:
   """Where a parameter (or an optimiser moment of its shape) lives: split over the `model` axis.
 
   The largest dimension that the model axis divides is split (ZeRO-3 / FSDP style: each device stores
   1/model of the array, XLA gathers it where a layer needs it); arrays with no such dimension, scalars
-  and a model axis of size 1 stay replicated.
+  and a model axis of size 1 stay replicated. `stacked`: the leading axis indexes scanned blocks
+  (`model.scan_layers`), which the loop slices one at a time: never split.
   """
   n, shape = mesh.shape[MODEL], np.shape(x)
-  for dim in sorted(range(len(shape)), key=lambda d: -shape[d]):
+  for dim in sorted(range(int(stacked), len(shape)), key=lambda d: -shape[d]):
     if n > 1 and shape[dim] % n == 0:
       return NamedSharding(mesh, P(*(MODEL if d == dim else None for d in range(len(shape)))))
   return replicated(mesh)
 
 
 def state_shardings(tree, mesh: Mesh):
-  """`param_sharding` of every leaf of `tree` (arrays or `jax.ShapeDtypeStruct`s)."""
-  return jax.tree.map(lambda x: param_sharding(x, mesh), tree)
+  """`param_sharding` of every leaf of `tree` (arrays or `jax.ShapeDtypeStruct`s); leaves under a scanned stack of
+  blocks (`models.transformer.SCANNED`, also inside optimiser states) keep their layer axis whole."""
+  stacked = lambda path: any(getattr(k, "key", None) == SCANNED for k in path)
+  return jax.tree.map_with_path(lambda p, x: param_sharding(x, mesh, stacked(p)), tree)
 
 
 def shard_state(tree, mesh: Mesh):

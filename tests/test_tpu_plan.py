@@ -170,3 +170,27 @@ def test_the_largest_batch_search_brackets_the_limit(monkeypatch, start, limit):
   assert config.batch_size == start and [t[0] for t in found["tried"]] == compiled
   assert bad > limit and (good is None if limit < 4 else good <= limit and bad - good <= max(4, good // 16))
   assert len(compiled) < 16
+
+
+@pytest.mark.parametrize("start", [512, 4096])
+def test_the_largest_batch_search_follows_the_peaks_line(monkeypatch, start):
+  """A stand-in chip of 16 GiB whose step needs 2 GiB plus 5 MiB per example (XLA refuses past the HBM): the line
+  through two peaks finds the limit (2867 examples) in fewer compiles than bisection."""
+  import types
+  import ml_collections
+  chip = types.SimpleNamespace(device_kind="TPU v5 lite")
+  monkeypatch.setattr(tpu_plan, "topology_devices", lambda name: (name, [chip] * 4))
+  need = lambda batch: 2 * 2 ** 30 + batch * 5 * 2 ** 20
+  compiled = []
+  def plan(config, topology, progress, step_only):
+    compiled.append(config.batch_size)
+    fits = need(config.batch_size) <= tpu_plan.HBM_BYTES["TPU v5 lite"]
+    return {"programs": {"train step": {} if fits else {"out_of_memory": "..."}}, "peak_bytes": need(config.batch_size)}
+  monkeypatch.setattr(tpu_plan, "plan", plan)
+  config = ml_collections.ConfigDict({"method": "flyp", "batch_size": start, "model_axis": 1, "grad_accum_steps": 1,
+                                      "flyp": {"loss_block": 0}})
+  found = tpu_plan.largest_batch(config, "v5e:2x2", progress=lambda _: None)
+  good, bad = found["largest_batch"], found["refused_batch"]
+  limit = (14 * 2 ** 30) // (5 * 2 ** 20)
+  assert good <= limit < bad and bad - good <= max(4, good // 16)
+  assert len(compiled) <= {512: 6, 4096: 4}[start], compiled  # bisection from these starts: 8 and 6 compiles

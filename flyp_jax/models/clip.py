@@ -19,7 +19,7 @@ import numpy as np
 
 from flyp_jax import errors
 from flyp_jax.checkpoint_files import CheckpointError
-from flyp_jax.models.transformer import LayerNorm, Transformer, matmul, token_at
+from flyp_jax.models.transformer import LayerNorm, Transformer, matmul, stack_blocks, token_at
 from flyp_jax.models.variants import CLIPConfig, describe, get_config
 
 Array = jax.Array
@@ -68,6 +68,7 @@ class VisionTransformer(nn.Module):
   config: CLIPConfig
   dtype: Any = jnp.float32
   remat: bool | str = False
+  scan: bool = False  # model.scan_layers (Transformer's scan)
 
   @nn.compact
   def __call__(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
@@ -86,7 +87,7 @@ class VisionTransformer(nn.Module):
     x = LayerNorm(c.layer_norm_eps, name="ln_pre")(x)
     pool_index = jnp.zeros(x.shape[:1], jnp.int32) if pool_only else None
     x, maps = Transformer(c.vision_layers, c.vision_heads, c.mlp_ratio, c.activation, causal=False,
-                          eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(
+                          eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, scan=self.scan, name="transformer")(
                               x, attention_maps, return_attention, pool_index, drop_masks)
     pooled = LayerNorm(c.layer_norm_eps, name="ln_post")(x[:, 0])
     proj = self.param("proj", normal(scale), (c.vision_width, c.embed_dim), jnp.float32)
@@ -105,6 +106,7 @@ class TextTransformer(nn.Module):
   config: CLIPConfig
   dtype: Any = jnp.float32
   remat: bool | str = False
+  scan: bool = False
 
   @nn.compact
   def __call__(self, tokens: Array, pool_only: bool = False) -> tuple[Array, dict]:
@@ -117,7 +119,7 @@ class TextTransformer(nn.Module):
     x = x + pos[: tokens.shape[1]].astype(x.dtype)
     eot = jnp.argmax(tokens, axis=-1)
     x, _ = Transformer(c.text_layers, c.text_heads, c.mlp_ratio, c.activation, causal=True,
-                       eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, name="transformer")(
+                       eps=c.layer_norm_eps, dtype=self.dtype, remat=self.remat, scan=self.scan, name="transformer")(
                            x, pool_index=eot if pool_only else None)
     x = LayerNorm(c.layer_norm_eps, name="ln_final")(x)
     pooled = (x if pool_only else token_at(x, eot))[:, 0]
@@ -137,13 +139,14 @@ class CLIP(nn.Module):
   config: CLIPConfig
   dtype: Any = jnp.float32
   remat: bool | str = False
+  scan: bool = False  # model.scan_layers: parameters in the scanned layout (transformer.stack_blocks)
   # Whether linear heads read L2-normalised image features (zero-shot, WiSE-FT's FT) or raw ones (LP-FT's code,
   # `ft.head_input='raw'`): what `flyp_jax.evaluate` applies a head to. No parameter depends on it.
   normalize_features: bool = True
 
   def setup(self):
-    self.visual = VisionTransformer(self.config, self.dtype, self.remat)
-    self.text = TextTransformer(self.config, self.dtype, self.remat)
+    self.visual = VisionTransformer(self.config, self.dtype, self.remat, self.scan)
+    self.text = TextTransformer(self.config, self.dtype, self.remat, self.scan)
     self.logit_scale = self.param("logit_scale", nn.initializers.constant(math.log(1 / 0.07)), (), jnp.float32)
 
   def image_tower(self, images: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
@@ -178,14 +181,19 @@ def dummy_inputs(config: CLIPConfig, batch: int = 1) -> tuple[Array, Array]:
 
 
 def init_params(model: CLIP, rng: Array) -> dict:
-  """Random parameters for `model` (float32 pytree); wrap in jax.jit with out_shardings to shard at birth."""
+  """Random parameters for `model` (float32 pytree); wrap in jax.jit with out_shardings to shard at birth. A
+  scanned model's are the per-layer model's, stacked: one seed gives the same parameters in either layout."""
+  if model.scan:
+    return stack_blocks(init_params(model.clone(scan=False), rng))
   return model.init(rng, *dummy_inputs(model.config))["params"]
 
 
-def create_model(variant: Union[str, CLIPConfig], dtype: Any = jnp.float32, remat: bool | str = False) -> CLIP:
-  """A CLIP module for a variant name ("ViT-B/16") or a CLIPConfig; `dtype` is the compute dtype."""
+def create_model(variant: Union[str, CLIPConfig], dtype: Any = jnp.float32, remat: bool | str = False,
+                 scan: bool = False) -> CLIP:
+  """A CLIP module for a variant name ("ViT-B/16") or a CLIPConfig; `dtype` is the compute dtype; `scan`: its
+  blocks under `nn.scan`, parameters in the scanned layout (`transformer.stack_blocks`)."""
   config = get_config(variant) if isinstance(variant, str) else variant
-  return CLIP(config, dtype=jnp.dtype(dtype), remat=remat)
+  return CLIP(config, dtype=jnp.dtype(dtype), remat=remat, scan=scan)
 
 
 def remat_setting(model_config) -> bool | str:

@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 from flyp_jax import errors, files, parallel
 from flyp_jax.checkpoint_files import CheckpointError
 from flyp_jax.models.clip import CLIP, check_params, init_params
+from flyp_jax.models.transformer import unstack_blocks
 from flyp_jax.models.variants import CLIPConfig
 
 MARKER = "flyp_clip.json"
@@ -42,7 +43,8 @@ def restore_params(path: str, abstract: Any) -> Any:
 
 def save(dst: str, config: CLIPConfig, params: dict, source: str = "",
                    arrays: Optional[dict[str, dict]] = None, kind: str = "") -> None:
-  """Write params as an orbax checkpoint under dst/params and the architecture to dst/flyp_clip.json.
+  """Write params as an orbax checkpoint under dst/params and the architecture to dst/flyp_clip.json; params in
+  the scanned layout (`model.scan_layers`) are written per layer, as every loader reads them.
 
   `kind`: written into the marker for a model other than a CLIP (`flyp_jax.models.vit` saves its ViTs here,
   config any object with `to_dict`).
@@ -56,7 +58,7 @@ def save(dst: str, config: CLIPConfig, params: dict, source: str = "",
   parallel.sync("save_converted:checked")
   files.makedirs(dst)
   with files.writing(dst), ocp.StandardCheckpointer() as ckptr:
-    ckptr.save(os.path.join(dst, "params"), params)
+    ckptr.save(os.path.join(dst, "params"), unstack_blocks(params))  # per layer, whatever the model's scan
   if jax.process_index() == 0:
     for name, tree in (arrays or {}).items():
       files.save_npz(os.path.join(dst, name), jax.tree.map(np.asarray, tree))
@@ -83,7 +85,7 @@ def save_npz(path: str, config: CLIPConfig, params: dict) -> None:
   For small models (the demo's); read back with `load_npz` (or `load_pretrained`), without pickle.
   """
   flat = {"/".join(str(getattr(k, "key", k)) for k in p): np.asarray(v)
-          for p, v in jax.tree.leaves_with_path(params)}
+          for p, v in jax.tree.leaves_with_path(unstack_blocks(params))}
   flat[NPZ_CONFIG_KEY] = np.array(json.dumps(config.to_dict()))
   with open(path, "wb") as f:  # a file object: np.savez would append '.npz' to a name without it
     np.savez_compressed(f, **flat)

@@ -9,13 +9,15 @@ probability underflows to 0).
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from flyp_jax import errors
+from flyp_jax import errors, parallel
 
 Array = jax.Array
 normal = nn.initializers.normal
@@ -217,8 +219,16 @@ class ResidualBlock(nn.Module):
     return x, weights
 
 
+SCANNED = parallel.SCANNED  # the first L - 1 blocks under `nn.scan` (Transformer's `scan`), stacked on axis 0
+
+
 class Transformer(nn.Module):
   """A stack of pre-LN residual blocks named `resblocks_{i}`.
+
+  `scan` (`model.scan_layers`): the first L - 1 blocks run as one `nn.scan` over a block whose parameters carry a
+  leading axis of L - 1 (`SCANNED`), the last stays `resblocks_{L-1}` (it computes only the pooled token): XLA
+  compiles one block instead of L, at the same values. Checkpoints keep the per-layer layout (`stack_blocks`,
+  `unstack_blocks` convert); attention maps can then be neither given nor returned.
 
   `attention_maps`: None, or one entry per layer, each None (compute the layer's own map) or a
   [B, H, T, T] map to use instead; with `given` "q", "k" or "v", [B, T, H, D] queries, keys or values to use
@@ -240,6 +250,7 @@ class Transformer(nn.Module):
   eps: float = 1e-5
   dtype: Any = jnp.float32
   remat: bool | str = False  # False, True or a jax.checkpoint_policies name (models.remat_setting)
+  scan: bool = False
 
   @nn.compact
   def __call__(self, x: Array, attention_maps: Optional[Sequence[Optional[Array]]] = None,
@@ -254,11 +265,21 @@ class Transformer(nn.Module):
                        f"[{self.layers}, 2, B]")
     block = ResidualBlock
     if self.remat:  # True: the block recomputed whole in the backward pass; a name: what jax keeps of it
-      block = nn.remat(block, policy=None if self.remat is True else getattr(jax.checkpoint_policies, self.remat))
+      block = nn.remat(block, policy=None if self.remat is True else getattr(jax.checkpoint_policies, self.remat),
+                       prevent_cse=not self.scan)  # under scan no CSE can cross iterations (flax's advice)
     # Residual projections start small so that the stack's output variance does not grow with depth.
     out_std = x.shape[-1] ** -0.5 * (2 * self.layers) ** -0.5
-    maps = []
-    for i in range(self.layers):
+    maps, first = [], 0
+    if self.scan and self.layers > 1:
+      if attention_maps is not None or return_attention:
+        raise errors.BadValue("a scanned transformer (model.scan_layers) runs its blocks as one loop: attention maps "
+                              "can be neither given nor returned; set model.scan_layers=False")
+      scanned = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                        in_axes=(nn.broadcast, nn.broadcast, 0), length=self.layers - 1)
+      x, _ = scanned(self.heads, self.mlp_ratio, self.activation, self.causal, self.eps, self.dtype, out_std,
+                     name=SCANNED)(x, None, None, None if drop_masks is None else drop_masks[:-1])
+      first = self.layers - 1
+    for i in range(first, self.layers):
       x, weights = block(self.heads, self.mlp_ratio, self.activation, self.causal, self.eps, self.dtype,
                          out_std, return_attention, given, name=f"resblocks_{i}")(
                              x, None if attention_maps is None else attention_maps[i],
@@ -266,6 +287,47 @@ class Transformer(nn.Module):
                              None if drop_masks is None else drop_masks[i])
       maps.append(weights)
     return x, (tuple(maps) if return_attention else None)
+
+
+def stack_blocks(tree):
+  """Parameters (or optimiser moments, shapes) in the per-layer layout -> the scanned one (`Transformer`'s `scan`):
+  wherever a dict holds `resblocks_0` .. `resblocks_{L-1}` (L > 1), the first L - 1 become one `SCANNED` entry
+  with a leading axis of L - 1. A tree already scanned, or with no blocks, is returned as it is."""
+  if not isinstance(tree, dict):
+    return tree
+  n = _block_count(tree)
+  if n < 2 or SCANNED in tree:
+    return {k: stack_blocks(v) for k, v in tree.items()}
+  out = {k: stack_blocks(v) for k, v in tree.items() if not _block_index(k) or int(_block_index(k)) == n - 1}
+  out[SCANNED] = jax.tree.map(lambda *xs: _stack(xs), *[tree[f"resblocks_{i}"] for i in range(n - 1)])
+  return out
+
+
+def unstack_blocks(tree):
+  """The inverse of `stack_blocks`: every `SCANNED` entry back to `resblocks_0` .. `resblocks_{L-2}`; a tree in the
+  per-layer layout is returned as it is."""
+  if not isinstance(tree, dict):
+    return tree
+  out = {k: unstack_blocks(v) for k, v in tree.items() if k != SCANNED}
+  if SCANNED in tree:
+    n = jax.tree.leaves(tree[SCANNED])[0].shape[0]
+    out.update({f"resblocks_{i}": jax.tree.map(lambda x: x[i], tree[SCANNED]) for i in range(n)})
+  return out
+
+
+def _block_index(key) -> str:
+  match = re.fullmatch(r"resblocks_(\d+)", str(key))
+  return match[1] if match else ""
+
+
+def _block_count(tree: dict) -> int:
+  return len([k for k in tree if _block_index(k)])
+
+
+def _stack(xs):
+  if isinstance(xs[0], jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct((len(xs),) + xs[0].shape, xs[0].dtype)
+  return (np if all(isinstance(x, np.ndarray) for x in xs) else jnp).stack(xs)
 
 
 def drop_path_masks(rng: Array, rate: float, layers: int, batch: int) -> Array:
