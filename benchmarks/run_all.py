@@ -287,7 +287,7 @@ def render(results_dir: str, path: str, notes_path: str) -> str:
 
 def _memory_settings(r: dict) -> str:
   """The plan's settings that trade speed for memory, where not the default."""
-  shown = [f"remat {r['remat']}" if r.get("remat") else "",
+  shown = [f"remat {r['remat']}" if r.get("remat") else "", "scanned blocks" if r.get("scan_layers") else "",
            f"loss block {r['loss_block']}" if r.get("loss_block") else "",
            f"accum {r['grad_accum_steps']}" if r.get("grad_accum_steps", 1) > 1 else "",
            f"model axis {r['model_axis']}" if r.get("model_axis", 1) > 1 else ""]
@@ -297,7 +297,58 @@ def _memory_settings(r: dict) -> str:
 def _tpu_rows(plans) -> list[str]:
   if not plans:
     return []
-  gib = lambda n: "-" if n is None else f"{n / 2**30:.2f}"
+  searches = [r for r in plans if "largest_batch" in r]
+  steps = [r for r in plans if "largest_batch" not in r and set(r["programs"]) == {"train step"}]
+  whole = [r for r in plans if r not in searches and r not in steps]
+  return _plan_rows(whole) + _step_rows(steps) + _search_rows(searches)
+
+
+def _gib(n) -> str:
+  return "-" if n is None else f"{n / 2**30:.2f}"
+
+
+def _step_rows(plans) -> list[str]:
+  """The train step alone under each memory setting (`--step_only`)."""
+  if not plans:
+    return []
+  lines = ["#### The train step under each memory setting (`--step_only`)", "",
+           "Per chip. Temporaries: the activations kept for the backward pass and the step's scratch; '>=': libtpu "
+           "refused the step, which needs at least that much. remat True recomputes each block whole; a policy names "
+           "what a block keeps (jax.checkpoint_policies). Scanned blocks: `model.scan_layers`, one block compiled per "
+           "tower.", "",
+           "| model | slice | batch | dtype | memory settings | temporaries GiB | peak GiB | fits | XLA TFLOPs per chip "
+           "| compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+  for r in plans:
+    step = r["programs"]["train step"]
+    refused = "out_of_memory" in step
+    lines.append(f"| {r.get('model', '?')} | {r['topology']} | {r['batch_size']} | {r['dtype']} | {_memory_settings(r)} | "
+                 f"{'-' if refused else _gib(step.get('temporaries'))} | {'>= ' * refused}{_gib(r['peak_bytes'])} | "
+                 f"{'yes' if r['fits'] else 'NO'} | {_fmt(r['step_flops'] and r['step_flops'] / 1e12, '.1f')} | "
+                 f"{r['compile_s']:.0f} |")
+  return lines + [""]
+
+
+def _search_rows(plans) -> list[str]:
+  """The largest global batch whose train step fits (`--max_batch`)."""
+  if not plans:
+    return []
+  lines = ["#### The largest global batch that fits (`--max_batch`)", "",
+           "Found by compiling the train step at doubling batches, then along the line through the bracket's peaks, to "
+           "within 1/16; 'refused' is the smallest batch seen not to fit.", "",
+           "| model | slice | dtype | memory settings | largest batch | its peak GiB | refused | steps compiled | "
+           "compile s |", "|---|---|---|---|---|---|---|---|---|"]
+  for r in plans:
+    peak = next((p for b, ok, p in r["tried"] if b == r["largest_batch"] and ok), None)
+    lines.append(f"| {r.get('model', '?')} | {r['topology']} | {r['dtype']} | {_memory_settings(r)} | "
+                 f"{r['largest_batch'] or 'none'} | {_gib(peak)} | {r['refused_batch']} | {len(r['tried'])} | "
+                 f"{r.get('process_s', 0):.0f} |")
+  return lines + [""]
+
+
+def _plan_rows(plans) -> list[str]:
+  if not plans:
+    return []
+  gib = _gib
   lines = ["### Compiled for TPU on a CPU host, not run (`python -m flyp_jax.tpu_plan`)", "",
            "Per chip, from XLA's memory and cost analysis of the programs the loop runs (flyp_jax/tpu_plan.py): peak = "
            "arguments + outputs - donated + temporaries + code. FLOPs: XLA's count of the train step / the analytic "

@@ -7,9 +7,11 @@ with a ShardingTypeError, and we want XLA to place the collectives.
 
 from __future__ import annotations
 
+import collections
+import itertools
 import logging
 import os
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -198,6 +200,18 @@ def local_batch_size(global_batch_size: int, mesh: Mesh) -> int:
     raise errors.BadValue(f"batch size {global_batch_size} is not divisible by the {n_data} devices of the data axis; "
                      f"use a multiple of {n_data}")
   return global_batch_size // jax.process_count()
+
+
+def ahead(batches: Iterator, n: int = 1) -> Iterator:
+  """`batches` with `n` more already made when one is handed out: the next global batch is read and its copy to the
+  devices issued (`global_batch` is asynchronous) before the step on the current one is dispatched, so the copy
+  overlaps that step and whatever the loop blocks on after it (a log line, a checkpoint). The order is unchanged; a
+  stream that stops early leaves its made-ahead batches unused (a resumed run makes its stream again from its step)."""
+  made = collections.deque(itertools.islice(batches, n))
+  for batch in batches:
+    made.append(batch)
+    yield made.popleft()
+  yield from made
 
 
 def global_batch(local: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:

@@ -233,7 +233,8 @@ class _Run:
     config, total = self.config, self.config.steps
     step_fn = make_train_step(config, self.method.make_loss(config, self.model, self.mesh), self.tx, self.mesh,
                               self.state)
-    batches = self.method.batches(config, self.model, self.mesh, start_step=start)
+    # one batch ahead: the next one on its way to the devices while the current step runs
+    batches = parallel.ahead(self.method.batches(config, self.model, self.mesh, start_step=start))
     window, metrics = metric_writer.RunningMean(), None
     trace = profiling.StepTrace(self.workdir, config.profile_steps, start, total)
     preemption = _TermSignal()

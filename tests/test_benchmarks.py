@@ -145,6 +145,47 @@ def test_only_reruns_the_named_benchmarks_and_keeps_the_rest(tmp_path, monkeypat
   assert json.loads((tmp_path / "smoke.json").read_text()) == out
 
 
+def test_jobs_run_entries_side_by_side_and_keep_the_suites_order(tmp_path, monkeypatch):
+  import threading
+  import time
+  entries = run_all.SUITES["smoke"]
+  running, most = set(), []
+
+  def run_one(module, args, timeout_s):
+    running.add(args)
+    most.append(len(running))
+    time.sleep(0.2 if args == entries[0][1] else 0.05)  # the first ends last
+    running.discard(args)
+    return {"benchmark": "stand_in", "command": run_all._shown(module, args), "thread": threading.get_ident()}
+
+  monkeypatch.setattr(run_all, "run_one", run_one)
+  out = run_all.run_suite("smoke", str(tmp_path), 60, jobs=2)
+  assert max(most) == 2  # two at a time, never more
+  assert [r["command"] for r in out["results"]] == [run_all._shown(m, a) for m, a in entries]
+  assert json.loads((tmp_path / "smoke.json").read_text()) == out
+
+
+def test_tpu_plans_render_as_whole_plans_steps_and_batch_searches(tmp_path):
+  program = {"arguments": 2**30, "outputs": 2**30, "aliased": 2**30, "temporaries": 3 * 2**30, "peak": 4 * 2**30,
+             "compile_s": 10.0, "flops": 1e12}
+  base = {"benchmark": "tpu_plan", "config": "flyp_imagenet_b16", "topology": "v5e:2x4", "chips": 8,
+          "device_kind": "TPU v5 lite", "hbm_bytes": 16 * 2**30, "batch_size": 512, "dtype": "bfloat16",
+          "model": "ViT-L/14", "remat": False, "loss_block": 0, "grad_accum_steps": 1, "model_axis": 1,
+          "peak_bytes": 4 * 2**30, "init_peak_bytes": None, "eval_peak_bytes": None, "fits": True,
+          "step_flops": 1e12, "analytic_flops": 1e12, "collectives": {}, "compile_s": 10.0, "process_s": 99.0}
+  whole = dict(base, command="whole", init_peak_bytes=2**30, eval_peak_bytes=2**30,
+               programs={"train step": program, "evaluation step": program})
+  step = dict(base, command="step", remat="dots_saveable", scan_layers=True, programs={"train step": program})
+  search = dict(step, command="search", largest_batch=2048, refused_batch=2304,
+                tried=[[512, True, 2**30], [2048, True, 13 * 2**30], [2304, False, 17 * 2**30]])
+  suite = {"suite": "tpu", "date": "today", "results": [whole, step, search]}
+  (tmp_path / "tpu.json").write_text(json.dumps(suite))
+  text = run_all.render(str(tmp_path), str(tmp_path / "RESULTS.md"), str(tmp_path / "no_notes.md"))
+  assert "| ViT-L/14 | v5e:2x4 | 512 | bfloat16 | remat dots_saveable, scanned blocks | 3.00 | 4.00 | yes |" in text
+  assert "| ViT-L/14 | v5e:2x4 | bfloat16 | remat dots_saveable, scanned blocks | 2048 | 13.00 | 2304 | 3 | 99 |" in text
+  assert text.count("| flyp_imagenet_b16 | v5e:2x4 |") == 1  # the whole plan alone in the plans' table
+
+
 class Counter:
   """A stand-in for a PyTorch runner, built in the child process (importable by reference)."""
 

@@ -145,3 +145,19 @@ def test_parameters_split_over_the_model_axis_train_as_replicated_ones():
   for losses, params in runs[1:]:
     np.testing.assert_allclose(losses, runs[0][0], rtol=1e-5)
     jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), params, runs[0][1])
+
+
+def test_batches_are_made_one_ahead_of_the_step_in_their_order():
+  made = []
+
+  def stream():
+    for i in range(4):
+      made.append(i)
+      yield i
+
+  handed = []
+  for batch in parallel.ahead(stream()):
+    handed.append(batch)
+    assert made == list(range(min(batch + 2, 4)))  # the next batch already made (its copy issued) when one is used
+  assert handed == [0, 1, 2, 3]
+  assert list(parallel.ahead(iter([]))) == [] and list(parallel.ahead(iter([7]))) == [7]
