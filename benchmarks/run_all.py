@@ -48,8 +48,17 @@ MEMORY_SETTINGS = ("", " --config.model.remat=True", " --config.model.remat=True
                    " --config.model.remat=True --config.model.remat_policy=dots_with_no_batch_dims_saveable")
 LARGE_TOWERS = (("ViT-L/14", 512), ("ViT-H/14", 256))
 # The largest global batch that fits each chip generation's 8-chip slice: FLYP (bfloat16) plain and with the
-# settings that trade speed for memory (loss_block 512 keeps the search's step at 512 examples).
-MAX_BATCH_SETTINGS = ("", " --config.model.remat=True --config.flyp.loss_block=512")
+# settings that trade speed for memory (loss_block 512 keeps the search's step at 512 examples); ViT-L/14's
+# remat rows with scanned blocks, which compile its step in half the time and need less memory with remat (and far
+# more without it: the rows above). The plain ViT-L/14 rows last: their compiles are the longest.
+REMAT_BLOCKS = " --config.model.remat=True --config.flyp.loss_block=512"
+MAX_BATCH_ROWS = (("ViT-B/16", ""), ("ViT-B/16", REMAT_BLOCKS),
+                  ("ViT-L/14", REMAT_BLOCKS + " --config.model.scan_layers=True"), ("ViT-L/14", ""))
+# The attention-transfer ViT-L/16 presets (batch 2048) on the 64 chips of the reference's 64 GPUs (8 nodes x 8 x 32
+# examples, its README), and on 8-chip slices with the settings that make them fit (the train step alone).
+AT_SLICES_64 = ("v5e:8x8", "v4:4x4x4")
+AT_FIT_8 = {"imagenet_l16_mae_distill": {"v5litepod-8": 8, "v4-8": 8}, "imagenet_l16_mae_copy": {"v5litepod-8": 4,
+                                                                                                  "v4-8": 8}}
 TPU_SMALL = ("configs/flyp.py:caltech101_b16", "configs/flyp.py:stanfordcars_b16", "configs/flyp.py:flowers102_b16")
 
 # (benchmark module, arguments). Batch sizes: what fits the machine in minutes, several per model.
@@ -91,14 +100,17 @@ SUITES = {
               for t in ("v5e:16x16", "v4:4x4x4") for extra in POD_MEMORY[:3 if t.startswith("v5e") else 2]]
            + [(PLAN, f"--config={spec} --topology={slice_}") for spec, slices in TPU_PRESETS[4:] for slice_ in slices]
            + [(PLAN, f"--config={spec} --topology=v5litepod-8") for spec in TPU_SMALL]
+           + [(PLAN, f"--config={spec} --topology={t}") for spec, _ in TPU_PRESETS[4:] for t in AT_SLICES_64]
+           + [(PLAN, f"--config=configs/attention_transfer.py:{preset} --topology={slice_} --config.model.remat=True "
+                     f"--config.grad_accum_steps={accum} --step_only")
+              for preset, slices in AT_FIT_8.items() for slice_, accum in slices.items()]
            + [(PLAN, f"--config=configs/flyp.py:imagenet_b16 --topology=v5litepod-8 --config.model.variant={variant} "
                      f"--config.batch_size={batch} --config.model.dtype=bfloat16{memory}{scan} --step_only")
               for variant, batch in LARGE_TOWERS for scan in ("", " --config.model.scan_layers=True")
               for memory in MEMORY_SETTINGS]
            + [(PLAN, f"--config=configs/flyp.py:imagenet_b16 --topology={slice_} --config.model.variant={variant} "
-                     f"--config.model.dtype=bfloat16{memory}{scan} --step_only --max_batch")
-              for variant, scan in (("ViT-B/16", ""), ("ViT-L/14", " --config.model.scan_layers=True"))
-              for memory in MAX_BATCH_SETTINGS for slice_ in SLICES_8],
+                     f"--config.model.dtype=bfloat16{memory} --step_only --max_batch")
+              for variant, memory in MAX_BATCH_ROWS for slice_ in SLICES_8],
 }
 
 

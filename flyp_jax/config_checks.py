@@ -133,6 +133,11 @@ def validate(config, warn: bool = True) -> None:
     # (at steps=1 there is no room for a warmup: the one step takes the peak rate, as optax needs a decay step)
     print(f"warning: optimizer.warmup_steps={warmup} is not below steps={steps}: the learning rate warms up over "
           f"{steps - 1} steps instead.", flush=True)
+  if warn and _get(config, "model.scan_layers") is True and not _get(config, "model.remat"):
+    # Measured with flyp_jax.tpu_plan (benchmarks/RESULTS.md): FLYP ViT-L/14, batch 512, bfloat16, v5e-8.
+    print("warning: model.scan_layers without model.remat keeps every block's activations for the backward pass "
+          "(XLA cannot recompute them across the loop): FLYP on ViT-L/14 needs 47.7 GiB per v5e chip at batch 512 so, "
+          "against 14.9 GiB unscanned and 11.0 GiB scanned with --config.model.remat=True.", flush=True)
 
 
 _MISSING = object()

@@ -29,11 +29,11 @@ def selected_dir(run_dir: str) -> str:
   return selected if converted.is_converted(selected) else final_dir(run_dir)
 
 
-def reported_params(run_dir: str, dtype: str = "float32") -> tuple[object, dict]:
+def reported_params(run_dir: str, dtype: str = "float32", scan: bool = False) -> tuple[object, dict]:
   """(model, {'clip': params, 'head': head}) of the checkpoint a finished run reports (`selected_dir`); no 'head'
-  for a run without one (FLYP, its ablation)."""
+  for a run without one (FLYP, its ablation). `scan`: in the scanned layout (`model.scan_layers`)."""
   reported = selected_dir(run_dir)
-  model, clip = models.load_pretrained(reported, dtype=dtype)
+  model, clip = models.load_pretrained(reported, dtype=dtype, scan=scan)
   head = os.path.join(reported, "head.npz")
   return model, {"clip": clip, **({"head": files.load_npz(head)} if files.exists(head) else {})}
 

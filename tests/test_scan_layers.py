@@ -6,6 +6,8 @@ read into either layout, the model axis never splitting the layer axis, and a tr
 run from the same seed.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -101,18 +103,24 @@ def test_the_model_axis_never_splits_the_layer_axis():
 
 @pytest.mark.slow
 def test_a_scanned_flyp_run_trains_as_the_per_layer_run_and_saves_per_layer(tmp_path, data_dir):
-  results = {}
+  results, model = {}, {"overrides": {"context_length": 16, "vision_layers": 3}}
   for scan in (False, True):
     config = tiny_config("configs/flyp.py:demo", data_dir, {"eval": {"at_start": False}}, steps=2, model_axis=2,
-                         model={"scan_layers": scan, "overrides": {"context_length": 16, "vision_layers": 3}})
-    results[scan] = train.run(config, str(tmp_path / str(scan)))
+                         model={**model, "scan_layers": scan})
+    results[scan] = train.run(config, str(tmp_path / str(scan) / "flyp_demo"))
   metrics = [k for k in results[False] if "/top" in k]
   assert metrics and {k: results[True][k] for k in metrics} == {k: results[False][k] for k in metrics}
-  _, per_layer = models.load_pretrained(runs.final_dir(str(tmp_path / "False")))
-  _, from_scanned = models.load_pretrained(runs.final_dir(str(tmp_path / "True")))
+  _, per_layer = models.load_pretrained(runs.final_dir(str(tmp_path / "False" / "flyp_demo")))
+  _, from_scanned = models.load_pretrained(runs.final_dir(str(tmp_path / "True" / "flyp_demo")))
   assert "resblocks_1" in from_scanned["visual"]["transformer"]  # final/ per layer, as every loader reads it
   for a, b in zip(jax.tree.leaves(per_layer), jax.tree.leaves(from_scanned)):
     np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-5)
+  # WiSE-FT in the scanned layout: the zero-shot model scanned, the run's selected checkpoint read into that layout
+  wise = tiny_config("configs/wiseft.py:flyp", data_dir, wiseft={"alphas": [1.0], "finetuned_config": ""},
+                     model={**model, "scan_layers": True})
+  train.dispatch(wise, str(tmp_path / "True" / "wiseft"))
+  swept = json.loads((tmp_path / "True" / "wiseft" / "wiseft.json").read_text())["results"]
+  assert swept[0]["avg_id/top1"] == pytest.approx(results[True]["avg_id/top1"], abs=1e-6)
 
 
 @pytest.mark.parametrize("spec,updates", [("configs/attention_transfer.py:demo", {}),
