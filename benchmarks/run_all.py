@@ -327,7 +327,7 @@ def _step_rows(plans) -> list[str]:
            "Per chip. Temporaries: the activations kept for the backward pass and the step's scratch; '>=': libtpu "
            "refused the step, which needs at least that much. remat True recomputes each block whole; a policy names "
            "what a block keeps (jax.checkpoint_policies). Scanned blocks: `model.scan_layers`, one block compiled per "
-           "tower.", "",
+           "tower; XLA's FLOPs then count the loop's body once (as for gradient accumulation), not the step.", "",
            "| model | slice | batch | dtype | memory settings | temporaries GiB | peak GiB | fits | XLA TFLOPs per chip "
            "| compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in plans:
