@@ -136,7 +136,7 @@ def validate(config, warn: bool = True) -> None:
   if warn and _get(config, "model.scan_layers") is True and not _get(config, "model.remat"):
     # Measured with flyp_jax.tpu_plan (benchmarks/RESULTS.md): FLYP ViT-L/14, batch 512, bfloat16, v5e-8.
     print("warning: model.scan_layers without model.remat keeps every block's activations for the backward pass "
-          "(XLA cannot recompute them across the loop): FLYP on ViT-L/14 needs 47.7 GiB per v5e chip at batch 512 so, "
+          "(XLA cannot recompute them across the loop): FLYP on ViT-L/14 needs 47.7 GiB per v5e chip at batch 512, "
           "against 14.9 GiB unscanned and 11.0 GiB scanned with --config.model.remat=True.", flush=True)
 
 
