@@ -148,7 +148,7 @@ def get_config(arg: str = "demo"):
     if arg == "imagenet_l16_mae_distill":
       # Not a setting of the reference (memory only; the values are the same): on the 64 chips of its 64 GPUs, libtpu
       # (0.0.42.1) overflows its stack compiling this step without rematerialisation (v5e:8x8 and v4:4x4x4, compiled
-      # by flyp_jax.tpu_plan); with it the step peaks at 9.76 GiB per v5e chip (benchmarks/RESULTS.md).
+      # by flyp_jax.tpu_plan); with it the step peaks at 9.76 GiB per v5e chip (tpu/README.md, "Will it fit?").
       c.model.remat = True
     regularize(c)
     # The paper ensembles with a fine-tuned teacher; give its run with --config.at.ensemble.path.

@@ -29,11 +29,12 @@ def selected_dir(run_dir: str) -> str:
   return selected if converted.is_converted(selected) else final_dir(run_dir)
 
 
-def reported_params(run_dir: str, dtype: str = "float32", scan: bool = False) -> tuple[object, dict]:
+def reported_params(run_dir: str, model_config=None) -> tuple[object, dict]:
   """(model, {'clip': params, 'head': head}) of the checkpoint a finished run reports (`selected_dir`); no 'head'
-  for a run without one (FLYP, its ablation). `scan`: in the scanned layout (`model.scan_layers`)."""
+  for a run without one (FLYP, its ablation). `model_config`: a config's `model`, whose dtype, remat and layout
+  (`models.build_options`) the model is built with; None: float32, per layer."""
   reported = selected_dir(run_dir)
-  model, clip = models.load_pretrained(reported, dtype=dtype, scan=scan)
+  model, clip = models.load_pretrained(reported, **(models.build_options(model_config) if model_config else {}))
   head = os.path.join(reported, "head.npz")
   return model, {"clip": clip, **({"head": files.load_npz(head)} if files.exists(head) else {})}
 

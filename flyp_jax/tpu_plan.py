@@ -340,21 +340,20 @@ def largest_batch(config, topology: str, progress=print) -> dict:
   devices = topology_devices(topology)[1]
   n_data = len(devices) // config.model_axis
   unit = math.lcm(n_data * config.grad_accum_steps, config.flyp.loss_block or 1)
-  tried, original, peaks, hbm = [], config.batch_size, {}, HBM_BYTES.get(getattr(devices[0], "device_kind", ""))
+  tried, original, hbm = [], config.batch_size, HBM_BYTES.get(getattr(devices[0], "device_kind", ""))
 
   def fits(batch: int) -> bool:
     config.batch_size = batch
     progress(f"batch {batch}: compiling the train step ...")
     step = plan(config, topology, progress=lambda _: None, step_only=True)
     ok = "out_of_memory" not in step["programs"]["train step"]  # libtpu compiled it: XLA fits it in a chip
-    tried.append([batch, ok, step["peak_bytes"]])
-    peaks[batch] = step["peak_bytes"]  # for a refused step, what XLA said it needs at least
+    tried.append([batch, ok, step["peak_bytes"]])  # for a refused step, the peak XLA said it needs at least
     progress(f"batch {batch}: {'fits' if ok else 'does not fit'} ({_size(step['peak_bytes'])} per chip)")
     return ok
 
   def inside(good: int, bad: int, closing: Optional[str]) -> int:
     """The next batch strictly between good and bad (module docstring)."""
-    tolerance = max(unit, good // 16 // unit * unit)
+    tolerance, peaks = max(unit, good // 16 // unit * unit), {b: peak for b, _, peak in tried}
     guess = {"up": good + tolerance, "down": bad - tolerance}.get(closing)
     if guess is None and hbm and peaks.get(good) and peaks.get(bad) and peaks[bad] > peaks[good]:
       guess = good + (hbm - peaks[good]) * (bad - good) / (peaks[bad] - peaks[good])

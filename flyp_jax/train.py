@@ -45,8 +45,7 @@ def load_clip(config: ml_collections.ConfigDict, workdir: str, mesh=None):
     if not runs.ensure_trained(run_dir, m.config, run, what="model.path's run"):
       raise errors.NotFound(f"{run_dir} holds no finished run (final/{converted.MARKER}): run one there, or set "
                             f"model.config to the config that makes it")
-    return models.load_pretrained(runs.final_dir(run_dir), dtype=m.dtype, remat=models.remat_setting(m),
-                                  scan=m.scan_layers)
+    return models.load_pretrained(runs.final_dir(run_dir), **models.build_options(m))
   return pretrained_clip(config)
 
 
@@ -60,8 +59,7 @@ def starting_model(config: ml_collections.ConfigDict, method: methods.Method, wo
 def pretrained_clip(config: ml_collections.ConfigDict):
   """(CLIP, params) of `model.path`'s pretrained checkpoint (OpenAI, open_clip, Hugging Face or converted)."""
   m = config.model
-  return models.load_pretrained(m.path, dtype=m.dtype, remat=models.remat_setting(m), activation=m.activation or None,
-                                scan=m.scan_layers)
+  return models.load_pretrained(m.path, activation=m.activation or None, **models.build_options(m))
 
 
 def clip_model(config: ml_collections.ConfigDict) -> models.CLIP:
@@ -69,8 +67,7 @@ def clip_model(config: ml_collections.ConfigDict) -> models.CLIP:
   compiles for (`flyp_jax.tpu_plan`) when no checkpoint is read."""
   m = config.model
   overrides = dict(m.overrides)
-  return models.create_model(models.get_config(m.variant, **overrides), dtype=m.dtype, remat=models.remat_setting(m),
-                             scan=m.scan_layers)
+  return models.create_model(models.get_config(m.variant, **overrides), **models.build_options(m))
 
 
 def main(config: ml_collections.ConfigDict, workdir: Optional[str] = None) -> dict:

@@ -49,8 +49,8 @@ def test_stack_and_unstack_are_inverse_and_give_the_scanned_models_layout():
   _equal_trees(unstack_blocks(stacked), per_layer)
   _equal_trees(unstack_blocks(per_layer), per_layer)  # a per-layer tree is left as it is
   _equal_trees(stack_blocks(stacked), stacked)  # and a stacked one
-  shapes = jax.eval_shape(lambda: per_layer)
-  assert jax.tree.map(lambda x: x.shape, stack_blocks(shapes)) == jax.tree.map(lambda x: x.shape, stacked)
+  assert jax.tree.map(lambda x: x.shape, jax.eval_shape(stack_blocks, per_layer)) == jax.tree.map(
+      lambda x: x.shape, stacked)
 
 
 @pytest.mark.parametrize("remat", [False, True, "dots_saveable"])

@@ -104,7 +104,7 @@ def run(config, workdir: str) -> dict:
     print(f"ingredient {i + 1}/{len(hparams)}: " + ", ".join(f"{k} {_short(v)}" for k, v in h.items()), flush=True)
     ingredients.append(runs.results_of(c, d, train.dispatch))
   mesh = parallel.make_mesh(config.model_axis)
-  model, first = runs.reported_params(directories[0], config.model.dtype, config.model.scan_layers)
+  model, first = runs.reported_params(directories[0], config.model)
   model = methods.get(configs[0].method).eval_model(configs[0], model)  # e.g. a head on raw features
   evaluate_fn, validate, key = wiseft.scorer(config, model, mesh)
   if validate is None:
@@ -112,7 +112,7 @@ def run(config, workdir: str) -> dict:
                           f"suite has no validation set; use a suite that has one, or name a split of the training "
                           f"dataset with --config.eval.val_split")
   # Read one ingredient at a time; the first, read for the model, is kept rather than read again
-  load = lambda i: first if i == 0 else runs.reported_params(directories[i], config.model.dtype, config.model.scan_layers)[1]
+  load = lambda i: first if i == 0 else runs.reported_params(directories[i], config.model)[1]
   held_out = [r[key] for r in ingredients]
   print(f"uniform soup of {len(hparams)}", flush=True)
   uniform = evaluate_fn(uniform_soup(load, len(hparams)))

@@ -246,7 +246,7 @@ def run(config, workdir: str) -> dict:
                           f"meaning. Interpolate a run whose head reads normalised features (--config.ft.head_input="
                           f"normalized, from a probe with --config.lp.features=normalized, as configs/lpft.py:demo)")
   # the checkpoint selected on ID validation, in the zero-shot model's layout
-  _, finetuned = runs.reported_params(ft_dir, config.model.dtype, config.model.scan_layers)
+  _, finetuned = runs.reported_params(ft_dir, config.model)
   zeroshot = {"clip": zeroshot}
   if "head" in finetuned:
     kernel = np.asarray(evaluate.zeroshot_head(model, jax.device_put(zeroshot["clip"], parallel.replicated(mesh)),

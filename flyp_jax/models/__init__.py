@@ -7,8 +7,8 @@ from typing import Any, Optional
 
 from flyp_jax import errors, files, pretrained
 from flyp_jax.models import converted, from_torch
-from flyp_jax.models.clip import (CLIP, TextTransformer, VisionTransformer, create_model, dummy_inputs, init_params,
-                                  normalize, remat_setting)
+from flyp_jax.models.clip import (CLIP, TextTransformer, VisionTransformer, build_options, create_model, dummy_inputs,
+                                  init_params, normalize, remat_setting)
 from flyp_jax.models.transformer import stack_blocks, unstack_blocks
 from flyp_jax.models.variants import ACTIVATIONS, CLIPConfig, get_config
 
@@ -43,6 +43,6 @@ def load_pretrained(path, activation: Optional[str] = None, dtype: Any = "float3
   return create_model(config, dtype=dtype, remat=remat, scan=scan), (stack_blocks(params) if scan else params)
 
 
-__all__ = ["CLIP", "CLIPConfig", "TextTransformer", "VisionTransformer", "create_model", "dummy_inputs",
+__all__ = ["CLIP", "CLIPConfig", "TextTransformer", "VisionTransformer", "build_options", "create_model", "dummy_inputs",
            "get_config", "init_params", "load_pretrained", "normalize", "remat_setting",
            "stack_blocks", "unstack_blocks"]

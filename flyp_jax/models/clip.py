@@ -202,6 +202,12 @@ def remat_setting(model_config) -> bool | str:
   return (model_config.remat_policy or True) if model_config.remat else False
 
 
+def build_options(model_config) -> dict:
+  """`create_model`'s and `load_pretrained`'s keyword arguments from a config's `model`: its compute dtype, remat
+  (`remat_setting`) and scanned blocks (`model.scan_layers`)."""
+  return dict(dtype=model_config.dtype, remat=remat_setting(model_config), scan=model_config.scan_layers)
+
+
 def check_params(params: dict, config: CLIPConfig) -> None:
   """Raise CheckpointError naming every parameter whose path or shape differs from the model's."""
   abstract = jax.eval_shape(lambda: init_params(CLIP(config), jax.random.key(0)))

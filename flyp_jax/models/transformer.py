@@ -290,7 +290,7 @@ class Transformer(nn.Module):
 
 
 def stack_blocks(tree):
-  """Parameters (or optimiser moments, shapes) in the per-layer layout -> the scanned one (`Transformer`'s `scan`):
+  """Parameters (or optimiser moments; shapes through `jax.eval_shape`) in the per-layer layout -> the scanned one (`Transformer`'s `scan`):
   wherever a dict holds `resblocks_0` .. `resblocks_{L-1}` (L > 1), the first L - 1 become one `SCANNED` entry
   with a leading axis of L - 1. A tree already scanned, or with no blocks, is returned as it is."""
   if not isinstance(tree, dict):
@@ -325,9 +325,8 @@ def _block_count(tree: dict) -> int:
 
 
 def _stack(xs):
-  if isinstance(xs[0], jax.ShapeDtypeStruct):
-    return jax.ShapeDtypeStruct((len(xs),) + xs[0].shape, xs[0].dtype)
-  return (np if all(isinstance(x, np.ndarray) for x in xs) else jnp).stack(xs)
+  # host arrays (a loaded checkpoint) stay on the host, to be put on the devices shard by shard
+  return np.stack(xs) if isinstance(xs[0], np.ndarray) else jnp.stack(xs)
 
 
 def drop_path_masks(rng: Array, rate: float, layers: int, batch: int) -> Array:
