@@ -326,12 +326,15 @@ def _analytic_step_flops(config, method_name: str, model, batch) -> Optional[flo
 
 
 def largest_batch(config, topology: str, progress=print) -> dict:
-  """The largest global batch whose train step XLA fits in a chip, found by compiling the step alone: doubling
-  (or halving) from `config.batch_size` to a batch that fits and one that does not, then narrowing the bracket to
-  within 1/16 (in steps the data axis, gradient accumulation and `flyp.loss_block` divide): the peak grows about
-  linearly with the batch, so each probe is where the line through the bracket's two peaks meets the chip's HBM,
-  and a probe that lands is followed by one 1/16 beyond it on the open side (bisection where the line gives
-  nothing inside the bracket). About 4 compiles where bisection needs 6-8.
+  """The largest global batch whose train step XLA fits in a chip, found by compiling the step alone, to within
+  1/16 (in steps the data axis, gradient accumulation and `flyp.loss_block` divide). The peak grows about linearly
+  with the batch, so each probe is where a line of peaks meets the chip's HBM: from `config.batch_size` up, the
+  line through the two largest fitting peaks (after the first, through that peak and the step's resident arguments
+  at batch 0); then, inside the bracket of a batch that fits and one that does not, the line through their two
+  peaks, a probe that lands followed by one 1/16 beyond it on the open side. Doubling up where the chip's HBM is
+  unknown, halving down from a start that does not fit, bisection where a line gives nothing inside the bracket.
+  About 4 compiles where doubling and bisection need 6-10 (and a refused step compiles in seconds, a fitting one in
+  minutes).
 
   Returns {'largest_batch' (None: not even one step of the smallest batch fits), 'refused_batch', 'tried':
   [[batch, fits, peak bytes], ...]}; `config` is left as it was."""
@@ -341,15 +344,30 @@ def largest_batch(config, topology: str, progress=print) -> dict:
   n_data = len(devices) // config.model_axis
   unit = math.lcm(n_data * config.grad_accum_steps, config.flyp.loss_block or 1)
   tried, original, hbm = [], config.batch_size, HBM_BYTES.get(getattr(devices[0], "device_kind", ""))
+  resident = {}  # batch -> the fitting step's argument bytes (parameters, optimiser state, the batch's share)
 
   def fits(batch: int) -> bool:
     config.batch_size = batch
     progress(f"batch {batch}: compiling the train step ...")
     step = plan(config, topology, progress=lambda _: None, step_only=True)
-    ok = "out_of_memory" not in step["programs"]["train step"]  # libtpu compiled it: XLA fits it in a chip
+    program = step["programs"]["train step"]
+    ok = "out_of_memory" not in program  # libtpu compiled it: XLA fits it in a chip
     tried.append([batch, ok, step["peak_bytes"]])  # for a refused step, the peak XLA said it needs at least
+    if ok and program.get("arguments") is not None:
+      resident[batch] = program["arguments"]
     progress(f"batch {batch}: {'fits' if ok else 'does not fit'} ({_size(step['peak_bytes'])} per chip)")
     return ok
+
+  def beyond(good: int) -> int:
+    """The next batch above the largest that fits while none has been refused (docstring)."""
+    fitting = sorted((b, peak) for b, ok, peak in tried if ok and peak)
+    if not hbm or not fitting:
+      return 2 * good
+    (b0, p0), (b1, p1) = ([(0, resident.get(good))] + fitting)[-2:]
+    if p0 is None or not p0 < p1 < hbm:
+      return 2 * good
+    guess = int(b1 + (hbm - p1) * (b1 - b0) / (p1 - p0)) // unit * unit
+    return max(guess, good + max(unit, good // 16 // unit * unit))
 
   def inside(good: int, bad: int, closing: Optional[str]) -> int:
     """The next batch strictly between good and bad (module docstring)."""
@@ -364,7 +382,7 @@ def largest_batch(config, topology: str, progress=print) -> dict:
     batch = max(unit, original // unit * unit)
     good, bad = (batch, None) if fits(batch) else (None, batch)
     while bad is None:
-      batch = good * 2
+      batch = beyond(good)
       good, bad = (batch, None) if fits(batch) else (good, batch)
     while good is None and bad > unit:
       batch = max(unit, bad // 2 // unit * unit)
