@@ -345,8 +345,9 @@ def _search_rows(plans) -> list[str]:
   if not plans:
     return []
   lines = ["#### The largest global batch that fits (`--max_batch`)", "",
-           "Found by compiling the train step at doubling batches, then along the line through the bracket's peaks, to "
-           "within 1/16; 'refused' is the smallest batch seen not to fit.", "",
+           "Found by compiling the train step where a line through the peaks compiled so far meets the chip's HBM "
+           "(flyp_jax/tpu_plan.py `largest_batch`), to within 1/16; 'refused' is the smallest batch seen not to "
+           "fit.", "",
            "| model | slice | dtype | memory settings | largest batch | its peak GiB | refused | steps compiled | "
            "compile s |", "|---|---|---|---|---|---|---|---|---|"]
   for r in plans:

@@ -57,6 +57,9 @@ from flyp_jax.tokenizer import prompt_tokens  # noqa: E402
 GiB = 2 ** 30
 # HBM per chip by device kind (Cloud TPU's system architecture pages); v5p's device kind is "TPU v5".
 HBM_BYTES = {"TPU v4": 32 * GiB, "TPU v5 lite": 16 * GiB, "TPU v5": 95 * GiB, "TPU v6 lite": 32 * GiB}
+# Above this share of the HBM, XLA fits a larger train step by rematerialising by itself: the compiled peak stops
+# growing with the batch (FLYP ViT-B/16 in bfloat16 on v4-8: 29.0 GiB at batch 1140, 29.2 GiB at 2836).
+SQUEEZED = 0.9
 # Slice (accelerator type) names -> topology: v5e / v6e count chips, v4 / v5p TensorCores (two per chip).
 _CHIP_GRID = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
 _CUBE = {4: "2x2x1", 8: "2x2x2", 16: "2x2x4", 32: "2x4x4", 64: "4x4x4", 128: "4x4x8", 256: "4x8x8", 512: "8x8x8"}
@@ -327,14 +330,15 @@ def _analytic_step_flops(config, method_name: str, model, batch) -> Optional[flo
 
 def largest_batch(config, topology: str, progress=print) -> dict:
   """The largest global batch whose train step XLA fits in a chip, found by compiling the step alone, to within
-  1/16 (in steps the data axis, gradient accumulation and `flyp.loss_block` divide). The peak grows about linearly
-  with the batch, so each probe is where a line of peaks meets the chip's HBM: from `config.batch_size` up, the
-  line through the two largest fitting peaks (after the first, through that peak and the step's resident arguments
-  at batch 0); then, inside the bracket of a batch that fits and one that does not, the line through their two
-  peaks, a probe that lands followed by one 1/16 beyond it on the open side. Doubling up where the chip's HBM is
-  unknown, halving down from a start that does not fit, bisection where a line gives nothing inside the bracket.
-  About 4 compiles where doubling and bisection need 6-10 (and a refused step compiles in seconds, a fitting one in
-  minutes).
+  1/16 (in steps the data axis, gradient accumulation and `flyp.loss_block` divide). Far from the chip's HBM the
+  peak grows about linearly with the batch, so a probe goes where a line of peaks meets the HBM: from
+  `config.batch_size` up, the line through the two largest fitting peaks (after the first, through that peak and
+  the step's resident arguments at batch 0); inside the bracket of a batch that fits and one that does not, the
+  line through their two peaks, a probe that lands followed by one 1/16 beyond it on the open side. Near the HBM
+  (a fitting peak above `SQUEEZED` of it) XLA may rematerialise by itself and the peak stop following the batch, so
+  after one step 1/16 beyond the first such peak the search doubles up and bisects the bracket instead; it also
+  doubles where the chip's HBM is unknown, and
+  halves down from a start that does not fit. A refused step compiles in seconds, a fitting one in minutes.
 
   Returns {'largest_batch' (None: not even one step of the smallest batch fits), 'refused_batch', 'tried':
   [[batch, fits, peak bytes], ...]}; `config` is left as it was."""
@@ -345,6 +349,8 @@ def largest_batch(config, topology: str, progress=print) -> dict:
   unit = math.lcm(n_data * config.grad_accum_steps, config.flyp.loss_block or 1)
   tried, original, hbm = [], config.batch_size, HBM_BYTES.get(getattr(devices[0], "device_kind", ""))
   resident = {}  # batch -> the fitting step's argument bytes (parameters, optimiser state, the batch's share)
+  on_line = lambda *peaks: bool(hbm) and all(p is not None and p < SQUEEZED * hbm for p in peaks)
+  tolerance = lambda good: max(unit, good // 16 // unit * unit)
 
   def fits(batch: int) -> bool:
     config.batch_size = batch
@@ -361,22 +367,22 @@ def largest_batch(config, topology: str, progress=print) -> dict:
   def beyond(good: int) -> int:
     """The next batch above the largest that fits while none has been refused (docstring)."""
     fitting = sorted((b, peak) for b, ok, peak in tried if ok and peak)
-    if not hbm or not fitting:
-      return 2 * good
     (b0, p0), (b1, p1) = ([(0, resident.get(good))] + fitting)[-2:]
-    if p0 is None or not p0 < p1 < hbm:
+    if on_line(p0) and not on_line(p1):  # the first peak near the HBM: one step, then doubling
+      return good + tolerance(good)
+    if not on_line(p0, p1) or p1 <= p0:
       return 2 * good
     guess = int(b1 + (hbm - p1) * (b1 - b0) / (p1 - p0)) // unit * unit
-    return max(guess, good + max(unit, good // 16 // unit * unit))
+    return max(guess, good + tolerance(good))
 
-  def inside(good: int, bad: int, closing: Optional[str]) -> int:
-    """The next batch strictly between good and bad (module docstring)."""
-    tolerance, peaks = max(unit, good // 16 // unit * unit), {b: peak for b, _, peak in tried}
-    guess = {"up": good + tolerance, "down": bad - tolerance}.get(closing)
-    if guess is None and hbm and peaks.get(good) and peaks.get(bad) and peaks[bad] > peaks[good]:
+  def inside(good: int, bad: int, closing: Optional[str]) -> tuple[int, bool]:
+    """The next batch strictly between good and bad, and whether it is on the line (docstring)."""
+    peaks = {b: peak for b, _, peak in tried}
+    guess = {"up": good + tolerance(good), "down": bad - tolerance(good)}.get(closing)
+    if guess is None and on_line(peaks.get(good)) and (peaks.get(bad) or 0) > peaks[good]:
       guess = good + (hbm - peaks[good]) * (bad - good) / (peaks[bad] - peaks[good])
     guess = int(guess) // unit * unit if guess is not None else 0
-    return guess if good < guess < bad else (good + bad) // 2 // unit * unit
+    return (guess, closing is None) if good < guess < bad else ((good + bad) // 2 // unit * unit, False)
 
   try:
     batch = max(unit, original // unit * unit)
@@ -389,10 +395,10 @@ def largest_batch(config, topology: str, progress=print) -> dict:
       good, bad = (batch, bad) if fits(batch) else (None, batch)
     closing = None  # after a probe on the line: one step beyond it, towards the bracket's other end
     while good is not None and bad - good > max(unit, good // 16):
-      batch = inside(good, bad, closing)
+      batch, lined = inside(good, bad, closing)
       landed = fits(batch)
       good, bad = (batch, bad) if landed else (good, batch)
-      closing = None if closing else ("up" if landed else "down")
+      closing = ("up" if landed else "down") if lined else None
   finally:
     config.batch_size = original
   return {"largest_batch": good, "refused_batch": bad, "tried": tried}

@@ -196,3 +196,29 @@ def test_the_largest_batch_search_follows_the_peaks_line(monkeypatch, start):
   limit = (14 * 2 ** 30) // (5 * 2 ** 20)
   assert good <= limit < bad and bad - good <= max(4, good // 16)
   assert len(compiled) <= 4, compiled  # doubling and bisection from these starts: 8 and 6 compiles
+
+
+@pytest.mark.parametrize("start", [512, 4096])
+def test_the_largest_batch_search_bisects_where_xla_squeezes(monkeypatch, start):
+  """Near the HBM XLA rematerialises by itself: a stand-in step whose peak follows 2 GiB + 5 MiB per example up to
+  92% of a 16 GiB chip, then stays there up to 5000 examples (refused beyond). The lines would creep up 1/16 at a
+  time; the search doubles and bisects instead."""
+  import types
+  import ml_collections
+  chip = types.SimpleNamespace(device_kind="TPU v5 lite")
+  monkeypatch.setattr(tpu_plan, "topology_devices", lambda name: (name, [chip] * 4))
+  hbm, need = tpu_plan.HBM_BYTES["TPU v5 lite"], lambda batch: 2 * 2 ** 30 + batch * 5 * 2 ** 20
+  compiled = []
+  def plan(config, topology, progress, step_only):
+    batch = config.batch_size
+    compiled.append(batch)
+    fits = batch <= 5000
+    step = {"arguments": 3 * 2 ** 29} if fits else {"out_of_memory": "..."}
+    return {"programs": {"train step": step}, "peak_bytes": min(need(batch), int(0.92 * hbm)) if fits else need(batch)}
+  monkeypatch.setattr(tpu_plan, "plan", plan)
+  config = ml_collections.ConfigDict({"method": "flyp", "batch_size": start, "model_axis": 1, "grad_accum_steps": 1,
+                                      "flyp": {"loss_block": 0}})
+  found = tpu_plan.largest_batch(config, "v5e:2x2", progress=lambda _: None)
+  good, bad = found["largest_batch"], found["refused_batch"]
+  assert good <= 5000 < bad and bad - good <= max(4, good // 16)
+  assert len(compiled) <= 9, compiled  # creeping up 1/16 at a time from the line's 2864: 14
