@@ -337,8 +337,8 @@ def largest_batch(config, topology: str, progress=print) -> dict:
   line through their two peaks, a probe that lands followed by one 1/16 beyond it on the open side. Near the HBM
   (a fitting peak above `SQUEEZED` of it) XLA may rematerialise by itself and the peak stop following the batch, so
   after one step 1/16 beyond the first such peak the search doubles up and bisects the bracket instead; it also
-  doubles where the chip's HBM is unknown, and
-  halves down from a start that does not fit. A refused step compiles in seconds, a fitting one in minutes.
+  doubles where the chip's HBM is unknown, and halves down from a start that does not fit. A refused step compiles
+  in seconds, a fitting one in minutes.
 
   Returns {'largest_batch' (None: not even one step of the smallest batch fits), 'refused_batch', 'tried':
   [[batch, fits, peak bytes], ...]}; `config` is left as it was."""
