@@ -345,15 +345,17 @@ def _search_rows(plans) -> list[str]:
   if not plans:
     return []
   lines = ["#### The largest global batch that fits (`--max_batch`)", "",
-           "Found by compiling the train step where a line through the peaks compiled so far meets the chip's HBM "
+           "Found by compiling the train step alone where a line through the peaks compiled so far meets the chip's "
+           "HBM, and by doubling and bisection once a peak nears the HBM, where XLA rematerialises by itself "
            "(flyp_jax/tpu_plan.py `largest_batch`), to within 1/16; 'refused' is the smallest batch seen not to "
-           "fit.", "",
-           "| model | slice | dtype | memory settings | largest batch | its peak GiB | refused | steps compiled | "
-           "compile s |", "|---|---|---|---|---|---|---|---|---|"]
+           "fit; search s: the whole search's time.", "",
+           "| model | slice | dtype | memory settings | largest batch | per chip | its peak GiB | refused | "
+           "steps compiled | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
   for r in plans:
     peak = next((p for b, ok, p in r["tried"] if b == r["largest_batch"] and ok), None)
     lines.append(f"| {r.get('model', '?')} | {r['topology']} | {r['dtype']} | {_memory_settings(r)} | "
-                 f"{r['largest_batch'] or 'none'} | {_gib(peak)} | {r['refused_batch']} | {len(r['tried'])} | "
+                 f"{r['largest_batch'] or 'none'} | {r['largest_batch'] // r['chips'] if r['largest_batch'] else '-'} | "
+                 f"{_gib(peak)} | {r['refused_batch']} | {len(r['tried'])} | "
                  f"{r.get('process_s', 0):.0f} |")
   return lines + [""]
 

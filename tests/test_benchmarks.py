@@ -182,7 +182,7 @@ def test_tpu_plans_render_as_whole_plans_steps_and_batch_searches(tmp_path):
   (tmp_path / "tpu.json").write_text(json.dumps(suite))
   text = run_all.render(str(tmp_path), str(tmp_path / "RESULTS.md"), str(tmp_path / "no_notes.md"))
   assert "| ViT-L/14 | v5e:2x4 | 512 | bfloat16 | remat dots_saveable, scanned blocks | 3.00 | 4.00 | yes |" in text
-  assert "| ViT-L/14 | v5e:2x4 | bfloat16 | remat dots_saveable, scanned blocks | 2048 | 13.00 | 2304 | 3 | 99 |" in text
+  assert "| ViT-L/14 | v5e:2x4 | bfloat16 | remat dots_saveable, scanned blocks | 2048 | 256 | 13.00 | 2304 | 3 | 99 |" in text
   assert text.count("| flyp_imagenet_b16 | v5e:2x4 |") == 1  # the whole plan alone in the plans' table
 
 
