@@ -319,6 +319,12 @@ def _gib(n) -> str:
   return "-" if n is None else f"{n / 2**30:.2f}"
 
 
+# What the TPU tables' two peaks are (flyp_jax/tpu_plan.py `needs`).
+_PEAKS = ("Summed peak: arguments + outputs - donated + temporaries + code, every buffer live at once (an upper bound); "
+          "XLA's peak: its own (memory_analysis().peak_memory_in_bytes), the one libtpu holds to the chip's usable HBM "
+          "and the plan's verdict reads ('-': recorded before the plan read it).")
+
+
 def _step_rows(plans) -> list[str]:
   """The train step alone under each memory setting (`--step_only`)."""
   if not plans:
@@ -327,16 +333,17 @@ def _step_rows(plans) -> list[str]:
            "Per chip. Temporaries: the activations kept for the backward pass and the step's scratch; '>=': libtpu "
            "refused the step, which needs at least that much. remat True recomputes each block whole; a policy names "
            "what a block keeps (jax.checkpoint_policies). Scanned blocks: `model.scan_layers`, one block compiled per "
-           "tower; XLA's FLOPs then count the loop's body once (as for gradient accumulation), not the step.", "",
-           "| model | slice | batch | dtype | memory settings | temporaries GiB | peak GiB | fits | XLA TFLOPs per chip "
-           "| compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "tower; XLA's FLOPs then count the loop's body once (as for gradient accumulation), not the step. "
+           f"{_PEAKS}", "",
+           "| model | slice | batch | dtype | memory settings | temporaries GiB | summed peak GiB | XLA's peak GiB | "
+           "fits | XLA TFLOPs per chip | compile s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in plans:
     step = r["programs"]["train step"]
     refused = "out_of_memory" in step
     lines.append(f"| {r.get('model', '?')} | {r['topology']} | {r['batch_size']} | {r['dtype']} | {_memory_settings(r)} | "
                  f"{'-' if refused else _gib(step.get('temporaries'))} | {'>= ' * refused}{_gib(r['peak_bytes'])} | "
-                 f"{'yes' if r['fits'] else 'NO'} | {_fmt(r['step_flops'] and r['step_flops'] / 1e12, '.1f')} | "
-                 f"{r['compile_s']:.0f} |")
+                 f"{_gib(step.get('xla_peak'))} | {'yes' if r['fits'] else 'NO'} | "
+                 f"{_fmt(r['step_flops'] and r['step_flops'] / 1e12, '.1f')} | {r['compile_s']:.0f} |")
   return lines + [""]
 
 
@@ -348,14 +355,16 @@ def _search_rows(plans) -> list[str]:
            "Found by compiling the train step alone where a line through the peaks compiled so far meets the chip's "
            "HBM, and by doubling and bisection once a peak nears the HBM, where XLA rematerialises by itself "
            "(flyp_jax/tpu_plan.py `largest_batch`), to within 1/16; 'refused' is the smallest batch seen not to "
-           "fit; search s: the whole search's time.", "",
-           "| model | slice | dtype | memory settings | largest batch | per chip | its peak GiB | refused | "
-           "steps compiled | search s |", "|---|---|---|---|---|---|---|---|---|---|"]
+           "fit (libtpu refused its step); search s: the whole search's time. " f"{_PEAKS}", "",
+           "| model | slice | dtype | memory settings | largest batch | per chip | its summed peak GiB | its XLA's peak "
+           "GiB | refused | steps compiled | search s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in plans:
-    peak = next((p for b, ok, p in r["tried"] if b == r["largest_batch"] and ok), None)
+    # [batch, fits, summed peak(, XLA's peak: searches since it is read)]
+    peak, xla_peak = next(((t[2], (t[3:] or [None])[0]) for t in r["tried"] if t[0] == r["largest_batch"] and t[1]),
+                          (None, None))
     lines.append(f"| {r.get('model', '?')} | {r['topology']} | {r['dtype']} | {_memory_settings(r)} | "
                  f"{r['largest_batch'] or 'none'} | {r['largest_batch'] // r['chips'] if r['largest_batch'] else '-'} | "
-                 f"{_gib(peak)} | {r['refused_batch']} | {len(r['tried'])} | "
+                 f"{_gib(peak)} | {_gib(xla_peak)} | {r['refused_batch']} | {len(r['tried'])} | "
                  f"{r.get('process_s', 0):.0f} |")
   return lines + [""]
 
@@ -365,8 +374,9 @@ def _plan_rows(plans) -> list[str]:
     return []
   gib = _gib
   lines = ["### Compiled for TPU on a CPU host, not run (`python -m flyp_jax.tpu_plan`)", "",
-           "Per chip, from XLA's memory and cost analysis of the programs the loop runs (flyp_jax/tpu_plan.py): peak = "
-           "arguments + outputs - donated + temporaries + code. FLOPs: XLA's count of the train step / the analytic "
+           "Per chip, from XLA's memory and cost analysis of the programs the loop runs (flyp_jax/tpu_plan.py): each "
+           "program's summed peak; fits: libtpu compiled every program and XLA's peak of each is within the HBM. "
+           f"{_PEAKS} FLOPs: XLA's count of the train step / the analytic "
            "matmul count (flyp_jax/flops.py); with gradient accumulation XLA counts the accumulation loop's body once "
            "(a quarter of the step at accum 4). '>=': libtpu refused to compile the step, which needs at least that "
            "much. Collectives: the train step's, bytes per chip.", "",

@@ -18,8 +18,8 @@ The model's shape is that of `model.path`'s checkpoint where it is on this host,
 is copied to the slice, name the variant it is.
 
 Per chip and program: XLA's memory analysis (arguments, outputs, aliased = donated inputs reused as outputs,
-temporaries, generated code) and its peak, arguments + outputs - aliased + temporaries + code, against the chip's
-HBM; FLOPs from XLA's cost analysis beside the analytic count (`flyp_jax.flops`, both towers' matmuls; none for
+temporaries, generated code), their sum (arguments + outputs - aliased + temporaries + code: every buffer live at
+once, an upper bound) and XLA's own peak, the one held against the chip's HBM (`needs`); FLOPs from XLA's cost analysis beside the analytic count (`flyp_jax.flops`, both towers' matmuls; none for
 attention transfer); the train step's collectives (from the compiled program's text) with their bytes; the
 compile time on this host. XLA's time estimate is not reported: compiled for, not run on, a TPU there is no time.
 With --json the last line printed is one JSON object (`plan`'s).
@@ -58,7 +58,7 @@ GiB = 2 ** 30
 # HBM per chip by device kind (Cloud TPU's system architecture pages); v5p's device kind is "TPU v5".
 HBM_BYTES = {"TPU v4": 32 * GiB, "TPU v5 lite": 16 * GiB, "TPU v5": 95 * GiB, "TPU v6 lite": 32 * GiB}
 # Above this share of the HBM, XLA fits a larger train step by rematerialising by itself: the compiled peak stops
-# growing with the batch (FLYP ViT-B/16 in bfloat16 on v4-8: 29.0 GiB at batch 1140, 29.2 GiB at 2836).
+# growing with the batch (FLYP ViT-B/16 in bfloat16 on v4-8: 29.0 GiB at batch 1140, 28.9 at 2416, 29.7 at 2716).
 SQUEEZED = 0.9
 # Slice (accelerator type) names -> topology: v5e / v6e count chips, v4 / v5p TensorCores (two per chip).
 _CHIP_GRID = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
@@ -103,13 +103,26 @@ def bytes_per_chip(tree) -> int:
   return max(per_device.values(), default=0)
 
 
-def memory(compiled) -> dict[str, int]:
-  """XLA's memory analysis of a compiled program (bytes per device) and its peak."""
+def memory(compiled) -> dict[str, Optional[int]]:
+  """XLA's memory analysis of a compiled program (bytes per device): its buffers by kind, their sum ('peak': every
+  buffer live at once) and XLA's own peak ('xla_peak', None where this JAX does not report it)."""
   m = compiled.memory_analysis()
   out = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes, "aliased": m.alias_size_in_bytes,
          "temporaries": m.temp_size_in_bytes, "code": m.generated_code_size_in_bytes}
   out["peak"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"] + out["code"]
+  out["xla_peak"] = getattr(m, "peak_memory_in_bytes", 0) or None
   return out
+
+
+def needs(programs: dict, param_bytes: Optional[int]) -> Optional[int]:
+  """What the most demanding compiled program holds in a chip at once: XLA's own peak of each where reported, else
+  the summed one; the optimiser's initialisation with the parameters it is made beside. libtpu holds XLA's peak,
+  not the sum, to the chip's usable HBM (a little under the nominal: 15.75 GiB of a v5e chip's 16, 30.75 of a v4
+  chip's 32, by its refusals): near the HBM the sum runs over it for steps libtpu compiles (FLYP ViT-B/16 at batch
+  2664 on a v5litepod-8: sum 16.56 GiB, XLA's peak 14.34)."""
+  held = [(q.get("xla_peak") or q["peak"]) + (param_bytes or 0) * (name == "init: optimiser")
+          for name, q in programs.items() if "out_of_memory" not in q and q.get("peak") is not None]
+  return max(held, default=None)
 
 
 def _shape_bytes(text: str) -> int:
@@ -266,9 +279,10 @@ def plan(config, topology: str, progress=print, hlo_dir: str = "", step_only: bo
   init += [peak(["init: optimiser"]) + out["param_bytes"]] if peak(["init: optimiser"]) is not None else []
   out["init_peak_bytes"] = max(init, default=None)
   out["eval_peak_bytes"] = peak(["zero-shot head", "evaluation step"])
-  highest = max((v for k, v in out.items() if k.endswith("peak_bytes") and v is not None), default=0)
+  out["xla_peak_bytes"] = programs.get("train step", {}).get("xla_peak")
+  out["needs_bytes"] = needs(programs, out.get("param_bytes"))
   refused = any("out_of_memory" in p for p in programs.values())
-  out["fits"] = False if refused else None if hbm is None else highest <= hbm
+  out["fits"] = False if refused else None if hbm is None else (out["needs_bytes"] or 0) <= hbm
   out["step_flops"] = programs.get("train step", {}).get("flops")
   if out["analytic_flops"] is not None:
     out["analytic_flops"] /= chips  # per chip, as XLA's count
@@ -341,7 +355,8 @@ def largest_batch(config, topology: str, progress=print) -> dict:
   in seconds, a fitting one in minutes.
 
   Returns {'largest_batch' (None: not even one step of the smallest batch fits), 'refused_batch', 'tried':
-  [[batch, fits, peak bytes], ...]}; `config` is left as it was."""
+  [[batch, fits, summed peak bytes, XLA's peak bytes or None], ...]}; `config` is left as it was. The search
+  follows the summed peaks (for a refused step, what libtpu said it needs), the verdicts are libtpu's."""
   if config.method not in methods.NAMES:
     raise errors.BadValue(f"--max_batch searches a training method's batch; {config.method!r} does not train")
   devices = topology_devices(topology)[1]
@@ -358,7 +373,8 @@ def largest_batch(config, topology: str, progress=print) -> dict:
     step = plan(config, topology, progress=lambda _: None, step_only=True)
     program = step["programs"]["train step"]
     ok = "out_of_memory" not in program  # libtpu compiled it: XLA fits it in a chip
-    tried.append([batch, ok, step["peak_bytes"]])  # for a refused step, the peak XLA said it needs at least
+    # For a refused step, the peak XLA said it needs at least; XLA's own peak of a fitting one.
+    tried.append([batch, ok, step["peak_bytes"], step.get("xla_peak_bytes")])
     if ok and program.get("arguments") is not None:
       resident[batch] = program["arguments"]
     progress(f"batch {batch}: {'fits' if ok else 'does not fit'} ({_size(step['peak_bytes'])} per chip)")
@@ -366,7 +382,7 @@ def largest_batch(config, topology: str, progress=print) -> dict:
 
   def beyond(good: int) -> int:
     """The next batch above the largest that fits while none has been refused (docstring)."""
-    fitting = sorted((b, peak) for b, ok, peak in tried if ok and peak)
+    fitting = sorted((b, peak) for b, ok, peak, _ in tried if ok and peak)
     (b0, p0), (b1, p1) = ([(0, resident.get(good))] + fitting)[-2:]
     if on_line(p0) and not on_line(p1):  # the first peak near the HBM: one step, then doubling
       return good + tolerance(good)
@@ -377,7 +393,7 @@ def largest_batch(config, topology: str, progress=print) -> dict:
 
   def inside(good: int, bad: int, closing: Optional[str]) -> tuple[int, bool]:
     """The next batch strictly between good and bad, and whether it is on the line (docstring)."""
-    peaks = {b: peak for b, _, peak in tried}
+    peaks = {b: peak for b, _, peak, _ in tried}
     guess = {"up": good + tolerance(good), "down": bad - tolerance(good)}.get(closing)
     if guess is None and on_line(peaks.get(good)) and (peaks.get(bad) or 0) > peaks[good]:
       guess = good + (hbm - peaks[good]) * (bad - good) / (peaks[bad] - peaks[good])
@@ -419,21 +435,23 @@ def report(p: dict) -> str:
            f"{p['model']}, global batch {p['batch_size']}, model axis {p['model_axis']}, {p['dtype']}, remat "
            f"{p['remat']}, scan_layers {p.get('scan_layers', False)}, loss block {p['loss_block']}, "
            f"grad_accum_steps {p['grad_accum_steps']}",
-           "", "| program (per chip) | arguments | outputs | aliased | temporaries | peak | compile (s) |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+           "", "| program (per chip) | arguments | outputs | aliased | temporaries | summed peak | XLA's peak | "
+           "compile (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
   order = list(PROGRAMS)  # the loop's order, also for a plan read back from a file with sorted keys
   for name, q in sorted(p["programs"].items(), key=lambda kv: order.index(kv[0])):
     if "out_of_memory" in q:  # the peak XLA names is at least what the program needs
-      lines.append(f"| {name} | - | - | - | - | >= {_size(q['peak'])} | {q['compile_s']:.1f} |")
+      lines.append(f"| {name} | - | - | - | - | >= {_size(q['peak'])} | - | {q['compile_s']:.1f} |")
       continue
     lines.append(f"| {name} | {_size(q['arguments'])} | {_size(q['outputs'])} | {_size(q['aliased'])} | "
-                 f"{_size(q['temporaries'])} | {_size(q['peak'])} | {q['compile_s']:.1f} |")
-  highest = max((v for k, v in p.items() if k.endswith("peak_bytes") and v is not None), default=0)
+                 f"{_size(q['temporaries'])} | {_size(q['peak'])} | {_size(q.get('xla_peak'))} | "
+                 f"{q['compile_s']:.1f} |")
+  highest = p.get("needs_bytes")  # a plan from before XLA's peak was read: the highest summed one
+  highest = highest or max((v for k, v in p.items() if k.endswith("peak_bytes") and v is not None), default=0)
   refused = [n for n, q in p["programs"].items() if "out_of_memory" in q]
   verdict = ("unknown chip: no HBM size to compare with" if p["fits"] is None else
              f"does NOT fit: XLA cannot fit the {' and the '.join(refused)} in a chip's {_size(hbm)}" if refused else
-             f"{'fits' if p['fits'] else 'does NOT fit'}: peak {_size(highest)} of {_size(hbm)} per chip "
-             f"({100 * highest / hbm:.0f}%)")
+             f"{'fits' if p['fits'] else 'does NOT fit'}: at most {_size(highest)} held at once of {_size(hbm)} per "
+             f"chip ({100 * highest / hbm:.0f}%; XLA's peak of each program where reported, else the summed one)")
   if p.get("param_bytes") is not None and p.get("init_peak_bytes") is not None:
     lines.append(f"parameters and extras resident per chip: {_size(p['param_bytes'])}; initialisation's peak "
                  f"{_size(p['init_peak_bytes'])} (the optimiser's state made beside them)")

@@ -65,6 +65,8 @@ def test_the_plan_describes_the_compiled_tpu_programs(plans):
   for name, program in p["programs"].items():
     assert 0 < program["peak"] < p["hbm_bytes"], name
     assert program["peak"] >= program["arguments"] + program["temporaries"], name
+    assert 0 < program["xla_peak"] < p["hbm_bytes"], name  # XLA's own, read from the program
+  assert p["needs_bytes"] == tpu_plan.needs(p["programs"], p["param_bytes"]) >= p["param_bytes"]
   # The donated state: the step's outputs reuse its inputs.
   step = p["programs"]["train step"]
   assert step["aliased"] > 0.9 * step["outputs"]
@@ -78,7 +80,7 @@ def test_the_plan_describes_the_compiled_tpu_programs(plans):
   n, local = p["batch_size"], p["batch_size"] // 4
   assert not re.search(rf"f32\[{n},{n}\]", text)
   assert re.search(rf"f32\[{local},{n}\]", text)
-  assert stdout.count("does NOT fit") == 1 and "fits: peak" in stdout  # the batch too big below
+  assert stdout.count("does NOT fit") == 1 and "fits: at most" in stdout  # the batch too big below
 
 
 @pytest.mark.slow
@@ -141,6 +143,17 @@ def test_slice_names_map_to_topologies():
   assert tpu_plan.SLICES["v5p-8"] == "v5p:2x2x1" and tpu_plan.SLICES["v6e-256"] == "v6e:16x16"
   with pytest.raises(ValueError, match="unknown TPU topology"):
     tpu_plan.topology_devices("v9-8")
+
+
+def test_the_verdict_holds_xla_s_peak_of_each_program_to_the_hbm():
+  """XLA's peak where reported, else the summed one; the optimiser's init with the parameters beside it; a refused
+  program is not counted (the plan is a no by itself then)."""
+  step = {"peak": 17, "xla_peak": 14}  # near the HBM the sum runs over what libtpu compiles
+  init = {"peak": 3, "xla_peak": None}
+  assert tpu_plan.needs({"train step": step}, param_bytes=5) == 14
+  assert tpu_plan.needs({"train step": step, "init: optimiser": init}, param_bytes=12) == 15
+  assert tpu_plan.needs({"train step": {"out_of_memory": "...", "peak": 40}, "evaluation step": init}, 5) == 3
+  assert tpu_plan.needs({}, 5) is None
 
 
 def test_the_memory_an_out_of_memory_message_names():
