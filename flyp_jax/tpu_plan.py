@@ -355,8 +355,8 @@ def largest_batch(config, topology: str, progress=print) -> dict:
   in seconds, a fitting one in minutes.
 
   Returns {'largest_batch' (None: not even one step of the smallest batch fits), 'refused_batch', 'tried':
-  [[batch, fits, summed peak bytes, XLA's peak bytes or None], ...]}; `config` is left as it was. The search
-  follows the summed peaks (for a refused step, what libtpu said it needs), the verdicts are libtpu's."""
+  [[batch, fits, summed peak bytes, XLA's peak bytes or None], ...]}; `config` is left as it was. The peaks
+  followed are XLA's where reported (`needs`; for a refused step, what libtpu said it needs), the verdicts libtpu's."""
   if config.method not in methods.NAMES:
     raise errors.BadValue(f"--max_batch searches a training method's batch; {config.method!r} does not train")
   devices = topology_devices(topology)[1]
@@ -377,12 +377,17 @@ def largest_batch(config, topology: str, progress=print) -> dict:
     tried.append([batch, ok, step["peak_bytes"], step.get("xla_peak_bytes")])
     if ok and program.get("arguments") is not None:
       resident[batch] = program["arguments"]
-    progress(f"batch {batch}: {'fits' if ok else 'does not fit'} ({_size(step['peak_bytes'])} per chip)")
+    progress(f"batch {batch}: {'fits' if ok else 'does not fit'} "
+             f"({_size(step.get('xla_peak_bytes') or step['peak_bytes'])} per chip)")
     return ok
+
+  def held() -> list:
+    """[batch, fits, the peak libtpu holds to the HBM: XLA's where reported, else the summed one]."""
+    return [[b, ok, xla or summed] for b, ok, summed, xla in tried]
 
   def beyond(good: int) -> int:
     """The next batch above the largest that fits while none has been refused (docstring)."""
-    fitting = sorted((b, peak) for b, ok, peak, _ in tried if ok and peak)
+    fitting = sorted((b, peak) for b, ok, peak in held() if ok and peak)
     (b0, p0), (b1, p1) = ([(0, resident.get(good))] + fitting)[-2:]
     if on_line(p0) and not on_line(p1):  # the first peak near the HBM: one step, then doubling
       return good + tolerance(good)
@@ -393,7 +398,7 @@ def largest_batch(config, topology: str, progress=print) -> dict:
 
   def inside(good: int, bad: int, closing: Optional[str]) -> tuple[int, bool]:
     """The next batch strictly between good and bad, and whether it is on the line (docstring)."""
-    peaks = {b: peak for b, _, peak, _ in tried}
+    peaks = {b: peak for b, _, peak in held()}
     guess = {"up": good + tolerance(good), "down": bad - tolerance(good)}.get(closing)
     if guess is None and on_line(peaks.get(good)) and (peaks.get(bad) or 0) > peaks[good]:
       guess = good + (hbm - peaks[good]) * (bad - good) / (peaks[bad] - peaks[good])

@@ -185,11 +185,12 @@ def test_the_largest_batch_search_brackets_the_limit(monkeypatch, start, limit):
   assert len(compiled) < 16
 
 
-@pytest.mark.parametrize("start", [512, 4096])
-def test_the_largest_batch_search_follows_the_peaks_line(monkeypatch, start):
+@pytest.mark.parametrize("start, summed_over", [(512, 1.0), (4096, 1.0), (512, 1.4), (4096, 1.4)])
+def test_the_largest_batch_search_follows_the_peaks_line(monkeypatch, start, summed_over):
   """A stand-in chip of 16 GiB whose step needs 2 GiB plus 5 MiB per example, 1.5 GiB of it its arguments (XLA
   refuses past the HBM): the lines through the peaks find the limit (2867 examples) in fewer compiles than
-  doubling and bisection."""
+  doubling and bisection. They follow XLA's peak where it is reported, not the sum of the buffers (here
+  `summed_over` times it, as with scanned blocks)."""
   import types
   import ml_collections
   chip = types.SimpleNamespace(device_kind="TPU v5 lite")
@@ -200,7 +201,10 @@ def test_the_largest_batch_search_follows_the_peaks_line(monkeypatch, start):
     compiled.append(config.batch_size)
     fits = need(config.batch_size) <= tpu_plan.HBM_BYTES["TPU v5 lite"]
     step = {"arguments": 3 * 2 ** 29} if fits else {"out_of_memory": "..."}
-    return {"programs": {"train step": step}, "peak_bytes": need(config.batch_size)}
+    # A refused step's peak: what libtpu said it needs (no sum: no program).
+    summed = int(summed_over * need(config.batch_size)) if fits else need(config.batch_size)
+    xla = need(config.batch_size) if fits and summed_over != 1 else None
+    return {"programs": {"train step": step}, "peak_bytes": summed, "xla_peak_bytes": xla}
   monkeypatch.setattr(tpu_plan, "plan", plan)
   config = ml_collections.ConfigDict({"method": "flyp", "batch_size": start, "model_axis": 1, "grad_accum_steps": 1,
                                       "flyp": {"loss_block": 0}})
