@@ -193,7 +193,7 @@ def _headline(r: dict) -> str:
     last = r["rows"][-1]
     return f"B={last['global_batch']}: {last['temp_bytes'] / 2**20:.0f} MiB temp per device"
   if b == "tpu_plan":
-    peak = max(r[k] or 0 for k in ("peak_bytes", "init_peak_bytes", "eval_peak_bytes"))
+    peak = r.get("needs_bytes") or max(r[k] or 0 for k in ("peak_bytes", "init_peak_bytes", "eval_peak_bytes"))
     return f"peak {peak / 2**30:.2f} GiB per chip, fits {r['fits']}, compile {r['compile_s']:.0f}s"
   if b == "main_job":
     return f"{r.get('wall_s', 0):.0f}s wall" if "wall_s" in r else r.get("command", "")
@@ -320,9 +320,9 @@ def _gib(n) -> str:
 
 
 # What the TPU tables' two peaks are (flyp_jax/tpu_plan.py `needs`).
-_PEAKS = ("Summed peak: arguments + outputs - donated + temporaries + code, every buffer live at once (an upper bound); "
-          "XLA's peak: its own (memory_analysis().peak_memory_in_bytes), the one libtpu holds to the chip's usable HBM "
-          "and the plan's verdict reads ('-': recorded before the plan read it).")
+_PEAKS = ("Summed peak: arguments + outputs - donated + temporaries + code, every buffer live at once (an upper "
+          "bound); XLA's peak: its own (memory_analysis().peak_memory_in_bytes), the one libtpu holds to the chip's "
+          "usable HBM and the plan's verdict reads ('-': recorded before the plan read it).")
 
 
 def _step_rows(plans) -> list[str]:
@@ -356,8 +356,9 @@ def _search_rows(plans) -> list[str]:
            "HBM, and by doubling and bisection once a peak nears the HBM, where XLA rematerialises by itself "
            "(flyp_jax/tpu_plan.py `largest_batch`), to within 1/16; 'refused' is the smallest batch seen not to "
            "fit (libtpu refused its step); search s: the whole search's time. " f"{_PEAKS}", "",
-           "| model | slice | dtype | memory settings | largest batch | per chip | its summed peak GiB | its XLA's peak "
-           "GiB | refused | steps compiled | search s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| model | slice | dtype | memory settings | largest batch | per chip | its summed peak GiB | "
+           "its XLA's peak GiB | refused | steps compiled | search s |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in plans:
     # [batch, fits, summed peak(, XLA's peak: searches since it is read)]
     peak, xla_peak = next(((t[2], (t[3:] or [None])[0]) for t in r["tried"] if t[0] == r["largest_batch"] and t[1]),

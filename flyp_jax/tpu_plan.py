@@ -19,9 +19,10 @@ is copied to the slice, name the variant it is.
 
 Per chip and program: XLA's memory analysis (arguments, outputs, aliased = donated inputs reused as outputs,
 temporaries, generated code), their sum (arguments + outputs - aliased + temporaries + code: every buffer live at
-once, an upper bound) and XLA's own peak, the one held against the chip's HBM (`needs`); FLOPs from XLA's cost analysis beside the analytic count (`flyp_jax.flops`, both towers' matmuls; none for
-attention transfer); the train step's collectives (from the compiled program's text) with their bytes; the
-compile time on this host. XLA's time estimate is not reported: compiled for, not run on, a TPU there is no time.
+once, an upper bound) and XLA's own peak, the one held against the chip's HBM (`needs`); FLOPs from XLA's cost
+analysis beside the analytic count (`flyp_jax.flops`, both towers' matmuls; none for attention transfer); the train
+step's collectives (from the compiled program's text) with their bytes; the compile time on this host. XLA's time
+estimate is not reported: compiled for, not run on, a TPU there is no time.
 With --json the last line printed is one JSON object (`plan`'s).
 """
 
@@ -58,7 +59,8 @@ GiB = 2 ** 30
 # HBM per chip by device kind (Cloud TPU's system architecture pages); v5p's device kind is "TPU v5".
 HBM_BYTES = {"TPU v4": 32 * GiB, "TPU v5 lite": 16 * GiB, "TPU v5": 95 * GiB, "TPU v6 lite": 32 * GiB}
 # Above this share of the HBM, XLA fits a larger train step by rematerialising by itself: the compiled peak stops
-# growing with the batch (FLYP ViT-B/16 in bfloat16 on v4-8: 29.0 GiB at batch 1140, 28.9 at 2416, 29.7 at 2716).
+# growing with the batch (FLYP ViT-B/16 in bfloat16 on v4-8, summed: 29.0 GiB at batch 1140, 28.9 at 2416, 29.7 at
+# 2716).
 SQUEEZED = 0.9
 # Slice (accelerator type) names -> topology: v5e / v6e count chips, v4 / v5p TensorCores (two per chip).
 _CHIP_GRID = {1: "1x1", 4: "2x2", 8: "2x4", 16: "4x4", 32: "4x8", 64: "8x8", 128: "8x16", 256: "16x16"}
@@ -450,8 +452,8 @@ def report(p: dict) -> str:
     lines.append(f"| {name} | {_size(q['arguments'])} | {_size(q['outputs'])} | {_size(q['aliased'])} | "
                  f"{_size(q['temporaries'])} | {_size(q['peak'])} | {_size(q.get('xla_peak'))} | "
                  f"{q['compile_s']:.1f} |")
-  highest = p.get("needs_bytes")  # a plan from before XLA's peak was read: the highest summed one
-  highest = highest or max((v for k, v in p.items() if k.endswith("peak_bytes") and v is not None), default=0)
+  # A plan read back from before XLA's peak was read has no needs_bytes: its highest summed peak then.
+  highest = p.get("needs_bytes") or max((v for k, v in p.items() if k.endswith("peak_bytes") and v), default=0)
   refused = [n for n, q in p["programs"].items() if "out_of_memory" in q]
   verdict = ("unknown chip: no HBM size to compare with" if p["fits"] is None else
              f"does NOT fit: XLA cannot fit the {' and the '.join(refused)} in a chip's {_size(hbm)}" if refused else

@@ -178,15 +178,16 @@ def test_tpu_plans_render_as_whole_plans_steps_and_batch_searches(tmp_path):
   step = dict(base, command="step", remat="dots_saveable", scan_layers=True,
               programs={"train step": dict(program, xla_peak=3.5 * 2**30)})
   search = dict(step, command="search", largest_batch=2048, refused_batch=2304,
-                tried=[[512, True, 2**30, 2**30], [2048, True, 13 * 2**30, 12 * 2**30], [2304, False, 17 * 2**30, None]])
-  # A search recorded before XLA's peak was read: three fields a compile.
+                tried=[[512, True, 2**30, 2**30], [2048, True, 13 * 2**30, 12 * 2**30],
+                       [2304, False, 17 * 2**30, None]])
+  # A search recorded before XLA's peak was read: three fields per compile.
   old_search = dict(search, command="old search", model="ViT-B/16",
                     tried=[[512, True, 2**30], [2048, True, 13 * 2**30], [2304, False, 17 * 2**30]])
   suite = {"suite": "tpu", "date": "today", "results": [whole, step, search, old_search]}
   (tmp_path / "tpu.json").write_text(json.dumps(suite))
   text = run_all.render(str(tmp_path), str(tmp_path / "RESULTS.md"), str(tmp_path / "no_notes.md"))
-  assert "| ViT-L/14 | v5e:2x4 | 512 | bfloat16 | remat dots_saveable, scanned blocks | 3.00 | 4.00 | 3.50 | yes |" in text
   settings = "remat dots_saveable, scanned blocks"
+  assert f"| ViT-L/14 | v5e:2x4 | 512 | bfloat16 | {settings} | 3.00 | 4.00 | 3.50 | yes |" in text
   assert f"| ViT-L/14 | v5e:2x4 | bfloat16 | {settings} | 2048 | 256 | 13.00 | 12.00 | 2304 | 3 | 99 |" in text
   assert f"| ViT-B/16 | v5e:2x4 | bfloat16 | {settings} | 2048 | 256 | 13.00 | - | 2304 | 3 | 99 |" in text
   assert text.count("| flyp_imagenet_b16 | v5e:2x4 |") == 1  # the whole plan alone in the plans' table
