@@ -360,9 +360,9 @@ def _search_rows(plans) -> list[str]:
            "its XLA's peak GiB | refused | steps compiled | search s |",
            "|---|---|---|---|---|---|---|---|---|---|---|"]
   for r in plans:
-    # [batch, fits, summed peak(, XLA's peak: searches since it is read)]
-    peak, xla_peak = next(((t[2], (t[3:] or [None])[0]) for t in r["tried"] if t[0] == r["largest_batch"] and t[1]),
-                          (None, None))
+    # [batch, fits, summed peak, XLA's peak]; searches from before XLA's peak was read have three fields.
+    best = next((t for t in r["tried"] if t[0] == r["largest_batch"] and t[1]), [None] * 4)
+    peak, xla_peak = (best + [None])[2:4]
     lines.append(f"| {r.get('model', '?')} | {r['topology']} | {r['dtype']} | {_memory_settings(r)} | "
                  f"{r['largest_batch'] or 'none'} | {r['largest_batch'] // r['chips'] if r['largest_batch'] else '-'} | "
                  f"{_gib(peak)} | {_gib(xla_peak)} | {r['refused_batch']} | {len(r['tried'])} | "

@@ -452,8 +452,7 @@ def report(p: dict) -> str:
     lines.append(f"| {name} | {_size(q['arguments'])} | {_size(q['outputs'])} | {_size(q['aliased'])} | "
                  f"{_size(q['temporaries'])} | {_size(q['peak'])} | {_size(q.get('xla_peak'))} | "
                  f"{q['compile_s']:.1f} |")
-  # A plan read back from before XLA's peak was read has no needs_bytes: its highest summed peak then.
-  highest = p.get("needs_bytes") or max((v for k, v in p.items() if k.endswith("peak_bytes") and v), default=0)
+  highest = p["needs_bytes"]  # read only where every program compiled on a known chip
   refused = [n for n, q in p["programs"].items() if "out_of_memory" in q]
   verdict = ("unknown chip: no HBM size to compare with" if p["fits"] is None else
              f"does NOT fit: XLA cannot fit the {' and the '.join(refused)} in a chip's {_size(hbm)}" if refused else
