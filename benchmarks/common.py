@@ -11,6 +11,7 @@ cross-check.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import os
 import platform
@@ -126,16 +127,23 @@ def cpu_model() -> str:
   return platform.processor() or platform.machine()
 
 
-def environment(torch_too: bool = False) -> dict:
-  """Machine and versions, for the results file."""
+def environment(torch_too: bool = False, devices: bool = True) -> dict:
+  """Machine and versions, for the results file. `devices=False`: the host and versions only, without starting a
+  JAX backend (a TPU compile's host, whose libtpu compiled for chips it does not have)."""
   import jax
   import jaxlib
   info = {"python": sys.version.split()[0], "platform": platform.platform(), "cpu": cpu_model(),
           "cpu_threads": cpu_threads(), "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-          "jax_backend": jax.default_backend(), "devices": len(jax.devices()),
-          "device_kind": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  if devices:
+    info.update(jax_backend=jax.default_backend(), devices=len(jax.devices()),
+                device_kind=jax.devices()[0].device_kind)
   for name in ("flax", "optax"):
     info[name] = _version(name)
+  try:
+    info["libtpu"] = importlib.metadata.version("libtpu")
+  except importlib.metadata.PackageNotFoundError:
+    pass
   if torch_too:
     info["torch"] = _version("torch")
     info["transformers"] = _version("transformers")

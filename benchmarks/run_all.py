@@ -27,6 +27,8 @@ import sys
 import threading
 import time
 
+from benchmarks import common
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 RESULTS_DIR = os.path.join(HERE, "results")
@@ -137,6 +139,8 @@ def run_one(module: str, args: str, timeout_s: float) -> dict:
             "stderr_tail": proc.stderr[-3000:]}
   result = json.loads(lines[-1])
   result.setdefault("benchmark", module.rsplit(".", 1)[-1])
+  if "environment" not in result:  # a TPU plan: compiled here, with this host's versions
+    result["environment"] = common.environment(devices=False)
   result["command"] = shown
   result["process_s"] = time.perf_counter() - start
   return result
@@ -208,13 +212,18 @@ def _fmt(x, spec=".2f"):
 def _machine(results) -> str:
   env = next((r["environment"] for r in results if "environment" in r), {})
   torch_env = next((r["environment"] for r in results if "torch" in r.get("environment", {})), env)
-  parts = [f"{env.get('device_kind', '?')} x{env.get('devices', '?')} ({env.get('jax_backend', '?')})",
+  if not env:
+    return "not recorded"
+  parts = [f"{env['device_kind']} x{env['devices']} ({env['jax_backend']})" if "device_kind" in env
+           else "compiling host, no accelerator",
            f"CPU {env.get('cpu', '?')}, {env.get('cpu_threads', '?')} threads",
-           f"jax {env.get('jax')}, flax {env.get('flax')}, optax {env.get('optax')}",
-           f"torch {torch_env.get('torch')} ({torch_env.get('torch_threads')} threads"
-           + (f", {torch_env['torch_device']}" if torch_env.get("torch_device") else "") + ")",
-           f"transformers {torch_env.get('transformers')}", f"python {env.get('python')}"]
-  return "; ".join(parts)
+           f"jax {env.get('jax')}, flax {env.get('flax')}, optax {env.get('optax')}"
+           + (f", libtpu {env['libtpu']}" if "libtpu" in env else "")]
+  if "torch" in torch_env:
+    parts += [f"torch {torch_env.get('torch')} ({torch_env.get('torch_threads')} threads"
+              + (f", {torch_env['torch_device']}" if torch_env.get("torch_device") else "") + ")",
+              f"transformers {torch_env.get('transformers')}"]
+  return "; ".join(parts + [f"python {env.get('python')}"])
 
 
 def render(results_dir: str, path: str, notes_path: str) -> str:

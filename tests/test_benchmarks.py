@@ -173,7 +173,9 @@ def test_tpu_plans_render_as_whole_plans_steps_and_batch_searches(tmp_path):
           "model": "ViT-L/14", "remat": False, "loss_block": 0, "grad_accum_steps": 1, "model_axis": 1,
           "peak_bytes": 4 * 2**30, "init_peak_bytes": None, "eval_peak_bytes": None, "fits": True,
           "step_flops": 1e12, "analytic_flops": 1e12, "collectives": {}, "compile_s": 10.0, "process_s": 99.0}
-  whole = dict(base, command="whole", init_peak_bytes=2**30, eval_peak_bytes=2**30,
+  host = {"python": "3.11.7", "cpu": "AMD EPYC", "cpu_threads": 2, "jax": "0.10.2", "flax": "0.12.8",
+          "optax": "0.2.8", "libtpu": "0.0.42.1"}  # common.environment(devices=False): the compiling host
+  whole = dict(base, command="whole", init_peak_bytes=2**30, eval_peak_bytes=2**30, environment=host,
                programs={"train step": program, "evaluation step": program})
   step = dict(base, command="step", remat="dots_saveable", scan_layers=True,
               programs={"train step": dict(program, xla_peak=3.5 * 2**30)})
@@ -191,6 +193,9 @@ def test_tpu_plans_render_as_whole_plans_steps_and_batch_searches(tmp_path):
   assert f"| ViT-L/14 | v5e:2x4 | bfloat16 | {settings} | 2048 | 256 | 13.00 | 12.00 | 2304 | 3 | 99 |" in text
   assert f"| ViT-B/16 | v5e:2x4 | bfloat16 | {settings} | 2048 | 256 | 13.00 | - | 2304 | 3 | 99 |" in text
   assert text.count("| flyp_imagenet_b16 | v5e:2x4 |") == 1  # the whole plan alone in the plans' table
+  assert ("Machine: compiling host, no accelerator; CPU AMD EPYC, 2 threads; jax 0.10.2, flax 0.12.8, optax 0.2.8, "
+          "libtpu 0.0.42.1; python 3.11.7\n") in text
+  assert run_all._machine([step, search]) == "not recorded"
 
 
 class Counter:
