@@ -139,7 +139,7 @@ def run_one(module: str, args: str, timeout_s: float) -> dict:
             "stderr_tail": proc.stderr[-3000:]}
   result = json.loads(lines[-1])
   result.setdefault("benchmark", module.rsplit(".", 1)[-1])
-  if "environment" not in result:  # a TPU plan: compiled here, with this host's versions
+  if module == PLAN:  # compiled by libtpu on this host: the host's versions (the plan names only the chips)
     result["environment"] = common.environment(devices=False)
   result["command"] = shown
   result["process_s"] = time.perf_counter() - start

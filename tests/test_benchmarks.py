@@ -198,6 +198,16 @@ def test_tpu_plans_render_as_whole_plans_steps_and_batch_searches(tmp_path):
   assert run_all._machine([step, search]) == "not recorded"
 
 
+def test_a_tpu_plan_records_the_compiling_host_s_versions(monkeypatch):
+  import subprocess
+  plan = {"benchmark": "tpu_plan", "device_kind": "TPU v5 lite"}
+  monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(
+      a[0], 0, stdout="progress\n" + json.dumps(plan) + "\n", stderr=""))
+  r = run_all.run_one(run_all.PLAN, "--topology=v5e:2x2", 60)
+  assert r["device_kind"] == "TPU v5 lite" and r["environment"]["jax"] == common.environment(devices=False)["jax"]
+  assert "device_kind" not in r["environment"]  # the host's, not a backend's: libtpu runs nothing here
+
+
 class Counter:
   """A stand-in for a PyTorch runner, built in the child process (importable by reference)."""
 
